@@ -1,0 +1,336 @@
+"""The HTTP shell: routes, limits, errors and metrics, wired to the pure core and the writer.
+
+`POST /user/event` is served by a lean ASGI handler (the framework's router costs a visible share
+on one-event requests); Starlette serves everything else, including the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from . import openapi
+from .config import Settings
+from .decode import decode
+from .errors import ClientError, StorageError
+from .metrics import Metrics
+from .render import COLUMNS, render_rows
+from .windows import WindowPolicy
+from .writer import Applied, Committed, Writer
+
+log = logging.getLogger("batched_event_api")
+access_log = logging.getLogger("batched_event_api.access")
+
+INGEST_PATH = "/user/event"
+ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain"}
+# Bodies larger than this are decoded on a worker thread so the event loop keeps serving.
+_INLINE_DECODE = 256 * 1024
+_JSON = msgspec.json.Encoder()
+
+
+class Ingest:
+    """One server's ingest pipeline: body -> events -> rows -> the single writer thread."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        policy = WindowPolicy(settings.interval_ns, aligned=settings.align == "interval")
+        self.writer = Writer(
+            settings.output,
+            policy,
+            fsync=settings.fsync,
+            header=",".join(COLUMNS) + "\n" if settings.header else "",
+            max_keys=settings.max_keys,
+        )
+        # All writer calls run on this one thread, in submission order: that is the serialization.
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        await self._on_writer(self.writer.start)
+        self._update_open_gauges()
+
+    async def stop(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        try:
+            self._record_commits(await self._on_writer(self.writer.commit_open))
+        except StorageError as exc:
+            log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
+        await self._on_writer(self.writer.close)
+        self._writer_thread.shutdown()
+
+    async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
+
+    async def apply(self, body: bytes, key: str | None) -> Applied:
+        max_line = self.settings.max_line
+        if len(body) > _INLINE_DECODE:
+            times, rows = await asyncio.get_running_loop().run_in_executor(None, _prepare, body, max_line)
+        else:
+            times, rows = _prepare(body, max_line)
+        applied: Applied = await self._on_writer(self.writer.apply, times, rows, key)
+        m = self.metrics
+        if applied.replay:
+            m.replays.inc()
+        else:
+            m.events.inc(applied.accepted)
+            m.late.inc(applied.late)
+            self._record_commits(applied.committed)
+        if applied.accepted and not applied.replay:
+            self._arm_idle_timer()
+        return applied
+
+    def ready(self) -> bool:
+        return self.writer.healthy and os.access(self.settings.output, os.W_OK)
+
+    def _record_commits(self, committed: list[Committed]) -> None:
+        for c in committed:
+            self.metrics.windows.inc()
+            log.info("committed %s rows=%d bytes=%d", c.name, c.rows, c.size)
+        self._update_open_gauges()
+
+    def _update_open_gauges(self) -> None:
+        w = self.writer.open
+        self.metrics.open_start.set(w.start / 1e9 if w else 0)
+        self.metrics.open_rows.set(w.rows if w else 0)
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self.settings.idle_close, lambda: loop.create_task(self._idle_commit()))
+
+    async def _idle_commit(self) -> None:
+        try:
+            self._record_commits(await self._on_writer(self.writer.commit_open))
+        except StorageError as exc:
+            log.error("idle commit failed, will retry on the next request: %s", exc)
+
+
+def _prepare(body: bytes, max_line: int) -> tuple[list[int], list[str]]:
+    decoded = decode(body, max_line=max_line)
+    return decoded.times, render_rows(decoded.events, decoded.time_texts)
+
+
+# -- the raw ASGI ingest route ----------------------------------------------------------------
+
+
+class IngestEndpoint:
+    def __init__(self, ingest: Ingest, settings: Settings, metrics: Metrics) -> None:
+        self.ingest = ingest
+        self.settings = settings
+        self.metrics = metrics
+        token = settings.auth_token
+        self._expected_auth = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        status, payload, headers, events, size = 500, b"", {}, 0, 0
+        try:
+            status, body_json, headers, events, size = await self._handle(scope, receive)
+        except ClientError as exc:
+            status, body_json, headers = exc.status, exc.to_json(), exc.headers
+        except StorageError as exc:
+            status, body_json = 503, {"error": str(exc)}
+        except Exception:
+            log.exception("unexpected error in %s", INGEST_PATH)
+            status, body_json = 500, {"error": "internal error"}
+        payload = _JSON.encode(body_json)
+        await _send_json(send, status, payload, headers)
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(INGEST_PATH, str(status)).inc()
+        self.metrics.duration.labels(INGEST_PATH).observe(elapsed)
+        access_log.info(
+            "%s %s %d events=%d bytes=%d duration_ms=%.2f",
+            scope["method"],
+            INGEST_PATH,
+            status,
+            events,
+            size,
+            elapsed * 1000,
+            extra={"method": scope["method"], "path": INGEST_PATH, "status": status, "events": events,
+                   "bytes": size, "duration_ms": round(elapsed * 1000, 3)},
+        )
+
+    async def _handle(self, scope: dict, receive: Any) -> tuple[int, Any, dict[str, str], int, int]:
+        if scope["method"] != "POST":
+            raise ClientError("method not allowed: use POST", status=405, headers={"allow": "POST"})
+        headers = _headers(scope)
+        if self._expected_auth is not None and not hmac.compare_digest(
+            headers.get("authorization", "").encode(), self._expected_auth
+        ):
+            raise ClientError(
+                "missing or wrong bearer token", status=401, headers={"www-authenticate": 'Bearer realm="batched-event-api"'}
+            )
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type not in ACCEPTED_TYPES:
+            raise ClientError(
+                f"unsupported Content-Type {media_type!r}: send NDJSON as application/x-ndjson", status=415
+            )
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            raise ClientError(f"unsupported Content-Encoding {encoding!r}: use gzip or none", status=415)
+        key = headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+            raise ClientError("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
+        body = await read_body(receive, headers, self.settings, gzip=encoding == "gzip")
+        self.metrics.bytes.inc(len(body))
+        applied = await self.ingest.apply(body, key)
+        response: dict[str, Any] = {"accepted": applied.accepted}
+        if applied.replay:
+            response["replay"] = True
+        return 200, response, {}, applied.accepted, len(body)
+
+
+def _headers(scope: dict) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *, gzip: bool) -> bytes:
+    """The whole request body, never holding more than the limit (after decompression)."""
+    limit = settings.max_body
+    too_large = ClientError(f"request body larger than the limit of {limit} bytes", status=413)
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit and not gzip:
+        raise too_large
+    gunzip = _Gunzip() if gzip else None
+    chunks: list[bytes] = []
+    received = 0
+    more = True
+    while more:
+        try:
+            message = await asyncio.wait_for(receive(), settings.body_timeout)
+        except TimeoutError:
+            raise ClientError("timed out reading the request body", status=408) from None
+        if message["type"] == "http.disconnect":
+            raise ClientError("client disconnected", status=400)
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        if gunzip is not None:
+            chunk = gunzip.feed(chunk, limit - received, too_large)
+        received += len(chunk)
+        if received > limit:
+            raise too_large
+        chunks.append(chunk)
+    if gunzip is not None and not gunzip.complete:
+        raise ClientError("truncated gzip body", status=400)
+    return b"".join(chunks)
+
+
+class _Gunzip:
+    """Incremental gzip decoding (several members allowed) that stops at the size limit."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._started = False
+
+    @property
+    def complete(self) -> bool:
+        return not self._started or self._inflater.eof
+
+    def feed(self, data: bytes, room: int, too_large: ClientError) -> bytes:
+        out: list[bytes] = []
+        try:
+            while data:
+                if self._inflater.eof:  # another gzip member follows
+                    self._inflater = zlib.decompressobj(wbits=31)
+                self._started = True
+                piece = self._inflater.decompress(data, room + 1)
+                room -= len(piece)
+                if room < 0:
+                    raise too_large
+                out.append(piece)
+                data = self._inflater.unconsumed_tail or self._inflater.unused_data
+        except zlib.error as exc:
+            raise ClientError(f"corrupt gzip body: {exc}", status=400) from None
+        return b"".join(out)
+
+
+async def _send_json(send: Any, status: int, payload: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# -- the application --------------------------------------------------------------------------
+
+
+def create_app(settings: Settings) -> Any:
+    metrics = Metrics()
+    ingest = Ingest(settings, metrics)
+    endpoint = IngestEndpoint(ingest, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # noqa: ANN202
+        await ingest.start()
+        yield
+        await ingest.stop()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if ingest.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "error": f"{settings.output} is not writable"}, status_code=503)
+
+    async def metrics_route(request: Request) -> Response:
+        if endpoint._expected_auth is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(), endpoint._expected_auth
+        ):
+            return JSONResponse(
+                {"error": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"www-authenticate": 'Bearer realm="batched-event-api"'},
+            )
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_route(request: Request) -> Response:
+        return JSONResponse(openapi.DOCUMENT)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(openapi.DOCS_HTML)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no route {request.url.path}"}, status_code=404)
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        headers = getattr(exc, "headers", None) or {}
+        return JSONResponse({"error": "method not allowed"}, status_code=405, headers=headers)
+
+    framework = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_route, methods=["GET"]),
+            Route("/openapi.json", openapi_route, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+        lifespan=lifespan,
+    )
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == INGEST_PATH:
+            await endpoint(scope, receive, send)
+        else:
+            await framework(scope, receive, send)
+
+    app.ingest = ingest  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,175 @@
+"""Command line: `serve` runs the service, `send` feeds it files. Every option has an environment variable."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import Settings
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Size(click.ParamType):
+    name = "BYTES"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        m = _SIZE.fullmatch(str(value))
+        unit = (m.group(2) or "").lower() if m else ""
+        if m is None or unit not in _SIZE_UNITS:
+            self.fail(f"{value!r} is not a size like 1048576, 64MiB or 10MB", param, ctx)
+        return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        m = _DURATION.fullmatch(str(value))
+        if m is None:
+            self.fail(f"{value!r} is not a duration like 300, 300s, 5m or 250ms", param, ctx)
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        if seconds <= 0:
+            self.fail("must be greater than zero", param, ctx)
+        return seconds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="batched-event-api")
+def main() -> None:
+    """Receive user events as NDJSON over HTTP and write them as CSV files, one per window of event time."""
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": f"BEA_{name}", "show_envvar": True}
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("./data"),
+              help="Directory for the CSV files (created if missing).", **_env("OUTPUT"))
+@click.option("--host", default="127.0.0.1", help="Address to listen on.", **_env("HOST"))
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port to listen on.", **_env("PORT"))
+@click.option("--interval", type=Duration(), default="5m",
+              help="Length of a window in event time (300, 300s, 5m).", **_env("INTERVAL"))
+@click.option("--idle-close", type=Duration(), default="60s",
+              help="Commit the open window after this long (wall clock) without new events.", **_env("IDLE_CLOSE"))
+@click.option("--align", type=click.Choice(["first-event", "interval"]), default="first-event",
+              help="Window starts: at the first event (the reference), or on multiples of the interval.",
+              **_env("ALIGN"))
+@click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
+              help="'always': a 200 means the rows are on disk. 'never': faster, but a power loss can lose "
+              "acknowledged rows.", **_env("FSYNC"))
+@click.option("--max-body", type=Size(), default="64MiB", help="Largest request body, after decompression (413 above).",
+              **_env("MAX_BODY"))
+@click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))
+@click.option("--max-keys", type=click.IntRange(1), default=10_000, help="Idempotency keys remembered (across restarts).",
+              **_env("MAX_KEYS"))
+@click.option("--body-timeout", type=Duration(), default="30s", help="Time allowed to receive a request body (408 after).",
+              **_env("BODY_TIMEOUT"))
+@click.option("--auth-token", default=None, help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset).",
+              **_env("AUTH_TOKEN"))
+@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
+@click.option("--header/--no-header", default=False, help="Write a header row at the top of each file.", **_env("HEADER"))
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.",
+              **_env("LOG_FORMAT"))
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              help="Least severe level logged.", **_env("LOG_LEVEL"))
+def serve(auth_token_file: Path | None, **options: Any) -> None:
+    """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory."""
+    if auth_token_file is not None:
+        options["auth_token"] = auth_token_file.read_text().strip()
+    options["fsync"] = options["fsync"] == "always"
+    settings = Settings(**options)
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        settings.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.getLogger("batched_event_api").info(
+        "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
+        settings.host, settings.port, settings.output, settings.interval, settings.idle_close,
+        "always" if settings.fsync else "never",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+    server = _server_class()(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Exits 0 after a graceful SIGTERM/SIGINT shutdown (uvicorn re-raises the signal)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    return Server
+
+
+class _JsonFormatter(logging.Formatter):
+    _FIELDS = ("method", "path", "status", "events", "bytes", "duration_ms")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self._FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,29 @@
+"""Configuration: one typed object, read once from the command line and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    output: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    interval: float = 300.0  # seconds of event time per window
+    idle_close: float = 60.0  # wall-clock seconds without events before the open window is committed
+    align: str = "first-event"  # or "interval"
+    fsync: bool = True
+    max_body: int = 64 * 1024 * 1024
+    max_line: int = 8 * 1024 * 1024
+    max_keys: int = 10_000
+    auth_token: str | None = None
+    header: bool = False
+    log_format: str = "text"
+    log_level: str = "info"
+    body_timeout: float = 30.0
+
+    @property
+    def interval_ns(self) -> int:
+        return round(self.interval * 1_000_000_000)

@@ -1,0 +1,155 @@
+"""NDJSON bytes to typed, validated events. Pure: no I/O, no clock.
+
+The whole body is decoded in one msgspec call; only when that fails (or the body has quirks the
+fast path cannot tell apart) is it decoded again line by line to name the exact line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+
+from . import timestamps
+from .errors import EventError
+
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class Event(msgspec.Struct):
+    """One user event. Missing or null optional fields take their zero value when rendered."""
+
+    time: str
+    uuid: str | None = None
+    id: Int64 | None = None
+    active: bool | None = None
+    email: str | None = None
+    phone: str | None = None
+    description: str | None = None
+    credits: float | None = None
+
+
+class _CreditsLiteral(msgspec.Struct):
+    # msgspec reads the integer literal -0 as int 0, losing the sign Go keeps: re-read it raw.
+    credits: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+
+
+_EVENT = msgspec.json.Decoder(Event)
+_CREDITS = msgspec.json.Decoder(_CreditsLiteral)
+_NEGATIVE_ZERO = re.compile(rb":\s*-0(?![0-9.eE])")
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r\x0b\x0c]*(?:\n|\Z)")
+_FIELD_PATH = re.compile(r" - at `\$\.?([^`\[]*)[^`]*`$")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The events of one body, with each event's instant (UTC ns) and Go-rendered time text."""
+
+    events: list[Event]
+    times: list[int]
+    time_texts: list[str]
+
+
+def decode(body: bytes, *, max_line: int) -> Decoded:
+    """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line."""
+    if len(body) > max_line:
+        _check_line_lengths(body, max_line)
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError("invalid UTF-8", line=body.count(b"\n", 0, exc.start) + 1) from None
+    events = _decode_fast(body)
+    if events is None:
+        events = _decode_by_line(body)
+    if _NEGATIVE_ZERO.search(body):
+        _restore_negative_zero(body, events)
+    times: list[int] = []
+    texts: list[str] = []
+    parse = timestamps.parse
+    for index, event in enumerate(events):
+        try:
+            ns, text = parse(event.time)
+        except timestamps.TimeFormatError as exc:
+            raise EventError(str(exc), line=_line_of(body, index), field="time") from None
+        times.append(ns)
+        texts.append(text)
+    return Decoded(events, times, texts)
+
+
+def _decode_fast(body: bytes) -> list[Event] | None:
+    """All events in one call, or None when the body needs the line-by-line path."""
+    content = body[:-1] if body.endswith(b"\n") else body
+    if not content.strip():
+        return []
+    try:
+        events = _EVENT.decode_lines(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    # decode_lines lets an object span lines; one object per line is the contract.
+    if _BLANK_LINE.search(content) is None:
+        lines = content.count(b"\n") + 1
+    else:
+        lines = sum(1 for line in content.split(b"\n") if line.strip())
+    return events if len(events) == lines else None
+
+
+def _decode_by_line(body: bytes) -> list[Event]:
+    events = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(_EVENT.decode(line))
+        except msgspec.ValidationError as exc:
+            raise _validation_error(str(exc), number) from None
+        except msgspec.DecodeError as exc:
+            raise EventError(f"invalid JSON: {exc}", line=number) from None
+        except UnicodeDecodeError:
+            raise EventError("invalid UTF-8", line=number) from None
+    return events
+
+
+def _validation_error(message: str, line: int) -> EventError:
+    field = None
+    match = _FIELD_PATH.search(message)
+    if match is not None:
+        field = match.group(1) or None
+        message = message[: match.start()]
+    elif message.startswith("Object missing required field `"):
+        field = message.split("`")[1]
+    if message.startswith("Expected `object`"):
+        message = "a line must be one JSON object; " + message
+    return EventError(message.replace(" | null", ""), line=line, field=field)
+
+
+def _restore_negative_zero(body: bytes, events: list[Event]) -> None:
+    for event, literal in zip(events, _CREDITS.decode_lines(body), strict=True):
+        if event.credits == 0.0 and bytes(literal.credits).strip() == b"-0":
+            event.credits = -0.0
+
+
+def _line_of(body: bytes, index: int) -> int:
+    """1-based line number of the index-th non-blank line."""
+    seen = -1
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if line.strip():
+            seen += 1
+            if seen == index:
+                return number
+    raise IndexError(index)
+
+
+def _check_line_lengths(body: bytes, max_line: int) -> None:
+    start = 0
+    number = 1
+    while start < len(body):
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = len(body)
+        if end - start > max_line:
+            raise EventError(f"line longer than the limit of {max_line} bytes", line=number, status=413)
+        start = end + 1
+        number += 1

@@ -1,0 +1,26 @@
+"""Prometheus metrics of one server (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter("bea_events_accepted", "Events written and acknowledged", registry=r)
+        self.bytes = Counter("bea_request_bytes", "Request body bytes received (after decompression)", registry=r)
+        self.requests = Counter("bea_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.late = Counter("bea_late_events", "Events earlier than the start of the window they joined", registry=r)
+        self.windows = Counter("bea_windows_committed", "Window files committed", registry=r)
+        self.replays = Counter("bea_idempotent_replays", "Requests answered from an already applied Idempotency-Key", registry=r)
+        self.open_start = Gauge("bea_open_window_start_seconds", "Start of the open window (event time, Unix seconds); 0 when none", registry=r)
+        self.open_rows = Gauge("bea_open_window_rows", "Rows in the open window", registry=r)
+        self.duration = Histogram(
+            "bea_request_duration_seconds",
+            "Time from request start to response, by route",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )

@@ -1,0 +1,118 @@
+"""The OpenAPI 3.1 document of every route, and the /docs page that renders it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_EVENT = {
+    "type": "object",
+    "description": "One line of the NDJSON body. Unknown keys are ignored; keys are case-sensitive.",
+    "required": ["time"],
+    "properties": {
+        "time": {"type": "string", "description": "RFC 3339 with a zone (Z or ±hh:mm), up to 9 fraction digits"},
+        "uuid": {"type": ["string", "null"]},
+        "id": {"type": ["integer", "null"], "minimum": -(2**63), "maximum": 2**63 - 1},
+        "active": {"type": ["boolean", "null"]},
+        "email": {"type": ["string", "null"]},
+        "phone": {"type": ["string", "null"]},
+        "description": {"type": ["string", "null"]},
+        "credits": {"type": ["number", "null"], "description": "finite float64"},
+    },
+}
+
+_NDJSON_BODY = {
+    "schema": {"type": "string", "description": "Newline-delimited JSON: one Event object per line."},
+    "example": '{"time":"2024-07-01T02:03:04Z","id":1,"active":true,"credits":1.5}\n',
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "batched-event-api",
+        "version": __version__,
+        "description": "Receives user events as NDJSON and writes them as CSV files, one per window of event time.",
+    },
+    "paths": {
+        "/user/event": {
+            "post": {
+                "summary": "Ingest NDJSON events",
+                "description": "The whole request is validated, then written and fsync'ed before the 200; "
+                "a refused request writes nothing.",
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 200},
+                     "description": "A request whose key was already applied is answered 200 again without writing."},
+                    {"name": "Content-Encoding", "in": "header", "required": False, "schema": {"type": "string", "enum": ["gzip", "identity"]}},
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/x-ndjson": _NDJSON_BODY,
+                        "application/jsonl": _NDJSON_BODY,
+                        "application/json": _NDJSON_BODY,
+                        "text/plain": _NDJSON_BODY,
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Written durably", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "400": _error("A line is not a valid event (line and field named), or the body is corrupt"),
+                    "401": _error("Missing or wrong bearer token (when a token is configured)"),
+                    "405": _error("Method not allowed (Allow: POST)"),
+                    "408": _error("The body did not arrive within the read timeout"),
+                    "413": _error("Body or line larger than the limit"),
+                    "415": _error("Unsupported Content-Type or Content-Encoding"),
+                    "503": _error("Storage unavailable (disk full, directory not writable)"),
+                },
+                "security": [{}, {"bearer": []}],
+            }
+        },
+        "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/readyz": {
+            "get": {
+                "summary": "The output directory is writable and the writer healthy",
+                "responses": {"200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}}, "503": _error("not ready")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _error("Missing or wrong bearer token")},
+                "security": [{}, {"bearer": []}],
+            }
+        },
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    },
+    "components": {
+        "schemas": {
+            "Event": _EVENT,
+            "Accepted": {
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {"accepted": {"type": "integer"}, "replay": {"type": "boolean"}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "line": {"type": "integer"}, "field": {"type": "string"}},
+            },
+        },
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
+
+DOCS_HTML = """<!doctype html>
+<html><head><title>batched-event-api</title><meta charset="utf-8">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<noscript>The API is described in <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>
+"""

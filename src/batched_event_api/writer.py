@@ -1,0 +1,426 @@
+"""The part-file writer: the only module that touches the output directory.
+
+Life cycle of a window's file, as in Flink's FileSink: in-progress (a hidden `.NAME.inprogress`
+that no `*.csv` glob matches) -> committed (`NAME.csv`, never changed again).
+
+Commit protocol, one request at a time:
+1. Append the request's rows to the open window's part file and to new part files for the windows
+   it opens; fsync every file written (and the directory when a file was created).
+2. Append one checksummed record to the journal and fsync it. This is the commit point: the record
+   holds the open window (name, start, durable size), the windows to publish and the request's
+   Idempotency-Key. The client gets its 200 only after this.
+3. Publish the closed windows: hard-link part -> final name (fails rather than overwrite),
+   unlink the part, fsync the directory.
+Recovery reads the last intact journal record, finishes step 3 for its windows, truncates the open
+part file to the recorded size and deletes part files no record names: whatever a request wrote
+before its record was durable disappears, whatever was acknowledged stays, exactly once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from .errors import StorageError
+from .timestamps import utc_stamp
+from .windows import Plan, WindowPolicy
+
+log = logging.getLogger("batched_event_api.writer")
+
+JOURNAL = ".journal"
+LOCK = ".lock"
+PART_SUFFIX = ".inprogress"
+
+
+class OpenFile(msgspec.Struct):
+    """The window being written: its final name, start (UTC ns), durable size and rows."""
+
+    name: str
+    start: int
+    size: int
+    rows: int
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    """One journal entry: the state after a step, and what that step did."""
+
+    seq: int
+    open: OpenFile | None = None
+    publish: list[str] = []  # committed windows whose part files may still need renaming
+    key: str | None = None
+    events: int = 0
+    keys: list[tuple[str, int]] | None = None  # a snapshot: every remembered key
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    name: str
+    rows: int
+    size: int
+
+
+@dataclass(slots=True)
+class Applied:
+    accepted: int
+    replay: bool = False
+    late: int = 0
+    committed: list[Committed] = field(default_factory=list)
+
+
+def part_name(name: str) -> str:
+    """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
+    return "." + name.split(".", 1)[0] + PART_SUFFIX
+
+
+_ENCODER = msgspec.json.Encoder()
+_RECORD = msgspec.json.Decoder(Record)
+
+
+def encode_record(record: Record) -> bytes:
+    payload = _ENCODER.encode(record)
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def decode_journal(data: bytes) -> tuple[list[Record], int]:
+    """The intact records of a journal and the length of that intact prefix (a torn tail is dropped)."""
+    records: list[Record] = []
+    good = 0
+    while good < len(data):
+        end = data.find(b"\n", good)
+        if end < 0:
+            break
+        line = data[good:end]
+        crc, _, payload = line.partition(b" ")
+        try:
+            if len(crc) != 8 or int(crc, 16) != zlib.crc32(payload):
+                break
+            records.append(_RECORD.decode(payload))
+        except (ValueError, msgspec.DecodeError):
+            break
+        good = end + 1
+    return records, good
+
+
+class Writer:
+    """Appends batches of rendered rows to window files, durably and atomically. Not thread-safe:
+    the server calls it from one thread only."""
+
+    def __init__(
+        self,
+        directory: Path,
+        policy: WindowPolicy,
+        *,
+        fsync: bool = True,
+        header: str = "",
+        max_keys: int = 10_000,
+        suffix: str = ".csv",
+    ) -> None:
+        self.directory = Path(directory)
+        self.policy = policy
+        self.fsync = fsync
+        self.header = header.encode()
+        self.max_keys = max_keys
+        self.suffix = suffix
+        self.open: OpenFile | None = None
+        self.keys: OrderedDict[str, int] = OrderedDict()
+        self.seq = 0
+        self._publish: list[str] = []
+        self._open_fd: int | None = None
+        self._dir_fd: int | None = None
+        self._journal_fd: int | None = None
+        self._journal_size = 0
+        self._journal_records = 0
+        self._lock_fd: int | None = None
+        self._broken = True  # until recover() has run
+
+    @property
+    def healthy(self) -> bool:
+        return not self._broken
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the directory (one server per directory) and recover its state."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise RuntimeError(f"{self.directory} is in use by another batched-event-api") from None
+        self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        self.recover()
+
+    def close(self) -> None:
+        for fd in (self._open_fd, self._journal_fd, self._dir_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._open_fd = self._journal_fd = self._dir_fd = self._lock_fd = None
+
+    def recover(self) -> None:
+        """Bring the directory to the state of the last durable journal record."""
+        self._close_fds()
+        path = self.directory / JOURNAL
+        data = path.read_bytes() if path.exists() else b""
+        records, _ = decode_journal(data)
+        self.keys.clear()
+        for record in records:
+            if record.keys is not None:
+                self.keys = OrderedDict(record.keys)
+            if record.key is not None:
+                self._remember(record.key, record.events)
+        last = records[-1] if records else Record(seq=0)
+        self.seq = last.seq
+        self.open = last.open
+        self._publish = list(last.publish)
+        self._publish_pending()
+        self._restore_open_part()
+        for entry in os.listdir(self.directory):
+            if entry.endswith(PART_SUFFIX) and (self.open is None or entry != part_name(self.open.name)):
+                log.info("removing %s: written by a request that was never acknowledged", entry)
+                os.unlink(self.directory / entry)
+        self._write_snapshot()
+        self._broken = False
+
+    def _restore_open_part(self) -> None:
+        if self.open is None:
+            return
+        path = self.directory / part_name(self.open.name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        actual = os.fstat(fd).st_size
+        if actual > self.open.size:
+            os.ftruncate(fd, self.open.size)
+        elif actual < self.open.size:
+            # Only possible when fsync was off and the machine lost power.
+            log.warning("%s is %d bytes, %d were recorded: keeping what is there", path.name, actual, self.open.size)
+            self.open.size = actual
+        self._open_fd = fd
+
+    def _close_fds(self) -> None:
+        for fd in (self._open_fd, self._journal_fd):
+            if fd is not None:
+                os.close(fd)
+        self._open_fd = self._journal_fd = None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def apply(self, times: Sequence[int], rows: Sequence[str], key: str | None = None) -> Applied:
+        """Write one request's rows; when this returns, they are durable (with fsync on)."""
+        if key is not None and key in self.keys:
+            return Applied(accepted=self.keys[key], replay=True)
+        if not times and key is None:
+            return Applied(accepted=0)
+        self._ensure_healthy()
+        plan = self.policy.plan(self.open.start if self.open else None, times)
+        created: list[int] = []
+        try:
+            closed, new_open = self._write_segments(plan, rows, created)
+            self._sync(created, appended=plan.continues_open)
+            publish = self._publish + [c.name for c in closed]
+            self._append(Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times)))
+        except OSError as exc:
+            for fd in created:
+                os.close(fd)
+            self._broken = True
+            raise StorageError(_describe(exc)) from exc
+        if created:  # the newest part file is the open window from now on
+            for fd in [self._open_fd, *created[:-1]]:
+                if fd is not None:
+                    os.close(fd)
+            self._open_fd = created[-1]
+        self.open = new_open
+        self._publish = publish
+        if key is not None:
+            self._remember(key, len(times))
+        self._publish_pending()
+        self._maybe_compact()
+        return Applied(accepted=len(times), late=plan.late, committed=closed)
+
+    def commit_open(self) -> list[Committed]:
+        """Commit the open window now (idle timeout, shutdown)."""
+        if self.open is None:
+            return []
+        self._ensure_healthy()
+        closed = Committed(self.open.name, self.open.rows, self.open.size)
+        publish = self._publish + [closed.name]
+        try:
+            self._append(Record(self.seq + 1, open=None, publish=publish))
+        except OSError as exc:
+            self._broken = True
+            raise StorageError(_describe(exc)) from exc
+        self.open = None
+        self._publish = publish
+        self._publish_pending()
+        return [closed]
+
+    def _ensure_healthy(self) -> None:
+        if self._broken:
+            try:
+                self.recover()
+            except OSError as exc:
+                raise StorageError(_describe(exc)) from exc
+
+    def _write_segments(self, plan: Plan, rows: Sequence[str], created: list[int]) -> tuple[list[Committed], OpenFile | None]:
+        """Step 1: the rows into part files. Returns the windows this closes and the new open
+        window; the descriptors of the part files it creates go into `created`."""
+        closed: list[Committed] = []
+        current = self.open
+        if current is not None and plan.segments and not plan.continues_open:
+            closed.append(Committed(current.name, current.rows, current.size))
+            current = None
+        taken = {c.name for c in closed} | set(self._publish)
+        for index, segment in enumerate(plan.segments):
+            data = "".join(rows[segment.first : segment.stop]).encode()
+            count = segment.stop - segment.first
+            if index == 0 and plan.continues_open:
+                assert current is not None and self._open_fd is not None
+                _write_all(self._open_fd, data, current.size)
+                current = OpenFile(current.name, current.start, current.size + len(data), current.rows + count)
+                continue
+            if current is not None:
+                closed.append(Committed(current.name, current.rows, current.size))
+            name = self._choose_name(segment.window_start, taken)
+            taken.add(name)
+            fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            created.append(fd)
+            _write_all(fd, self.header + data, 0)
+            current = OpenFile(name, segment.window_start, len(self.header) + len(data), count)
+        return closed, current
+
+    def _sync(self, created: list[int], *, appended: bool) -> None:
+        """Make step 1 durable: the data of every file written, and new directory entries."""
+        if not self.fsync:
+            return
+        if appended and self._open_fd is not None:
+            os.fdatasync(self._open_fd)
+        for fd in created:
+            os.fdatasync(fd)
+        if created:
+            os.fsync(self._dir_fd)
+
+    def _choose_name(self, window_start: int, taken: set[str]) -> str:
+        """Name from the window start in UTC; never one that exists or is reserved (-1, -2, ...)."""
+        stem = f"user-events-{utc_stamp(window_start)}"
+        name = stem + self.suffix
+        n = 0
+        while name in taken or os.path.lexists(self.directory / name) or (
+            self.open is not None and name == self.open.name
+        ):
+            n += 1
+            name = f"{stem}-{n}{self.suffix}"
+        return name
+
+    def _publish_pending(self) -> None:
+        """Step 3: committed part files get their final names."""
+        if not self._publish:
+            return
+        try:
+            for name in self._publish:
+                part = self.directory / part_name(name)
+                final = self.directory / name
+                if not part.exists():
+                    continue  # published before a crash
+                try:
+                    os.link(part, final)
+                except FileExistsError:
+                    if not os.path.samefile(part, final):
+                        log.error("%s already exists: keeping the window as %s", name, part.name)
+                        continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    os.rename(part, final)  # no hard links here; the name was chosen free
+                    continue
+                os.unlink(part)
+            if self.fsync:
+                os.fsync(self._dir_fd)
+            self._publish = []
+        except OSError as exc:
+            # The windows are durable in the journal; the renames are retried on the next step.
+            log.error("could not publish committed windows yet: %s", _describe(exc))
+            self._broken = True
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def _append(self, record: Record) -> None:
+        line = encode_record(record)
+        assert self._journal_fd is not None
+        try:
+            _write_all(self._journal_fd, line, self._journal_size)
+            if self.fsync:
+                os.fdatasync(self._journal_fd)
+        except OSError:
+            try:
+                os.ftruncate(self._journal_fd, self._journal_size)
+            except OSError:
+                pass
+            raise
+        self._journal_size += len(line)
+        self._journal_records += 1
+        self.seq = record.seq
+
+    def _write_snapshot(self) -> None:
+        """Replace the journal with one record of the whole state (atomically)."""
+        record = Record(self.seq, open=self.open, publish=self._publish, keys=list(self.keys.items()))
+        line = encode_record(record)
+        tmp = self.directory / (JOURNAL + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, line, 0)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / JOURNAL)
+        if self.fsync:
+            os.fsync(self._dir_fd)
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+        self._journal_fd = os.open(self.directory / JOURNAL, os.O_WRONLY)
+        self._journal_size = len(line)
+        self._journal_records = 1
+
+    def _maybe_compact(self) -> None:
+        if self._journal_records > max(1000, 2 * self.max_keys):
+            try:
+                self._write_snapshot()
+            except OSError as exc:
+                log.error("journal compaction failed, will retry: %s", _describe(exc))
+
+    def _remember(self, key: str, events: int) -> None:
+        self.keys[key] = events
+        self.keys.move_to_end(key)
+        while len(self.keys) > self.max_keys:
+            self.keys.popitem(last=False)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _describe(exc: OSError) -> str:
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the filesystem is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOENT: "the output directory is missing",
+        errno.EIO: "an I/O error occurred",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"storage unavailable: {reason}{where}"

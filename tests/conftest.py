@@ -1,0 +1,94 @@
+"""Shared fixtures: the golden data, and the real server as a subprocess over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BEA_SHARED", ROOT.parent / "shared"))
+GOLDEN = SHARED / "golden"
+SEED = SHARED / "seed" / "data"
+NDJSON = {"content-type": "application/x-ndjson"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`batched-event-api serve` in a subprocess, on a free port, writing to `output`."""
+
+    def __init__(self, output: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.output = output
+        self.args = list(args)
+        self.env = {**os.environ, **(env or {})}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = output.parent / f"server-{self.port}.log"
+
+    def start(self) -> Server:
+        self._log_file = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "batched_event_api", "serve", "-o", str(self.output), "--port", str(self.port), *self.args],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)  # polling for readiness, not synchronising on a guess
+        raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
+
+    def post(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/user/event") -> httpx.Response:
+        return httpx.post(self.url + path, content=body, headers={**NDJSON, **(headers or {})}, timeout=60)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    started: list[Server] = []
+
+    def make(*args: str, output: Path | None = None, env: dict[str, str] | None = None) -> Server:
+        server = Server(output or tmp_path / "out", *args, env=env).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def csv_files(directory: Path) -> dict[str, bytes]:
+    """The committed files of a directory (what a `*.csv` reader sees), by name."""
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.csv"))}
