@@ -1,0 +1,101 @@
+"""The window policy, exhaustively: boundaries, late events, gaps, batches split any way."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batched_event_api.windows import Plan, Segment, WindowPolicy
+
+S = 1_000_000_000
+MIN5 = 300 * S
+policy = WindowPolicy(MIN5)
+
+
+def windows_of(policy: WindowPolicy, batches: list[list[int]]) -> list[list[int]]:
+    """Feed batches one after another (as requests do) and collect each window's event times."""
+    windows: list[list[int]] = []
+    open_start = None
+    for times in batches:
+        plan = policy.plan(open_start, times)
+        for i, seg in enumerate(plan.segments):
+            if i == 0 and plan.continues_open:
+                windows[-1].extend(times[seg.first : seg.stop])
+            else:
+                windows.append(list(times[seg.first : seg.stop]))
+        if plan.segments:
+            open_start = plan.segments[-1].window_start
+    return windows
+
+
+def test_exact_boundary_starts_a_new_window():
+    plan = policy.plan(None, [0, MIN5 - 1, MIN5, MIN5 + 1])
+    assert plan.segments == [Segment(0, 2, 0), Segment(2, 4, MIN5)]
+    assert not plan.continues_open
+
+
+def test_windows_chain_from_the_first_event_of_each_window():
+    # The reference example: a window starts at its first event, not on a clock boundary.
+    times = [3 * S, 290 * S, 305 * S, 600 * S, 606 * S]
+    assert [s.window_start for s in policy.plan(None, times).segments] == [3 * S, 305 * S, 606 * S]
+
+
+def test_late_events_join_the_open_window_and_are_counted():
+    plan = policy.plan(100 * S, [150 * S, 50 * S, 99 * S, 100 * S, -10_000 * S])
+    assert plan.continues_open and plan.segments == [Segment(0, 5, 100 * S)]
+    assert plan.late == 3
+
+
+def test_gap_longer_than_the_interval():
+    plan = policy.plan(0, [10 * MIN5, 10 * MIN5 + 1])
+    assert not plan.continues_open  # the open window closes with nothing from this batch
+    assert plan.segments == [Segment(0, 2, 10 * MIN5)]
+
+
+def test_many_requests_into_one_window():
+    batches = [[i * S] for i in range(0, 299)]
+    assert windows_of(policy, batches) == [[i * S for i in range(299)]]
+
+
+def test_empty_batch_changes_nothing():
+    assert policy.plan(5, []) == Plan([], False, 0)
+    assert policy.plan(None, []) == Plan([], False, 0)
+
+
+def test_aligned_windows_start_on_multiples_of_the_interval():
+    aligned = WindowPolicy(MIN5, aligned=True)
+    times = [301 * S, 599 * S, 600 * S, 1000 * S]
+    assert [s.window_start for s in aligned.plan(None, times).segments] == [MIN5, 2 * MIN5, 3 * MIN5]
+
+
+event_times = st.lists(st.integers(-(10**12), 10**12).map(lambda x: x * 1000), max_size=60)
+
+
+def _split(times: list[int], cuts: list[int]) -> list[list[int]]:
+    points = sorted({c % (len(times) + 1) for c in cuts})
+    bounds = [0, *points, len(times)]
+    return [times[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@given(event_times, st.lists(st.integers(0, 100), max_size=8), st.booleans(), st.integers(1, 10**12))
+def test_windows_do_not_depend_on_how_events_are_split_into_requests(times, cuts, aligned, interval):
+    p = WindowPolicy(interval, aligned=aligned)
+    assert windows_of(p, _split(times, cuts)) == windows_of(p, [times])
+
+
+@given(event_times, st.booleans())
+def test_every_window_obeys_the_rule(times, aligned):
+    p = WindowPolicy(MIN5, aligned=aligned)
+    plan = p.plan(None, times)
+    # Segments cover the batch in order, without gaps or overlap.
+    assert [i for s in plan.segments for i in range(s.first, s.stop)] == list(range(len(times)))
+    late = 0
+    for seg in plan.segments:
+        first = times[seg.first]
+        assert seg.window_start == (first - first % MIN5 if aligned else first)
+        for t in times[seg.first : seg.stop]:
+            assert t - seg.window_start < MIN5  # members are inside (or late)
+            late += t < seg.window_start
+    for prev, seg in zip(plan.segments, plan.segments[1:]):
+        assert times[seg.first] - prev.window_start >= MIN5  # a new window starts only beyond the last
+    assert plan.late == late
