@@ -224,7 +224,7 @@ class Writer:
         plan = self.policy.plan(self.open.start if self.open else None, times)
         created: list[int] = []
         try:
-            closed, new_open = self._write_segments(plan, rows, created)
+            closed, new_open = self._write_segments(plan, times, rows, created)
             self._sync(created, appended=plan.continues_open)
             publish = self._publish + [c.name for c in closed]
             self._append(Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times)))
@@ -270,7 +270,9 @@ class Writer:
             except OSError as exc:
                 raise StorageError(_describe(exc)) from exc
 
-    def _write_segments(self, plan: Plan, rows: Sequence[str], created: list[int]) -> tuple[list[Committed], OpenFile | None]:
+    def _write_segments(
+        self, plan: Plan, times: Sequence[int], rows: Sequence[str], created: list[int]
+    ) -> tuple[list[Committed], OpenFile | None]:
         """Step 1: the rows into part files. Returns the windows this closes and the new open
         window; the descriptors of the part files it creates go into `created`."""
         closed: list[Committed] = []
@@ -289,7 +291,7 @@ class Writer:
                 continue
             if current is not None:
                 closed.append(Committed(current.name, current.rows, current.size))
-            name = self._choose_name(segment.window_start, taken)
+            name = self._choose_name(times[segment.first], taken)  # named from its first event
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
@@ -308,9 +310,9 @@ class Writer:
         if created:
             os.fsync(self._dir_fd)
 
-    def _choose_name(self, window_start: int, taken: set[str]) -> str:
-        """Name from the window start in UTC; never one that exists or is reserved (-1, -2, ...)."""
-        stem = f"user-events-{utc_stamp(window_start)}"
+    def _choose_name(self, first_event: int, taken: set[str]) -> str:
+        """Name from the window's first event in UTC; never one that exists or is reserved (-1, -2, ...)."""
+        stem = f"user-events-{utc_stamp(first_event)}"
         name = stem + self.suffix
         n = 0
         while name in taken or os.path.lexists(self.directory / name) or (

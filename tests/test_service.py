@@ -1,0 +1,93 @@
+"""Service behaviours around windows: idle commit, signals, resumed windows, never overwriting."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import csv_files
+
+EVENT = '{"time":"%s","id":%d}\n'
+
+
+def _body(*times: str) -> bytes:
+    return "".join(EVENT % (t, i) for i, t in enumerate(times)).encode()
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_idle_timeout_commits_the_open_window(server_factory):
+    server = server_factory("--idle-close", "300ms")
+    assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:03:05Z")).status_code == 200
+    assert _wait_for(lambda: "user-events-20240701-020304.csv" in csv_files(server.output))
+    # A later event in the same event-time range starts a new file: the committed one never changes.
+    assert server.post(_body("2024-07-01T02:03:06Z")).status_code == 200
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert files["user-events-20240701-020304.csv"].count(b"\n") == 2
+    assert files["user-events-20240701-020306.csv"].count(b"\n") == 1
+
+
+def test_sigint_commits_like_sigterm(server_factory):
+    server = server_factory()
+    assert server.post(_body("2024-07-01T02:03:04+02:00")).status_code == 200
+    assert csv_files(server.output) == {}
+    assert server.stop(signal.SIGINT) == 0
+    # Named from the window start in UTC, rendered in the event's own offset.
+    assert csv_files(server.output) == {"user-events-20240701-000304.csv": b"2024-07-01T02:03:04+02:00,,0,false,,,,0\n"}
+
+
+def test_existing_file_is_never_overwritten(server_factory, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "user-events-20240701-020304.csv").write_bytes(b"someone else's\n")
+    (out / "user-events-20240701-020304-1.csv").write_bytes(b"and another\n")
+    server = server_factory(output=out)
+    assert server.post(_body("2024-07-01T02:03:04Z")).status_code == 200
+    assert server.stop() == 0
+    files = csv_files(out)
+    assert files["user-events-20240701-020304.csv"] == b"someone else's\n"
+    assert files["user-events-20240701-020304-1.csv"] == b"and another\n"
+    assert files["user-events-20240701-020304-2.csv"] == b"2024-07-01T02:03:04Z,,0,false,,,,0\n"
+
+
+def test_restart_resumes_the_open_window(server_factory, tmp_path):
+    out = tmp_path / "out"
+    first = server_factory(output=out)
+    assert first.post(_body("2024-07-01T02:03:04Z")).status_code == 200
+    first.kill()  # no graceful commit: the window stays open on disk
+    assert csv_files(out) == {}
+    second = server_factory(output=out)
+    assert second.post(_body("2024-07-01T02:07:00Z", "2024-07-01T02:08:04Z")).status_code == 200
+    assert second.stop() == 0
+    files = csv_files(out)
+    assert list(files) == ["user-events-20240701-020304.csv", "user-events-20240701-020804.csv"]
+    assert files["user-events-20240701-020304.csv"].count(b"\n") == 2
+
+
+def test_header_option_writes_a_header_row(server_factory):
+    server = server_factory("--header")
+    assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:09:00Z")).status_code == 200
+    assert server.stop() == 0
+    for content in csv_files(server.output).values():
+        assert content.startswith(b"time,uuid,id,active,email,phone,description,credits\n")
+        assert content.count(b"\n") == 2
+
+
+def test_aligned_windows(server_factory):
+    server = server_factory("--align", "interval")
+    assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:04:59Z", "2024-07-01T02:05:00Z")).status_code == 200
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    # Windows [02:00, 02:05) and [02:05, 02:10); files are still named from their first event.
+    assert {k: v.count(b"\n") for k, v in files.items()} == {
+        "user-events-20240701-020304.csv": 2,
+        "user-events-20240701-020500.csv": 1,
+    }
