@@ -7,9 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,19 +32,23 @@ def free_port() -> int:
 class Server:
     """`batched-event-api serve` in a subprocess, on a free port, writing to `output`."""
 
-    def __init__(self, output: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, output: Path, *args: str, env: dict[str, str] | None = None, wrapper: list[str] | None = None
+    ) -> None:
         self.output = output
+        self.wrapper = wrapper or []
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = output.parent / f"server-{self.port}.log"
+        self.log = Path(tempfile.gettempdir()) / f"bea-server-{self.port}.log"
+        self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def start(self) -> Server:
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "batched_event_api", "serve", "-o", str(self.output), "--port", str(self.port), *self.args],
+            [*self.wrapper, sys.executable, "-m", "batched_event_api", "serve", "-o", str(self.output), "--port", str(self.port), *self.args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -52,7 +58,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if self.client.get("/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -60,7 +66,7 @@ class Server:
         raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
 
     def post(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/user/event") -> httpx.Response:
-        return httpx.post(self.url + path, content=body, headers={**NDJSON, **(headers or {})}, timeout=60)
+        return self.client.post(path, content=body, headers={**NDJSON, **(headers or {})})
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -68,6 +74,7 @@ class Server:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout=30)
         self._log_file.close()
+        self.client.close()
         return code
 
     def kill(self) -> None:
@@ -78,8 +85,8 @@ class Server:
 def server_factory(tmp_path: Path) -> Iterator:
     started: list[Server] = []
 
-    def make(*args: str, output: Path | None = None, env: dict[str, str] | None = None) -> Server:
-        server = Server(output or tmp_path / "out", *args, env=env).start()
+    def make(*args: str, output: Path | None = None, **options: Any) -> Server:
+        server = Server(output or tmp_path / "out", *args, **options).start()
         started.append(server)
         return server
 

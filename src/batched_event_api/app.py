@@ -95,8 +95,9 @@ class Ingest:
             self._arm_idle_timer()
         return applied
 
-    def ready(self) -> bool:
-        return self.writer.healthy and os.access(self.settings.output, os.W_OK)
+    async def ready(self) -> bool:
+        healthy = self.writer.healthy or await self._on_writer(self.writer.heal)
+        return healthy and os.access(self.settings.output, os.W_OK)
 
     def _record_commits(self, committed: list[Committed]) -> None:
         for c in committed:
@@ -286,7 +287,7 @@ def create_app(settings: Settings) -> Any:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if ingest.ready():
+        if await ingest.ready():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "unavailable", "error": f"{settings.output} is not writable"}, status_code=503)
 

@@ -159,7 +159,7 @@ class Writer:
             self._lock_fd = None
             raise RuntimeError(f"{self.directory} is in use by another batched-event-api") from None
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        self.recover()
+        self.recover(compact=True)
 
     def close(self) -> None:
         for fd in (self._open_fd, self._journal_fd, self._dir_fd, self._lock_fd):
@@ -167,12 +167,12 @@ class Writer:
                 os.close(fd)
         self._open_fd = self._journal_fd = self._dir_fd = self._lock_fd = None
 
-    def recover(self) -> None:
+    def recover(self, *, compact: bool = False) -> None:
         """Bring the directory to the state of the last durable journal record."""
         self._close_fds()
         path = self.directory / JOURNAL
         data = path.read_bytes() if path.exists() else b""
-        records, _ = decode_journal(data)
+        records, good = decode_journal(data)
         self.keys.clear()
         for record in records:
             if record.keys is not None:
@@ -189,7 +189,14 @@ class Writer:
             if entry.endswith(PART_SUFFIX) and (self.open is None or entry != part_name(self.open.name)):
                 log.info("removing %s: written by a request that was never acknowledged", entry)
                 os.unlink(self.directory / entry)
-        self._write_snapshot()
+        if not records or compact:
+            self._write_snapshot()
+        else:
+            # Drop a torn tail in place: needs no free space, so it works on a full disk too.
+            self._journal_fd = os.open(path, os.O_WRONLY)
+            os.ftruncate(self._journal_fd, good)
+            self._journal_size = good
+            self._journal_records = len(records)
         self._broken = False
 
     def _restore_open_part(self) -> None:
@@ -262,6 +269,14 @@ class Writer:
         self._publish = publish
         self._publish_pending()
         return [closed]
+
+    def heal(self) -> bool:
+        """Try to recover after a storage error; True when the writer can take requests again."""
+        try:
+            self._ensure_healthy()
+        except StorageError:
+            return False
+        return True
 
     def _ensure_healthy(self) -> None:
         if self._broken:

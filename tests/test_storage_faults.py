@@ -1,0 +1,97 @@
+"""Real storage faults on a small tmpfs: a full disk and a read-only filesystem give 503, lose
+nothing acknowledged, write nothing of the refused request, and the service carries on after."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import csv_files
+from model import generate_events, model_files, ndjson
+
+NOBODY = 65534
+
+
+def _mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"this test needs to mount a tmpfs (root or CAP_SYS_ADMIN): {result.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mountpoint))
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_full_disk_gives_503_and_recovers_when_space_returns(server_factory, small_disk):
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * 200_000)
+    out = small_disk / "out"
+    server = server_factory(output=out)
+    events = generate_events(random.Random(3), 3000)
+    bodies = [events[i : i + 50] for i in range(0, len(events), 50)]
+    accepted: list[dict] = []
+    refused = None
+    for chunk in bodies:
+        response = server.post(ndjson(chunk))
+        if response.status_code == 503:
+            refused = chunk
+            assert "disk is full" in response.json()["error"]
+            assert server.client.get("/readyz").status_code in (200, 503)
+            break
+        assert response.status_code == 200
+        accepted.extend(chunk)
+    assert refused is not None, "the disk never filled up"
+    # Still full: refused again, nothing half-written.
+    assert server.post(ndjson(refused)).status_code == 503
+    filler.unlink()  # the cause goes away
+    assert server.post(ndjson(refused)).status_code == 200
+    accepted.extend(refused)
+    assert server.client.get("/readyz").status_code == 200
+    assert server.stop() == 0
+    assert csv_files(out) == model_files(accepted)
+
+
+@pytest.fixture
+def unprivileged_dir() -> Iterator[Path]:
+    """A directory owned by `nobody`, for a server that runs as `nobody` (root ignores permissions)."""
+    base = Path(tempfile.mkdtemp(prefix="bea-perm-"))
+    base.chmod(0o755)
+    os.chown(base, NOBODY, NOBODY)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivileged_dir):
+    out = unprivileged_dir / "out"
+    server = server_factory(output=out, wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+    first = [{"time": "2024-07-01T02:03:04Z", "id": 1}, {"time": "2024-07-01T02:04:00Z", "id": 2}]
+    second = [{"time": "2024-07-01T02:04:30Z", "id": 3}, {"time": "2024-07-01T02:09:00Z", "id": 4}]  # opens a file
+    assert server.post(ndjson(first)).status_code == 200
+    out.chmod(0o555)
+    try:
+        response = server.post(ndjson(second))
+        assert response.status_code == 503
+        assert "permission denied" in response.json()["error"]
+        assert server.client.get("/readyz").status_code == 503
+    finally:
+        out.chmod(0o755)
+    assert server.client.get("/readyz").status_code == 200
+    assert server.post(ndjson(second)).status_code == 200
+    assert server.stop() == 0
+    assert csv_files(out) == model_files(first + second)

@@ -1,0 +1,185 @@
+"""Recovery of the writer from the on-disk state of every crash point of the commit protocol.
+
+Each test runs the real writer up to a point, stops it there as a SIGKILL would (nothing after
+that point runs), starts a new writer on the directory and checks that the interrupted request
+is either wholly present or wholly absent, and that carrying on gives the uninterrupted files.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from batched_event_api.decode import decode
+from batched_event_api.render import render_rows
+from batched_event_api.windows import WindowPolicy
+from batched_event_api.writer import JOURNAL, Writer, part_name
+from conftest import csv_files
+from model import generate_events, ndjson
+
+POLICY = WindowPolicy(300 * 10**9)
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], list[str]]]:
+    events = generate_events(random.Random(seed), 2000)
+    out = []
+    for i in range(0, len(events), len(events) // n):
+        decoded = decode(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
+        out.append((decoded.times, render_rows(decoded.events, decoded.time_texts)))
+    return out
+
+
+def run(
+    directory: Path, work, *, crash_at: int | None = None, point: str = "", monkeypatch=None, finish: bool = True
+) -> Writer:
+    writer = Writer(directory, POLICY)
+    writer.start()
+    for i, (times, rows) in enumerate(work):
+        if i == crash_at:
+            inject(writer, point, monkeypatch)
+            with pytest.raises(Crash):
+                writer.apply(times, rows, key=f"k{i}")
+            writer.close()  # the process is gone: its descriptors and lock with it
+            return writer
+        writer.apply(times, rows, key=f"k{i}")
+    if finish:
+        writer.commit_open()
+    writer.close()
+    return writer
+
+
+def inject(writer: Writer, point: str, monkeypatch) -> None:
+    def crash(*args, **kwargs):
+        raise Crash
+
+    if point == "torn-record":
+        real_append = writer._append
+
+        def torn(record):
+            from batched_event_api.writer import encode_record
+
+            line = encode_record(record)
+            os.pwrite(writer._journal_fd, line[: len(line) // 2], writer._journal_size)
+            raise Crash
+
+        monkeypatch.setattr(writer, "_append", torn)
+        assert real_append
+    elif point == "linked-not-unlinked":
+        real_unlink = os.unlink
+
+        def unlink_then_crash(path, *a, **k):
+            if str(path).endswith(".inprogress"):
+                raise Crash
+            return real_unlink(path, *a, **k)
+
+        monkeypatch.setattr("batched_event_api.writer.os.unlink", unlink_then_crash)
+    else:
+        monkeypatch.setattr(writer, point, crash)
+
+
+def resume(directory: Path, work, start: int) -> None:
+    writer = Writer(directory, POLICY)
+    writer.start()
+    for i, (times, rows) in enumerate(work[start:], start=start):
+        writer.apply(times, rows, key=f"k{i}")  # resent with the same key when it was applied
+    writer.commit_open()
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def work():
+    return batches()
+
+
+@pytest.fixture(scope="module")
+def expected(work, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("clean")
+    run(directory, work)
+    files = csv_files(directory)
+    assert len(files) > 5
+    return files
+
+
+@pytest.mark.parametrize(
+    ("point", "applied"),
+    [
+        ("_write_segments", False),  # before any byte of the request
+        ("_sync", False),  # rows written to part files, not yet durable
+        ("_append", False),  # rows durable, no journal record
+        ("torn-record", False),  # half a journal record on disk
+        ("_publish_pending", True),  # record durable, closed windows not yet renamed
+        ("linked-not-unlinked", True),  # final name linked, part file still there
+    ],
+)
+@pytest.mark.parametrize("crash_at", [7, 19, 33])
+def test_recovery_from_each_crash_point(tmp_path, work, expected, point, applied, crash_at, monkeypatch):
+    run(tmp_path, work, crash_at=crash_at, point=point, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    writer = Writer(tmp_path, POLICY)
+    writer.start()
+    assert (f"k{crash_at}" in writer.keys) == applied
+    parts = [p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")]
+    assert parts == ([part_name(writer.open.name)] if writer.open else [])
+    if writer.open:
+        assert (tmp_path / part_name(writer.open.name)).stat().st_size == writer.open.size
+    # Every committed file so far is a prefix of the expected set, complete and exact.
+    for name, content in csv_files(tmp_path).items():
+        assert expected[name] == content
+    writer.close()
+    resume(tmp_path, work, crash_at)
+    assert csv_files(tmp_path) == expected
+
+
+def test_keys_survive_restarts_and_are_bounded(tmp_path, work):
+    writer = Writer(tmp_path, POLICY, max_keys=5)
+    writer.start()
+    for i, (times, rows) in enumerate(work[:8]):
+        writer.apply(times, rows, key=f"k{i}")
+    writer.close()
+    writer = Writer(tmp_path, POLICY, max_keys=5)
+    writer.start()
+    assert list(writer.keys) == ["k3", "k4", "k5", "k6", "k7"]
+    size = sum(len(c) for c in csv_files(tmp_path).values()) + (writer.open.size if writer.open else 0)
+    again = writer.apply(*work[7], key="k7")
+    assert again.replay and again.accepted == len(work[7][0])
+    assert sum(len(c) for c in csv_files(tmp_path).values()) + writer.open.size == size
+    writer.close()
+
+
+def test_journal_is_compacted(tmp_path):
+    writer = Writer(tmp_path, POLICY, max_keys=10)
+    writer.start()
+    for i in range(2500):
+        writer.apply([i * 10**9], [f"{i}\n"], key=f"k{i}")
+    writer.close()
+    assert (tmp_path / JOURNAL).stat().st_size < 200_000
+    writer = Writer(tmp_path, POLICY, max_keys=10)
+    writer.start()
+    assert list(writer.keys) == [f"k{i}" for i in range(2490, 2500)]
+    assert writer.open is not None and writer.open.rows == 2500 - 2400
+    writer.close()
+
+
+def test_a_second_server_cannot_take_the_directory(tmp_path):
+    first = Writer(tmp_path, POLICY)
+    first.start()
+    with pytest.raises(RuntimeError, match="in use"):
+        Writer(tmp_path, POLICY).start()
+    first.close()
+
+
+def test_stray_temporary_journal_is_ignored(tmp_path, work):
+    run(tmp_path, work[:5], finish=False)
+    (tmp_path / (JOURNAL + ".tmp")).write_bytes(b"garbage from a crash during compaction")
+    resume(tmp_path, work, 5)
+    clean = tmp_path.parent / "clean2"
+    clean.mkdir()
+    run(clean, work)
+    assert csv_files(tmp_path) == csv_files(clean)
