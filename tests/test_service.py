@@ -91,3 +91,18 @@ def test_aligned_windows(server_factory):
         "user-events-20240701-020304.csv": 2,
         "user-events-20240701-020500.csv": 1,
     }
+
+
+def test_idempotency_key_replays_without_writing_even_after_a_restart(server_factory, tmp_path):
+    out = tmp_path / "out"
+    server = server_factory(output=out)
+    body = _body("2024-07-01T02:03:04Z", "2024-07-01T02:03:05Z")
+    key = {"Idempotency-Key": "batch-0001"}
+    assert server.post(body, key).json() == {"accepted": 2}
+    assert server.post(body, key).json() == {"accepted": 2, "replay": True}
+    server.kill()
+    server = server_factory(output=out)
+    assert server.post(body, key).json() == {"accepted": 2, "replay": True}
+    assert server.post(body, {"Idempotency-Key": "batch-0002"}).json() == {"accepted": 2}
+    assert server.stop() == 0
+    assert [c.count(b"\n") for c in csv_files(out).values()] == [4]

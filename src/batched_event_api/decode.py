@@ -39,7 +39,6 @@ class _CreditsLiteral(msgspec.Struct):
 _EVENT = msgspec.json.Decoder(Event)
 _CREDITS = msgspec.json.Decoder(_CreditsLiteral)
 _NEGATIVE_ZERO = re.compile(rb":\s*-0(?![0-9.eE])")
-_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r\x0b\x0c]*(?:\n|\Z)")
 _FIELD_PATH = re.compile(r" - at `\$\.?([^`\[]*)[^`]*`$")
 
 
@@ -88,12 +87,12 @@ def _decode_fast(body: bytes) -> list[Event] | None:
         events = _EVENT.decode_lines(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    # decode_lines lets an object span lines; one object per line is the contract.
-    if _BLANK_LINE.search(content) is None:
-        lines = content.count(b"\n") + 1
-    else:
-        lines = sum(1 for line in content.split(b"\n") if line.strip())
-    return events if len(events) == lines else None
+    # decode_lines skips blank lines and lets an object span lines; one object per line is the
+    # contract. Neither quirk can add events, so equal counts mean neither is there.
+    if len(events) == content.count(b"\n") + 1:
+        return events
+    nonblank = sum(1 for line in content.split(b"\n") if line.strip())
+    return events if len(events) == nonblank else None
 
 
 def _decode_by_line(body: bytes) -> list[Event]:

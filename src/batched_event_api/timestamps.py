@@ -52,12 +52,58 @@ def civil_from_days(days: int) -> tuple[int, int, int]:
     return yoe + era * 400 + (month <= 2), month, day
 
 
+_PREFIX = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})", re.ASCII)
+_minutes: dict[str, int | None] = {}
+
+
+def _minute(prefix: str) -> int | None:
+    """Epoch seconds of a valid `YYYY-MM-DDTHH:MM`, else None. Cached: a batch shares few minutes."""
+    try:
+        return _minutes[prefix]
+    except KeyError:
+        pass
+    m = _PREFIX.fullmatch(prefix)
+    value = None
+    if m is not None:
+        year, month, day, hour, minute = map(int, m.groups())
+        if 1 <= month <= 12 and 1 <= day <= _days_in(year, month) and hour <= 23 and minute <= 59:
+            value = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60
+    if len(_minutes) >= 4096:
+        _minutes.clear()
+    _minutes[prefix] = value
+    return value
+
+
+def _days_in(year: int, month: int) -> int:
+    return 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month]
+
+
 def parse(text: str) -> tuple[int, str]:
     """Parse an RFC 3339 timestamp into (nanoseconds since the epoch in UTC, Go RFC3339Nano text).
 
     The text keeps the event's own offset (`Z` for a zero offset) and its fraction without
     trailing zeros, exactly as Go's `time.Time.Format(time.RFC3339Nano)` writes it.
     """
+    # Fast path for the common shape `YYYY-MM-DDTHH:MM:SS[.f…]Z`; anything else takes the full parser.
+    if text[-1:] == "Z" and len(text) >= 20 and text[16] == ":" and text.isascii():
+        base = _minute(text[:16])
+        seconds = text[17:19]
+        fraction = text[19:-1]
+        if (
+            base is not None
+            and seconds.isdigit()
+            and seconds[0] < "6"
+            and (not fraction or (fraction[0] == "." and fraction[1:].isdigit()))
+        ):
+            digits = fraction[1:10].rstrip("0")
+            nanos = int(digits.ljust(9, "0")) if digits else 0
+            if len(fraction) > 10 or fraction[-1:] == "0":
+                text = text[:19] + ("." + digits if digits else "") + "Z"
+            return (base + int(seconds)) * NS_PER_SECOND + nanos, text
+    return _parse_any(text)
+
+
+def _parse_any(text: str) -> tuple[int, str]:
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise TimeFormatError("expected an RFC 3339 timestamp with a zone, like 2024-07-01T02:03:04.5Z")
@@ -65,8 +111,7 @@ def parse(text: str) -> tuple[int, str]:
     fraction, sign, off_h, off_m = m.group(7, 8, 9, 10)
     if not 1 <= month <= 12:
         raise TimeFormatError("month out of range")
-    limit = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month]
-    if not 1 <= day <= limit:
+    if not 1 <= day <= _days_in(year, month):
         raise TimeFormatError("day out of range")
     if hour > 23 or minute > 59 or second > 59:
         raise TimeFormatError("time of day out of range")

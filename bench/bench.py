@@ -1,0 +1,155 @@
+"""Benchmark: the real server, driven over one keep-alive connection, one request at a time.
+
+Workloads (SPEC, reference figures): W1 400 events per request, W2 20,000 events per request,
+W3 1 event per request; each with fsync on and off. Reports events/s, MB/s, p50/p99 latency and
+the server's peak RSS, and checks that every event landed in the output files.
+
+    make bench                      # all workloads
+    .venv/bin/python bench/bench.py --only W1 --fsync always
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+WORDS = ("since that woman be doctor he bend nevertheless to this whomever whom child luck ouch too words "
+         "others lately most mock outside you usually cough whose monthly lastly earlier us cypriot").split()
+DOMAINS = ("murphy.org", "jakubowski.name", "fadel.net", "mcglynn.io", "erdman.net", "parker.info")
+
+WORKLOADS = {
+    # name: (events per request, requests)
+    "W1": (400, 500),
+    "W2": (20_000, 15),
+    "W3": (1, 5_000),
+}
+
+
+def generate(n: int, rng: random.Random, start_ns: int) -> tuple[list[bytes], int]:
+    """Ordered, realistic events shaped like the seed datasets, one NDJSON line each."""
+    lines = []
+    t = start_ns
+    for _ in range(n):
+        t += rng.randrange(200_000_000, 1_800_000_000)
+        seconds, nanos = divmod(t, 10**9)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}".rstrip("0").rstrip(".") + "Z"
+        event = {
+            "time": stamp,
+            "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "id": rng.randrange(2**63),
+            "active": rng.random() < 0.5,
+            "email": f"{rng.choice(WORDS)}{rng.choice(WORDS)}@{rng.choice(DOMAINS)}",
+            "phone": f"({rng.randrange(1000):03d}){rng.randrange(1000):03d}-{rng.randrange(10000):04d}",
+            "description": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 7))).capitalize() + ".",
+            "credits": rng.uniform(-1e9, 1e9),
+        }
+        lines.append(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+    return lines, t
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(name: str, fsync: str, rng: random.Random) -> dict:
+    per_request, requests = WORKLOADS[name]
+    lines, _ = generate(per_request * requests, rng, 1_720_000_000 * 10**9)
+    bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
+    workdir = Path(tempfile.mkdtemp(prefix="bea-bench-"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(workdir / "out"), "--port", str(port),
+         "--fsync", fsync, "--log-level", "warning"],
+    )
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                conn.close()
+                time.sleep(0.05)
+        headers = {"Content-Type": "application/x-ndjson"}
+        latencies = []
+        started = time.perf_counter()
+        for body in bodies:
+            t0 = time.perf_counter()
+            conn.request("POST", "/user/event", body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            latencies.append(time.perf_counter() - t0)
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {payload[:200]!r}")
+        elapsed = time.perf_counter() - started
+        rss = peak_rss_mib(server.pid)
+        conn.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    events = per_request * requests
+    if rows != events:
+        raise RuntimeError(f"{name}: {rows} rows written for {events} events sent")
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "workload": name,
+        "fsync": fsync,
+        "events/s": events / elapsed,
+        "requests/s": requests / elapsed,
+        "MB/s": sum(map(len, bodies)) / elapsed / 1e6,
+        "p50 ms": q[49] * 1000,
+        "p99 ms": q[98] * 1000,
+        "peak RSS MiB": rss,
+        "rows checked": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), default=sorted(WORKLOADS))
+    parser.add_argument("--fsync", nargs="*", choices=["always", "never"], default=["always", "never"])
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    args = parser.parse_args()
+    print(f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}", flush=True)
+    header = "| workload | fsync | events/s | requests/s | MB/s | p50 ms | p99 ms | server peak RSS MiB |"
+    print(header)
+    print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    for name in args.only:
+        for fsync in args.fsync:
+            r = run(name, fsync, random.Random(1))
+            if args.json:
+                print(json.dumps(r))
+            print(f"| {name} ({WORKLOADS[name][0]}/req) | {fsync} | {r['events/s']:,.0f} | {r['requests/s']:,.0f} | "
+                  f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
