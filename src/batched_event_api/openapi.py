@@ -27,7 +27,12 @@ _EVENT = {
     },
 }
 
+# NDJSON: the schema describes the lines (one Event each), as is usual for streamed JSON bodies.
 _NDJSON_BODY = {
+    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+    "example": [{"time": "2024-07-01T02:03:04Z", "id": 1, "active": True, "credits": 1.5}],
+}
+_TEXT_BODY = {
     "schema": {"type": "string", "description": "Newline-delimited JSON: one Event object per line."},
     "example": '{"time":"2024-07-01T02:03:04Z","id":1,"active":true,"credits":1.5}\n',
 }
@@ -55,8 +60,8 @@ DOCUMENT: dict[str, Any] = {
                     "content": {
                         "application/x-ndjson": _NDJSON_BODY,
                         "application/jsonl": _NDJSON_BODY,
-                        "application/json": _NDJSON_BODY,
-                        "text/plain": _NDJSON_BODY,
+                        "application/json": _TEXT_BODY,
+                        "text/plain": _TEXT_BODY,
                     },
                 },
                 "responses": {
