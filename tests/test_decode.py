@@ -128,3 +128,17 @@ def test_near_valid_events_give_events_or_a_line_error(objects):
         assert e.message
     else:
         assert len(events) == len(objects)
+
+
+def test_large_bodies_are_decoded_in_slices_with_true_line_numbers():
+    from batched_event_api.app import prepare
+
+    lines = ['{"time":"2024-07-01T02:03:%02dZ","id":%d}\n' % (i % 60, i) for i in range(500)]
+    body = "".join(lines).encode()
+    whole = prepare(body, LIMIT)
+    assert prepare(body, LIMIT, slice_size=100) == whole
+    assert len(whole[0]) == 500
+    bad = "".join(lines[:377] + ['{"time":"2024-07-01T02:03:04Z","id":"x"}\n'] + lines[377:]).encode()
+    with pytest.raises(EventError) as info:
+        prepare(bad, LIMIT, slice_size=100)
+    assert (info.value.line, info.value.field) == (378, "id")

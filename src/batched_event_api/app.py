@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from . import openapi
 from .config import Settings
-from .decode import decode
-from .errors import ClientError, StorageError
+from .decode import decode, slices
+from .errors import ClientError, EventError, StorageError
 from .metrics import Metrics
 from .render import COLUMNS, render_rows
 from .windows import WindowPolicy
@@ -39,6 +39,8 @@ INGEST_PATH = "/user/event"
 ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain"}
 # Bodies larger than this are decoded on a worker thread so the event loop keeps serving.
 _INLINE_DECODE = 256 * 1024
+# Bodies are decoded in slices of about this size, so a large body's events never all exist at once.
+_SLICE = 4 * 1024 * 1024
 _JSON = msgspec.json.Encoder()
 
 
@@ -80,9 +82,9 @@ class Ingest:
     async def apply(self, body: bytes, key: str | None) -> Applied:
         max_line = self.settings.max_line
         if len(body) > _INLINE_DECODE:
-            times, rows = await asyncio.get_running_loop().run_in_executor(None, _prepare, body, max_line)
+            times, rows = await asyncio.get_running_loop().run_in_executor(None, prepare, body, max_line)
         else:
-            times, rows = _prepare(body, max_line)
+            times, rows = prepare(body, max_line)
         applied: Applied = await self._on_writer(self.writer.apply, times, rows, key)
         m = self.metrics
         if applied.replay:
@@ -123,9 +125,20 @@ class Ingest:
             log.error("idle commit failed, will retry on the next request: %s", exc)
 
 
-def _prepare(body: bytes, max_line: int) -> tuple[list[int], list[str]]:
-    decoded = decode(body, max_line=max_line)
-    return decoded.times, render_rows(decoded.events, decoded.time_texts)
+def prepare(body: bytes, max_line: int, slice_size: int = _SLICE) -> tuple[list[int], list[str]]:
+    """Event times and rendered rows of a whole body, decoded in slices to bound memory."""
+    times: list[int] = []
+    rows: list[str] = []
+    for piece, lines_before in slices(body, slice_size):
+        try:
+            decoded = decode(piece, max_line=max_line)
+        except EventError as exc:
+            if exc.line is not None:
+                exc.line += lines_before
+            raise
+        times += decoded.times
+        rows += render_rows(decoded.events, decoded.time_texts)
+    return times, rows
 
 
 # -- the raw ASGI ingest route ----------------------------------------------------------------
@@ -202,7 +215,7 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *, gzip: bool) -> bytes:
+async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *, gzip: bool) -> bytearray:
     """The whole request body, never holding more than the limit (after decompression)."""
     limit = settings.max_body
     too_large = ClientError(f"request body larger than the limit of {limit} bytes", status=413)
@@ -210,8 +223,7 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *
     if declared is not None and declared.isdigit() and int(declared) > limit and not gzip:
         raise too_large
     gunzip = _Gunzip() if gzip else None
-    chunks: list[bytes] = []
-    received = 0
+    body = bytearray()  # grows in place: no second copy of a large body
     more = True
     while more:
         try:
@@ -223,14 +235,13 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
         if gunzip is not None:
-            chunk = gunzip.feed(chunk, limit - received, too_large)
-        received += len(chunk)
-        if received > limit:
+            chunk = gunzip.feed(chunk, limit - len(body), too_large)
+        if len(body) + len(chunk) > limit:
             raise too_large
-        chunks.append(chunk)
+        body += chunk
     if gunzip is not None and not gunzip.complete:
         raise ClientError("truncated gzip body", status=400)
-    return b"".join(chunks)
+    return body
 
 
 class _Gunzip:

@@ -7,6 +7,7 @@ fast path cannot tell apart) is it decoded again line by line to name the exact 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -49,6 +50,19 @@ class Decoded:
     events: list[Event]
     times: list[int]
     time_texts: list[str]
+
+
+def slices(body: bytes, size: int) -> Iterator[tuple[bytes, int]]:
+    """Whole-line pieces of about `size` bytes, each with the number of lines before it: large
+    bodies are decoded piece by piece so their events never all exist at once."""
+    start = lines_before = 0
+    while start < len(body):
+        cut = body.find(b"\n", start + size)
+        end = len(body) if cut < 0 else cut + 1
+        piece = body[start:end]
+        yield piece, lines_before
+        lines_before += piece.count(b"\n")
+        start = end
 
 
 def decode(body: bytes, *, max_line: int) -> Decoded:

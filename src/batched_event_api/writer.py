@@ -297,12 +297,11 @@ class Writer:
             current = None
         taken = {c.name for c in closed} | set(self._publish)
         for index, segment in enumerate(plan.segments):
-            data = "".join(rows[segment.first : segment.stop]).encode()
             count = segment.stop - segment.first
             if index == 0 and plan.continues_open:
                 assert current is not None and self._open_fd is not None
-                _write_all(self._open_fd, data, current.size)
-                current = OpenFile(current.name, current.start, current.size + len(data), current.rows + count)
+                size = _write_rows(self._open_fd, rows, segment.first, segment.stop, current.size)
+                current = OpenFile(current.name, current.start, size, current.rows + count)
                 continue
             if current is not None:
                 closed.append(Committed(current.name, current.rows, current.size))
@@ -310,8 +309,9 @@ class Writer:
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
-            _write_all(fd, self.header + data, 0)
-            current = OpenFile(name, segment.window_start, len(self.header) + len(data), count)
+            _write_all(fd, self.header, 0)
+            size = _write_rows(fd, rows, segment.first, segment.stop, len(self.header))
+            current = OpenFile(name, segment.window_start, size, count)
         return closed, current
 
     def _sync(self, created: list[int], *, appended: bool) -> None:
@@ -419,6 +419,18 @@ class Writer:
         self.keys.move_to_end(key)
         while len(self.keys) > self.max_keys:
             self.keys.popitem(last=False)
+
+
+_ROWS_PER_WRITE = 16384  # bounds the memory of one write; large enough to keep syscalls few
+
+
+def _write_rows(fd: int, rows: Sequence[str], first: int, stop: int, offset: int) -> int:
+    """Write rows[first:stop] at offset; returns the offset after them."""
+    for start in range(first, stop, _ROWS_PER_WRITE):
+        data = "".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]).encode()
+        _write_all(fd, data, offset)
+        offset += len(data)
+    return offset
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
