@@ -33,13 +33,18 @@ class Server:
     """`batched-event-api serve` in a subprocess, on a free port, writing to `output`."""
 
     def __init__(
-        self, output: Path, *args: str, env: dict[str, str] | None = None, wrapper: list[str] | None = None
+        self,
+        output: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.output = output
         self.wrapper = wrapper or []
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.gettempdir()) / f"bea-server-{self.port}.log"

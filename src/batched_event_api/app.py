@@ -57,6 +57,7 @@ class Ingest:
             fsync=settings.fsync,
             header=",".join(COLUMNS) + "\n" if settings.header else "",
             max_keys=settings.max_keys,
+            compress=settings.compress == "gzip",
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -153,33 +154,17 @@ class IngestEndpoint:
         self._expected_auth = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        started = time.perf_counter()
-        status, payload, headers, events, size = 500, b"", {}, 0, 0
         try:
             status, body_json, headers, events, size = await self._handle(scope, receive)
+            scope["bea"].update(events=events, bytes=size)
         except ClientError as exc:
             status, body_json, headers = exc.status, exc.to_json(), exc.headers
         except StorageError as exc:
-            status, body_json = 503, {"error": str(exc)}
+            status, body_json, headers = 503, {"error": str(exc)}, {}
         except Exception:
             log.exception("unexpected error in %s", INGEST_PATH)
-            status, body_json = 500, {"error": "internal error"}
-        payload = _JSON.encode(body_json)
-        await _send_json(send, status, payload, headers)
-        elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(INGEST_PATH, str(status)).inc()
-        self.metrics.duration.labels(INGEST_PATH).observe(elapsed)
-        access_log.info(
-            "%s %s %d events=%d bytes=%d duration_ms=%.2f",
-            scope["method"],
-            INGEST_PATH,
-            status,
-            events,
-            size,
-            elapsed * 1000,
-            extra={"method": scope["method"], "path": INGEST_PATH, "status": status, "events": events,
-                   "bytes": size, "duration_ms": round(elapsed * 1000, 3)},
-        )
+            status, body_json, headers = 500, {"error": "internal error"}, {}
+        await _send_json(send, status, _JSON.encode(body_json), headers)
 
     async def _handle(self, scope: dict, receive: Any) -> tuple[int, Any, dict[str, str], int, int]:
         if scope["method"] != "POST":
@@ -338,11 +323,44 @@ def create_app(settings: Settings) -> Any:
         lifespan=lifespan,
     )
 
+    routes = {route.path for route in framework.routes} | {INGEST_PATH}
+
     async def app(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == INGEST_PATH:
-            await endpoint(scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await framework(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        scope["bea"] = {"events": 0, "bytes": 0}
+
+        async def send_and_watch(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["path"] == INGEST_PATH:
+                await endpoint(scope, receive, send_and_watch)
+            else:
+                await framework(scope, receive, send_and_watch)
+        finally:
+            _observe(scope, status, time.perf_counter() - started, metrics, routes)
 
     app.ingest = ingest  # type: ignore[attr-defined]
     return app
+
+
+def _observe(scope: dict, status: int, elapsed: float, metrics: Metrics, routes: set[str]) -> None:
+    """One access line and the request metrics (never the body, never the Authorization header)."""
+    path = scope["path"]
+    route = path if path in routes else "other"
+    metrics.requests.labels(route, str(status)).inc()
+    metrics.duration.labels(route).observe(elapsed)
+    stats = scope["bea"]
+    access_log.info(
+        "%s %s %d events=%d bytes=%d duration_ms=%.2f",
+        scope["method"], path, status, stats["events"], stats["bytes"], elapsed * 1000,
+        extra={"method": scope["method"], "path": path, "status": status, "events": stats["events"],
+               "bytes": stats["bytes"], "duration_ms": round(elapsed * 1000, 3)},
+    )

@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
 @click.option("--header/--no-header", default=False, help="Write a header row at the top of each file.", **_env("HEADER"))
+@click.option("--compress", type=click.Choice(["none", "gzip"]), default="none",
+              help="Committed files as .csv.gz (in-progress files stay invisible to *.csv* globs).", **_env("COMPRESS"))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.",
               **_env("LOG_FORMAT"))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -129,6 +132,104 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8080", help="The service (its /user/event is used).", **_env("URL"))
+@click.option("--batch-lines", type=click.IntRange(1), default=10_000, help="Most lines per request.",
+              **_env("BATCH_LINES"))
+@click.option("--batch-bytes", type=Size(), default="8MiB", help="Most bytes per request (a longer line goes alone).",
+              **_env("BATCH_BYTES"))
+@click.option("--gzip/--no-gzip", "use_gzip", default=False, help="Compress request bodies.", **_env("SEND_GZIP"))
+@click.option("--auth-token", default=None, help="Bearer token, when the service requires one.", **_env("AUTH_TOKEN"))
+@click.option("--retries", type=click.IntRange(0), default=8,
+              help="Retries of a chunk on connection errors, 408, 429 and 5xx (backoff 0.2s doubling to 10s).",
+              **_env("RETRIES"))
+@click.option("--timeout", type=Duration(), default="60s", help="Time allowed for one request.", **_env("TIMEOUT"))
+@click.option("--key-prefix", default=None,
+              help="Idempotency-Key prefix (default: random per run). Reuse one to resend the same files safely.",
+              **_env("KEY_PREFIX"))
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, use_gzip: bool,
+         auth_token: str | None, retries: int, timeout: float, key_prefix: str | None, progress: bool | None) -> None:
+    """Post NDJSON FILES (- for stdin) in ordered chunks, each retried with its own Idempotency-Key."""
+    from .send import Sender, SendError, total_bytes
+
+    for path in files:
+        if path != "-" and not Path(path).is_file():
+            raise click.BadParameter(f"{path} is not a file", param_hint="FILES")
+    tty = sys.stderr.isatty() if progress is None else progress
+    options: dict[str, Any] = {"key_prefix": key_prefix} if key_prefix else {}
+    sender = Sender(url, batch_lines=batch_lines, batch_bytes=batch_bytes, gzip=use_gzip, auth_token=auth_token,
+                    retries=retries, timeout=timeout, **options)
+    with _Progress(total_bytes(list(files)), tty) as bar:
+        sender.progress = bar
+        try:
+            summary = sender.send_files(list(files))
+        except SendError as exc:
+            bar.stop()
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        finally:
+            sender.close()
+    rate = summary.events / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"sent {summary.events:,} events ({summary.bytes / 1e6:.1f} MB) in {summary.requests:,} requests "
+        f"from {summary.files} file(s) in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
+        f"{summary.replays} replayed, {summary.retries} retries"
+    )
+
+
+class _Progress:
+    """A rich progress bar on a terminal; otherwise a plain line at most every two seconds."""
+
+    def __init__(self, total: int | None, tty: bool) -> None:
+        self.tty = tty
+        self.events = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self._last_line = 0.0
+        self._bar: Any = None
+        if tty:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.fields[events]:>12,} events"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("send", total=total, events=0, rate=0.0)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, events: int, size: int) -> None:
+        self.events += events
+        self.bytes += size
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        if self._bar is not None:
+            self._bar.update(self._task, advance=size, events=self.events, rate=self.events / elapsed)
+        elif time.monotonic() - self._last_line >= 2.0:
+            self._last_line = time.monotonic()
+            click.echo(f"progress: {self.events:,} events, {self.bytes / 1e6:.1f} MB, "
+                       f"{self.events / elapsed:,.0f} events/s", err=True)
+
+    def note(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(f"[yellow]{message}")
+        else:
+            click.echo(message, err=True)
 
 
 def _server_class() -> type:

@@ -20,6 +20,7 @@ class Settings:
     max_keys: int = 10_000
     auth_token: str | None = None
     header: bool = False
+    compress: str = "none"  # or "gzip": committed files as .csv.gz
     log_format: str = "text"
     log_level: str = "info"
     body_timeout: float = 30.0

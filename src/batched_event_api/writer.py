@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gzip
 import logging
 import os
 import zlib
@@ -122,14 +123,17 @@ class Writer:
         fsync: bool = True,
         header: str = "",
         max_keys: int = 10_000,
-        suffix: str = ".csv",
+        compress: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
         self.fsync = fsync
         self.header = header.encode()
         self.max_keys = max_keys
-        self.suffix = suffix
+        # Compressed files get one gzip member per write: concatenated members are one valid gzip
+        # stream, so appending and truncating at a recorded size keep the file readable.
+        self.suffix = ".csv.gz" if compress else ".csv"
+        self._encode = _gzip if compress else _identity
         self.open: OpenFile | None = None
         self.keys: OrderedDict[str, int] = OrderedDict()
         self.seq = 0
@@ -300,7 +304,7 @@ class Writer:
             count = segment.stop - segment.first
             if index == 0 and plan.continues_open:
                 assert current is not None and self._open_fd is not None
-                size = _write_rows(self._open_fd, rows, segment.first, segment.stop, current.size)
+                size = self._write_rows(self._open_fd, rows, segment.first, segment.stop, current.size)
                 current = OpenFile(current.name, current.start, size, current.rows + count)
                 continue
             if current is not None:
@@ -309,10 +313,19 @@ class Writer:
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
-            _write_all(fd, self.header, 0)
-            size = _write_rows(fd, rows, segment.first, segment.stop, len(self.header))
+            header = self._encode(self.header) if self.header else b""
+            _write_all(fd, header, 0)
+            size = self._write_rows(fd, rows, segment.first, segment.stop, len(header))
             current = OpenFile(name, segment.window_start, size, count)
         return closed, current
+
+    def _write_rows(self, fd: int, rows: Sequence[str], first: int, stop: int, offset: int) -> int:
+        """Write rows[first:stop] at offset; returns the offset after them."""
+        for start in range(first, stop, _ROWS_PER_WRITE):
+            data = self._encode("".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]).encode())
+            _write_all(fd, data, offset)
+            offset += len(data)
+        return offset
 
     def _sync(self, created: list[int], *, appended: bool) -> None:
         """Make step 1 durable: the data of every file written, and new directory entries."""
@@ -424,13 +437,12 @@ class Writer:
 _ROWS_PER_WRITE = 16384  # bounds the memory of one write; large enough to keep syscalls few
 
 
-def _write_rows(fd: int, rows: Sequence[str], first: int, stop: int, offset: int) -> int:
-    """Write rows[first:stop] at offset; returns the offset after them."""
-    for start in range(first, stop, _ROWS_PER_WRITE):
-        data = "".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]).encode()
-        _write_all(fd, data, offset)
-        offset += len(data)
-    return offset
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

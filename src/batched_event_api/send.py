@@ -1,0 +1,159 @@
+"""The `send` client: stream NDJSON files to the service in ordered chunks, retrying safely.
+
+Each chunk carries an Idempotency-Key made of a per-run prefix, the file's index and the chunk's
+index, so a chunk retried after a timeout or a server restart is applied once.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+# Answers worth retrying: the request may succeed later unchanged.
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    data: bytes
+    first_line: int  # 1-based line number in its file of the chunk's first line
+    lines: int
+
+
+@dataclass(slots=True)
+class Summary:
+    files: int = 0
+    requests: int = 0
+    events: int = 0
+    bytes: int = 0
+    replays: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+
+class SendError(Exception):
+    """The server refused a chunk (4xx) or stayed unreachable through every retry."""
+
+
+def chunks(stream: BinaryIO, max_lines: int, max_bytes: int) -> Iterator[Chunk]:
+    """Whole lines, in order, at most max_lines and (but for a single longer line) max_bytes a chunk."""
+    buffer: list[bytes] = []
+    size = 0
+    first = 1
+    number = 0
+    for line in stream:
+        number += 1
+        if buffer and (len(buffer) >= max_lines or size + len(line) > max_bytes):
+            yield Chunk(b"".join(buffer), first, len(buffer))
+            buffer, size, first = [], 0, number
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        buffer.append(line)
+        size += len(line)
+    if buffer:
+        yield Chunk(b"".join(buffer), first, len(buffer))
+
+
+@dataclass
+class Sender:
+    url: str
+    batch_lines: int = 10_000
+    batch_bytes: int = 8 * 1024 * 1024
+    gzip: bool = False
+    auth_token: str | None = None
+    retries: int = 8
+    timeout: float = 60.0
+    key_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    progress: object = None  # a Progress (see cli), told about every chunk sent
+
+    def __post_init__(self) -> None:
+        headers = {"Content-Type": "application/x-ndjson", "User-Agent": "batched-event-api-send"}
+        if self.auth_token:
+            headers["Authorization"] = f"Bearer {self.auth_token}"
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._client = httpx.Client(headers=headers, timeout=self.timeout)
+        self.endpoint = self.url.rstrip("/") + ("" if self.url.rstrip("/").endswith("/user/event") else "/user/event")
+
+    def close(self) -> None:
+        self._client.close()
+
+    def send_files(self, paths: list[str]) -> Summary:
+        summary = Summary()
+        started = time.monotonic()
+        for index, path in enumerate(paths):
+            stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+            try:
+                for number, chunk in enumerate(chunks(stream, self.batch_lines, self.batch_bytes)):
+                    self._send_chunk(chunk, f"{self.key_prefix}:{index}:{number}", path, summary)
+            finally:
+                if stream is not sys.stdin.buffer:
+                    stream.close()
+            summary.files += 1
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _send_chunk(self, chunk: Chunk, key: str, path: str, summary: Summary) -> None:
+        body = gzip_module.compress(chunk.data, compresslevel=5) if self.gzip else chunk.data
+        delay = 0.2
+        for attempt in range(self.retries + 1):
+            problem = ""
+            try:
+                response = self._client.post(self.endpoint, content=body, headers={"Idempotency-Key": key})
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    answer = response.json()
+                    summary.requests += 1
+                    summary.events += answer.get("accepted", 0)
+                    summary.bytes += len(chunk.data)
+                    summary.replays += bool(answer.get("replay"))
+                    if self.progress is not None:
+                        self.progress.advance(answer.get("accepted", 0), len(chunk.data))  # type: ignore[attr-defined]
+                    return
+                if response.status_code not in RETRY_STATUSES:
+                    raise SendError(_describe_refusal(response, chunk, path))
+                problem = f"HTTP {response.status_code}: {_error_text(response)}"
+            if attempt == self.retries:
+                raise SendError(f"{path}: lines {chunk.first_line}-{chunk.first_line + chunk.lines - 1}: "
+                                f"gave up after {self.retries} retries: {problem}")
+            summary.retries += 1
+            if self.progress is not None:
+                self.progress.note(f"retrying in {delay:.1f}s: {problem}")  # type: ignore[attr-defined]
+            time.sleep(delay)  # backoff between retries of a real network call
+            delay = min(delay * 2, 10.0)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+def _describe_refusal(response: httpx.Response, chunk: Chunk, path: str) -> str:
+    try:
+        error = response.json()
+    except ValueError:
+        error = {"error": response.text[:200]}
+    where = path
+    if isinstance(error.get("line"), int):
+        where += f":{chunk.first_line + error['line'] - 1}"
+    field = f" (field {error['field']})" if error.get("field") else ""
+    return f"{where}: HTTP {response.status_code}: {error.get('error')}{field}"
+
+
+def total_bytes(paths: list[str]) -> int | None:
+    """Total size of the inputs, for the progress bar's ETA (None when reading stdin)."""
+    if "-" in paths:
+        return None
+    return sum(Path(p).stat().st_size for p in paths)

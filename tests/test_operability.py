@@ -1,0 +1,154 @@
+"""Running it: health, readiness, metrics, OpenAPI, logs, the send command and file options."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Server, csv_files
+from model import generate_events, model_files, ndjson
+
+
+def _metrics(server) -> dict[tuple[str, tuple], float]:
+    text = server.client.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_health_readiness_and_docs(server_factory):
+    server = server_factory()
+    assert server.client.get("/healthz").json() == {"status": "ok"}
+    assert server.client.get("/readyz").json() == {"status": "ready"}
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    document = server.client.get("/openapi.json").json()
+    assert set(document["paths"]) == {"/user/event", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+    ingest = document["paths"]["/user/event"]["post"]
+    assert "application/x-ndjson" in ingest["requestBody"]["content"]
+    assert {"200", "400", "401", "405", "413", "415", "503"} <= set(ingest["responses"])
+
+
+def test_metrics_count_what_happened(server_factory):
+    server = server_factory()
+    first = ndjson([{"time": "2024-07-01T02:03:04Z"}, {"time": "2024-07-01T02:03:01Z"}])  # one late event
+    assert server.post(first, {"Idempotency-Key": "a"}).status_code == 200
+    assert server.post(first, {"Idempotency-Key": "a"}).json()["replay"] is True
+    assert server.post(ndjson([{"time": "2024-07-01T02:09:00Z"}] * 3)).status_code == 200  # commits a window
+    assert server.post(b"{", {}).status_code == 400
+    m = _metrics(server)
+    assert m[("bea_events_accepted_total", ())] == 5
+    assert m[("bea_late_events_total", ())] == 1
+    assert m[("bea_windows_committed_total", ())] == 1
+    assert m[("bea_idempotent_replays_total", ())] == 1
+    assert m[("bea_request_bytes_total", ())] == 2 * len(first) + len(ndjson([{"time": "2024-07-01T02:09:00Z"}] * 3)) + 1
+    assert m[("bea_requests_total", (("route", "/user/event"), ("status", "200")))] == 3
+    assert m[("bea_requests_total", (("route", "/user/event"), ("status", "400")))] == 1
+    assert m[("bea_open_window_rows", ())] == 3
+    assert m[("bea_open_window_start_seconds", ())] == 1719799740  # 2024-07-01T02:09:00Z
+    assert m[("bea_request_duration_seconds_count", (("route", "/user/event"),))] == 4
+
+
+def test_json_logs_have_access_and_commit_lines_and_no_payloads(server_factory):
+    server = server_factory("--log-format", "json")
+    secret = "very-personal-description-7731"
+    assert server.post(ndjson([{"time": "2024-07-01T02:03:04Z", "description": secret, "email": "x@y.z"}])).status_code == 200
+    assert server.post(b'{"time":"nope","description":"%s"}\n' % secret.encode()).status_code == 400
+    assert server.stop() == 0
+    text = server.log.read_text()
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    access = [e for e in entries if e.get("path") == "/user/event"]
+    assert [(e["method"], e["status"], e["events"]) for e in access] == [("POST", 200, 1), ("POST", 400, 0)]
+    assert all(e["bytes"] >= 0 and e["duration_ms"] >= 0 for e in access)
+    assert any("committed user-events-20240701-020304.csv rows=1" in e["message"] for e in entries)
+    assert secret not in text and "x@y.z" not in text
+
+
+def test_compressed_files(server_factory):
+    server = server_factory("--compress", "gzip", "--header")
+    events = generate_events(random.Random(5), 400)
+    for i in range(0, 400, 37):
+        assert server.post(ndjson(events[i : i + 37])).status_code == 200
+    visible_before = sorted(p.name for p in server.output.glob("*.csv*"))
+    assert all(name.endswith(".csv.gz") for name in visible_before)
+    assert server.stop() == 0
+    files = {p.name: p.read_bytes() for p in sorted(server.output.glob("*.csv.gz"))}
+    expected = model_files(events)
+    header = b"time,uuid,id,active,email,phone,description,credits\n"
+    assert {name.removesuffix(".gz"): gzip.decompress(data) for name, data in files.items()} == {
+        name: header + content for name, content in expected.items()
+    }
+    assert set(visible_before) < set(files)  # only committed files were ever visible
+    assert not list(server.output.glob("*.csv"))
+
+
+def _send(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_send_streams_a_file_larger_than_a_chunk(server_factory, tmp_path):
+    server = server_factory()
+    events = generate_events(random.Random(8), 1000)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    proc = _send("--url", server.url, "--batch-lines", "64", "--gzip", str(path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "sent 1,000 events" in out and "in 16 requests" in out
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
+
+
+def test_send_reports_a_bad_line_with_its_file_and_line(server_factory, tmp_path):
+    server = server_factory()
+    events = generate_events(random.Random(9), 300)
+    lines = ndjson(events).splitlines(keepends=True)
+    lines.insert(249, b'{"time":"2024-07-01T02:03:04Z","id":"not a number"}\n')  # line 250
+    path = tmp_path / "broken.ndjson"
+    path.write_bytes(b"".join(lines))
+    proc = _send("--url", server.url, "--batch-lines", "100", str(path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert f"{path}:250: HTTP 400" in err and "field id" in err
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events[:200])  # the chunks before it, whole
+
+
+def test_send_retries_across_a_server_restart_without_duplicates(tmp_path):
+    out = tmp_path / "out"
+    server = Server(out).start()
+    events = generate_events(random.Random(10), 20000)
+    path = tmp_path / "many.ndjson"
+    path.write_bytes(ndjson(events))
+    proc = _send("--url", server.url, "--batch-lines", "40", "--retries", "30", str(path))
+    try:
+        assert _wait_for(lambda: server.client.get("/metrics").text.count("bea_events_accepted_total 0.0") == 0)
+        server.kill()  # mid-run: the chunk in flight fails and is retried with its key
+        assert proc.poll() is None, "send finished before the restart"
+        server = Server(out, port=server.port).start()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "retrying" in stderr
+    assert server.stop() == 0
+    assert csv_files(out) == model_files(events)
