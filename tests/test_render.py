@@ -14,8 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from batched_event_api import timestamps
-from batched_event_api.decode import Event
-from batched_event_api.render import GO_SPACE, csv_record, go_float, needs_quotes, render_rows
+from batched_event_api.decode import Decoded, Event
+from batched_event_api.render import GO_SPACE, csv_record, go_float, go_floats, needs_quotes, render_rows
 
 
 def _same_float(a: float, b: float) -> bool:
@@ -139,14 +139,44 @@ def test_python_isspace_is_not_gos():
 def test_fast_batch_rendering_equals_field_by_field_rendering(items):
     events = [Event(time="t", uuid=u, email=e, id=i, active=a, description=u) for u, e, i, a in items]
     times = ["2024-07-01T02:03:04Z"] * len(events)
-    rows = render_rows(events, times)
+    rows = render_rows(Decoded(events, [0] * len(events), times))
     expected = [
-        csv_record([t, e.uuid, str(e.id), "true" if e.active else "false", e.email, "", e.description, "0"])
+        csv_record([t, e.uuid, str(e.id), "true" if e.active else "false", e.email, "", e.description, "0"])[:-1]
         for e, t in zip(events, times)
     ]
     assert rows == expected
 
 
 def test_missing_fields_render_as_zero_values():
-    assert render_rows([Event(time="x")], ["2024-07-01T02:03:04Z"]) == ["2024-07-01T02:03:04Z,,0,false,,,,0\n"]
+    assert render_rows(Decoded([Event(time="x")], [0], ["2024-07-01T02:03:04Z"])) == ["2024-07-01T02:03:04Z,,0,false,,,,0"]
+    nulls = Event(time="x", uuid=None, id=None, active=None, email=None, phone=None, description=None, credits=None)
+    assert render_rows(Decoded([nulls], [0], ["2024-07-01T02:03:04Z"])) == ["2024-07-01T02:03:04Z,,0,false,,,,0"]
     assert math.copysign(1, float(go_float(-0.0))) == -1
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
+def test_column_float_rendering_equals_one_by_one(values):
+    assert go_floats(values) == [go_float(v) for v in values]
+
+
+@given(st.lists(st.sampled_from(["2024-07-01T02:03:04Z", "2024-07-01T02:03:04.120Z", "2024-07-01T02:03:04.1Z",
+                                 "2024-02-29T23:59:59.999999999Z", "2023-02-29T00:00:00Z", "1600-01-01T00:00:00Z",
+                                 "2024-07-01T02:03:04+05:30", "2024-07-01T02:03:04.1234567891Z", "2024-07-01T24:00:00Z",
+                                 "2024-07-01T02:03:04.Z", "ž024-07-01T02:03:04Z", "2024-07-01T02:03:04.000000000Z"])
+                | st.text(max_size=32), min_size=0, max_size=80))
+def test_batch_time_parsing_equals_one_by_one(texts):
+    expected_ns, expected_texts, error_at = [], [], None
+    for i, text in enumerate(texts):
+        try:
+            ns, rendered = timestamps.parse(text)
+        except timestamps.TimeFormatError:
+            error_at = i
+            break
+        expected_ns.append(ns)
+        expected_texts.append(rendered)
+    if error_at is None:
+        assert timestamps.parse_many(texts) == (expected_ns, expected_texts)
+    else:
+        with pytest.raises(timestamps.TimeFormatError) as info:
+            timestamps.parse_many(texts)
+        assert info.value.index == error_at

@@ -32,7 +32,7 @@ def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], list[str]]]:
     out = []
     for i in range(0, len(events), len(events) // n):
         decoded = decode(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
-        out.append((decoded.times, render_rows(decoded.events, decoded.time_texts)))
+        out.append((decoded.times, render_rows(decoded)))
     return out
 
 
@@ -157,7 +157,7 @@ def test_journal_is_compacted(tmp_path):
     writer = Writer(tmp_path, POLICY, max_keys=10)
     writer.start()
     for i in range(2500):
-        writer.apply([i * 10**9], [f"{i}\n"], key=f"k{i}")
+        writer.apply([i * 10**9], [f"{i}"], key=f"k{i}")
     writer.close()
     assert (tmp_path / JOURNAL).stat().st_size < 200_000
     writer = Writer(tmp_path, POLICY, max_keys=10)

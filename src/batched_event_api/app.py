@@ -138,7 +138,7 @@ def prepare(body: bytes, max_line: int, slice_size: int = _SLICE) -> tuple[list[
                 exc.line += lines_before
             raise
         times += decoded.times
-        rows += render_rows(decoded.events, decoded.time_texts)
+        rows += render_rows(decoded)
     return times, rows
 
 

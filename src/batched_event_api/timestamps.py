@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 NS_PER_SECOND = 1_000_000_000
 
 # Go's strict RFC 3339 parser: upper-case `T` and `Z`, two-digit fields, a fraction of at least
@@ -137,3 +139,85 @@ def utc_stamp(ns: int) -> str:
     days, rest = divmod(seconds, 86400)
     year, month, day = civil_from_days(days)
     return f"{year:04d}{month:02d}{day:02d}-{rest // 3600:02d}{rest // 60 % 60:02d}{rest % 60:02d}"
+
+
+# -- many at once ------------------------------------------------------------------------------
+
+# Field offsets of `YYYY-MM-DDTHH:MM:SS`, and the fixed characters between them.
+_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_SEPARATORS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":")}
+_POW10 = 10 ** np.arange(8, -1, -1, dtype=np.int64)  # weight of each fraction digit in ns
+_CUMULATIVE_DAYS = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
+_MONTH_DAYS = np.array(_DAYS_IN_MONTH, dtype=np.int64)
+# int64 nanoseconds cover 1677..2262; outside that the exact integer path takes over.
+_VECTOR_YEARS = (1700, 2200)
+
+
+def parse_many(texts: list[str]) -> tuple[list[int], list[str]]:
+    """parse() over a batch. The common shape (UTC `Z`, canonical fraction) is parsed column-wise;
+    every other text goes through parse() itself. Raises TimeFormatError with `.index` set."""
+    n = len(texts)
+    ns: list[int] = [0] * n
+    out: list[str] = list(texts)
+    slow = range(n)
+    if n >= 32:
+        fast, values = _parse_canonical_utc(texts)
+        ns = values.tolist()
+        slow = np.flatnonzero(~fast).tolist()
+    for i in slow:
+        try:
+            ns[i], out[i] = parse(texts[i])
+        except TimeFormatError as exc:
+            exc.index = i  # type: ignore[attr-defined]
+            raise
+    return ns, out
+
+
+def _parse_canonical_utc(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of texts of the form YYYY-MM-DDTHH:MM:SS[.d{1,9}]Z whose Go rendering is the text
+    itself (no trailing zero in the fraction), and their instants in UTC nanoseconds."""
+    n = len(texts)
+    none = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    length = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    try:
+        raw = np.array(texts, dtype="S30")  # longer texts are cut here, and excluded by length
+    except UnicodeEncodeError:
+        return none
+    chars = raw.view(np.uint8).reshape(n, 30)
+    digit = chars - np.uint8(48)  # wraps below '0': a digit is exactly a value under 10
+    is_digit = digit < 10
+    last = np.clip(length - 1, 0, 29)
+    rows = np.arange(n)
+    ok = (length >= 20) & (length <= 30) & (chars[rows, last] == ord("Z"))
+    ok &= is_digit[:, _DIGITS].all(axis=1)
+    for position, char in _SEPARATORS.items():
+        ok &= chars[:, position] == char
+    # A fraction: '.', then characters 20 .. length-2 all digits (1 to 9 of them), the last not 0.
+    has_fraction = length > 20
+    ok &= ~has_fraction | ((chars[:, 19] == ord(".")) & (length >= 22))
+    in_fraction = np.arange(20, 29)[None, :] < last[:, None]
+    ok &= (~in_fraction | is_digit[:, 20:29]).all(axis=1)
+    ok &= ~has_fraction | (chars[rows, np.clip(length - 2, 0, 29)] != ord("0"))
+
+    def number(*positions: int) -> np.ndarray:
+        value = digit[:, positions[0]].astype(np.int64)
+        for p in positions[1:]:
+            value = value * 10 + digit[:, p]
+        return value
+
+    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
+    hour, minute, second = number(11, 12), number(14, 15), number(17, 18)
+    ok &= (year >= _VECTOR_YEARS[0]) & (year <= _VECTOR_YEARS[1]) & (month >= 1) & (month <= 12)
+    month = np.clip(month, 1, 12)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (day >= 1) & (day <= _MONTH_DAYS[month] + ((month == 2) & leap))
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
+    # Days since 1970-01-01: whole years (with their leap days), whole months, days.
+    y = year - 1
+    days = 365 * (year - 1970) + (y // 4 - y // 100 + y // 400 - 477) + _CUMULATIVE_DAYS[month]
+    days += ((month > 2) & leap) + day - 1
+    nanos = np.zeros(n, dtype=np.int64)
+    for k in range(9):  # fraction digit k weighs 10^(8-k) ns, where the fraction has it
+        nanos += np.where(in_fraction[:, k], digit[:, 20 + k], 0).astype(np.int64) * int(_POW10[k])
+    values = (days * 86400 + hour * 3600 + minute * 60 + second) * NS_PER_SECOND + nanos
+    return ok, np.where(ok, values, 0)

@@ -320,9 +320,9 @@ class Writer:
         return closed, current
 
     def _write_rows(self, fd: int, rows: Sequence[str], first: int, stop: int, offset: int) -> int:
-        """Write rows[first:stop] at offset; returns the offset after them."""
+        """Write rows[first:stop] (each without its newline) at offset; returns the offset after them."""
         for start in range(first, stop, _ROWS_PER_WRITE):
-            data = self._encode("".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]).encode())
+            data = self._encode(("\n".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]) + "\n").encode())
             _write_all(fd, data, offset)
             offset += len(data)
         return offset
