@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -73,11 +74,14 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run(name: str, fsync: str, rng: random.Random) -> dict:
+def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
     per_request, requests = WORKLOADS[name]
     lines, _ = generate(per_request * requests, rng, 1_720_000_000 * 10**9)
     bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
     workdir = Path(tempfile.mkdtemp(prefix="bea-bench-"))
+    (workdir / "out").mkdir()
+    for i in range(prefill):  # an output directory that already holds many committed files
+        (workdir / "out" / f"user-events-20000101-000000-{i}.csv").write_bytes(b"")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "batched_event_api", "serve", "-o", str(workdir / "out"), "--port", str(port),
@@ -116,6 +120,7 @@ def run(name: str, fsync: str, rng: random.Random) -> dict:
     rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
     shutil.rmtree(workdir, ignore_errors=True)
     events = per_request * requests
+    name = f"{name} ({per_request}/req)" + (f", {prefill:,} files already there" if prefill else "")
     if rows != events:
         raise RuntimeError(f"{name}: {rows} rows written for {events} events sent")
     q = statistics.quantiles(latencies, n=100)
@@ -132,11 +137,75 @@ def run(name: str, fsync: str, rng: random.Random) -> dict:
     }
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-ndjson"
+wrk.body = [[%s]]
+"""
+
+
+def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
+    """W3 under `wrk -t1 -c1` (one connection, one request at a time), when wrk is installed."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    lines, _ = generate(1, rng, 1_720_000_000 * 10**9)
+    workdir = Path(tempfile.mkdtemp(prefix="bea-wrk-"))
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % lines[0].decode())
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(workdir / "out"), "--port", str(port),
+         "--fsync", fsync, "--log-level", "warning"],
+    )
+    try:
+        _wait_healthy(port)
+        out = subprocess.run([wrk, "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script),
+                              f"http://127.0.0.1:{port}/user/event"], capture_output=True, text=True, check=True).stdout
+        rss = peak_rss_mib(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    if "Non-2xx" in out:
+        raise RuntimeError("wrk saw errors:\n" + out)
+    rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    if not requests <= rows <= requests + 1:  # the last request may complete after wrk stops counting
+        raise RuntimeError(f"wrk: {rows} rows written for {requests} requests")
+
+    def latency(q: str) -> float:
+        value, unit = re.search(rf"{q}%\s+([0-9.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    return {"workload": "W3 wrk -t1 -c1", "fsync": fsync, "events/s": rate, "requests/s": rate,
+            "MB/s": rate * len(lines[0]) / 1e6, "p50 ms": latency("50"), "p99 ms": latency("99"),
+            "peak RSS MiB": rss, "rows checked": rows}
+
+
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), default=sorted(WORKLOADS))
     parser.add_argument("--fsync", nargs="*", choices=["always", "never"], default=["always", "never"])
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    parser.add_argument("--prefill", type=int, default=10_000,
+                        help="also run W1 (fsync on) with this many files already in the output directory (0: skip)")
     args = parser.parse_args()
     print(f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}", flush=True)
     header = "| workload | fsync | events/s | requests/s | MB/s | p50 ms | p99 ms | server peak RSS MiB |"
@@ -144,11 +213,17 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
     for name in args.only:
         for fsync in args.fsync:
-            r = run(name, fsync, random.Random(1))
-            if args.json:
-                print(json.dumps(r))
-            print(f"| {name} ({WORKLOADS[name][0]}/req) | {fsync} | {r['events/s']:,.0f} | {r['requests/s']:,.0f} | "
-                  f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} |", flush=True)
+            results = [run(name, fsync, random.Random(1))]
+            if name == "W3":
+                results.append(run_wrk(fsync, random.Random(1)))
+            if name == "W1" and fsync == "always" and args.prefill:
+                results.append(run(name, fsync, random.Random(1), prefill=args.prefill))
+            for r in filter(None, results):
+                label = r["workload"]
+                if args.json:
+                    print(json.dumps(r))
+                print(f"| {label} | {fsync} | {r['events/s']:,.0f} | {r['requests/s']:,.0f} | {r['MB/s']:.1f} | "
+                      f"{r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Ingest:
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0
 
     async def start(self) -> None:
         await self._on_writer(self.writer.start)
@@ -78,6 +79,10 @@ class Ingest:
         self._writer_thread.shutdown()
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
+        if not self.settings.fsync:
+            # Nothing blocks for long without fsync: run on the event loop itself, which
+            # serializes the calls just as the writer thread does, without the thread hop.
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     async def apply(self, body: bytes, key: str | None) -> Applied:
@@ -114,10 +119,19 @@ class Ingest:
         self.metrics.open_rows.set(w.rows if w else 0)
 
     def _arm_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        # One timer at a time; a request only moves the deadline, the timer re-arms itself late.
         loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self.settings.idle_close, lambda: loop.create_task(self._idle_commit()))
+        self._idle_deadline = loop.time() + self.settings.idle_close
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._idle_deadline:
+            self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
+            return
+        self._idle_timer = None
+        loop.create_task(self._idle_commit())
 
     async def _idle_commit(self) -> None:
         try:
@@ -210,20 +224,21 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *
     gunzip = _Gunzip() if gzip else None
     body = bytearray()  # grows in place: no second copy of a large body
     more = True
-    while more:
-        try:
-            message = await asyncio.wait_for(receive(), settings.body_timeout)
-        except TimeoutError:
-            raise ClientError("timed out reading the request body", status=408) from None
-        if message["type"] == "http.disconnect":
-            raise ClientError("client disconnected", status=400)
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        if gunzip is not None:
-            chunk = gunzip.feed(chunk, limit - len(body), too_large)
-        if len(body) + len(chunk) > limit:
-            raise too_large
-        body += chunk
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientError("client disconnected", status=400)
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                if gunzip is not None:
+                    chunk = gunzip.feed(chunk, limit - len(body), too_large)
+                if len(body) + len(chunk) > limit:
+                    raise too_large
+                body += chunk
+    except TimeoutError:
+        raise ClientError("timed out reading the request body", status=408) from None
     if gunzip is not None and not gunzip.complete:
         raise ClientError("truncated gzip body", status=400)
     return body
@@ -355,12 +370,12 @@ def _observe(scope: dict, status: int, elapsed: float, metrics: Metrics, routes:
     """One access line and the request metrics (never the body, never the Authorization header)."""
     path = scope["path"]
     route = path if path in routes else "other"
-    metrics.requests.labels(route, str(status)).inc()
-    metrics.duration.labels(route).observe(elapsed)
-    stats = scope["bea"]
-    access_log.info(
-        "%s %s %d events=%d bytes=%d duration_ms=%.2f",
-        scope["method"], path, status, stats["events"], stats["bytes"], elapsed * 1000,
-        extra={"method": scope["method"], "path": path, "status": status, "events": stats["events"],
-               "bytes": stats["bytes"], "duration_ms": round(elapsed * 1000, 3)},
-    )
+    metrics.observe_request(route, status, elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        stats = scope["bea"]
+        access_log.info(
+            "%s %s %d events=%d bytes=%d duration_ms=%.2f",
+            scope["method"], path, status, stats["events"], stats["bytes"], elapsed * 1000,
+            extra={"method": scope["method"], "path": path, "status": status, "events": stats["events"],
+                   "bytes": stats["bytes"], "duration_ms": round(elapsed * 1000, 3)},
+        )

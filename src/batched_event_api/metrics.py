@@ -9,6 +9,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.events = Counter("bea_events_accepted", "Events written and acknowledged", registry=r)
         self.bytes = Counter("bea_request_bytes", "Request body bytes received (after decompression)", registry=r)
         self.requests = Counter("bea_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
@@ -24,3 +25,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        # Labelled children are looked up once per (route, status): labels() costs a lock and a dict.
+        key = (route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(route, str(status)), self.duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
