@@ -139,7 +139,7 @@ def test_python_isspace_is_not_gos():
 def test_fast_batch_rendering_equals_field_by_field_rendering(items):
     events = [Event(time="t", uuid=u, email=e, id=i, active=a, description=u) for u, e, i, a in items]
     times = ["2024-07-01T02:03:04Z"] * len(events)
-    rows = render_rows(Decoded(events, [0] * len(events), times))
+    rows = render_rows(Decoded(events, [0] * len(events), times, [e.credits for e in events]))
     expected = [
         csv_record([t, e.uuid, str(e.id), "true" if e.active else "false", e.email, "", e.description, "0"])[:-1]
         for e, t in zip(events, times)
@@ -148,9 +148,11 @@ def test_fast_batch_rendering_equals_field_by_field_rendering(items):
 
 
 def test_missing_fields_render_as_zero_values():
-    assert render_rows(Decoded([Event(time="x")], [0], ["2024-07-01T02:03:04Z"])) == ["2024-07-01T02:03:04Z,,0,false,,,,0"]
+    assert render_rows(Decoded([Event(time="x")], [0], ["2024-07-01T02:03:04Z"], [None])) == [
+        "2024-07-01T02:03:04Z,,0,false,,,,0"
+    ]
     nulls = Event(time="x", uuid=None, id=None, active=None, email=None, phone=None, description=None, credits=None)
-    assert render_rows(Decoded([nulls], [0], ["2024-07-01T02:03:04Z"])) == ["2024-07-01T02:03:04Z,,0,false,,,,0"]
+    assert render_rows(Decoded([nulls], [0], ["2024-07-01T02:03:04Z"], [None])) == ["2024-07-01T02:03:04Z,,0,false,,,,0"]
     assert math.copysign(1, float(go_float(-0.0))) == -1
 
 

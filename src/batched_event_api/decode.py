@@ -30,7 +30,7 @@ class Event(msgspec.Struct, gc=False):
     email: str | None = ""
     phone: str | None = ""
     description: str | None = ""
-    credits: float | None = 0.0
+    credits: float | None = None  # None when missing, so that 0.0 means a literal zero (see -0 below)
 
 
 class _CreditsLiteral(msgspec.Struct):
@@ -51,6 +51,7 @@ class Decoded:
     events: list[Event]
     times: list[int]
     time_texts: list[str]
+    credits: list[float | None]
     nulls: bool = True  # False when the body holds no `null` at all: no field is None
 
 
@@ -79,19 +80,19 @@ def decode(body: bytes, *, max_line: int) -> Decoded:
     events = _decode_fast(body)
     if events is None:
         events = _decode_by_line(body)
-    if _NEGATIVE_ZERO.search(body):
-        _restore_negative_zero(body, events)
+    credits = [e.credits for e in events]
+    if 0.0 in credits and _NEGATIVE_ZERO.search(body):  # only a literal zero can have been -0
+        _restore_negative_zero(body, events, credits)
     try:
         times, texts = timestamps.parse_many([e.time for e in events])
     except timestamps.TimeFormatError as exc:
         raise EventError(str(exc), line=_line_of(body, exc.index), field="time") from None  # type: ignore[attr-defined]
-    return Decoded(events, times, texts, nulls=b"null" in body)
+    return Decoded(events, times, texts, credits, nulls=b"null" in body)
 
 
 def _decode_fast(body: bytes) -> list[Event] | None:
     """All events in one call, or None when the body needs the line-by-line path."""
-    content = body[:-1] if body.endswith(b"\n") else body
-    if not content.strip():
+    if not body or body.isspace():
         return []
     try:
         events = _EVENT.decode_lines(body)
@@ -99,9 +100,9 @@ def _decode_fast(body: bytes) -> list[Event] | None:
         return None
     # decode_lines skips blank lines and lets an object span lines; one object per line is the
     # contract. Neither quirk can add events, so equal counts mean neither is there.
-    if len(events) == content.count(b"\n") + 1:
+    if len(events) == body.count(b"\n") + (not body.endswith(b"\n")):
         return events
-    nonblank = sum(1 for line in content.split(b"\n") if line.strip())
+    nonblank = sum(1 for line in body.split(b"\n") if line.strip())
     return events if len(events) == nonblank else None
 
 
@@ -134,10 +135,10 @@ def _validation_error(message: str, line: int) -> EventError:
     return EventError(message.replace(" | null", ""), line=line, field=field)
 
 
-def _restore_negative_zero(body: bytes, events: list[Event]) -> None:
-    for event, literal in zip(events, _CREDITS.decode_lines(body), strict=True):
-        if event.credits == 0.0 and bytes(literal.credits).strip() == b"-0":
-            event.credits = -0.0
+def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float | None]) -> None:
+    for i, literal in enumerate(_CREDITS.decode_lines(body)):
+        if credits[i] == 0.0 and bytes(literal.credits).strip() == b"-0":
+            events[i].credits = credits[i] = -0.0
 
 
 def _line_of(body: bytes, index: int) -> int:

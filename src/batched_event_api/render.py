@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from operator import attrgetter
 
 import msgspec
 
@@ -14,9 +13,9 @@ from .decode import Decoded
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 _SPECIAL = re.compile(r'[,"\r\n]')
-# In a whole rendered batch: a field that starts with a space or is exactly `\.`. Only the
-# string columns can, and each of them follows a comma.
-_FIELD_START = re.compile("," + "[" + re.escape(GO_SPACE) + "]" + r"|,\\\.(?:,|\n)")
+# In a column joined with newlines: a value after the first that starts with a space (a newline
+# inside a value is caught by counting), or a later value that is exactly `\.`.
+_VALUE_START = re.compile("\n[" + re.escape(GO_SPACE.replace("\n", "")) + r"]|\n\\\.(?:\n|\Z)")
 
 COLUMNS = ("time", "uuid", "id", "active", "email", "phone", "description", "credits")
 
@@ -56,21 +55,6 @@ def csv_record(fields: Sequence[str]) -> str:
     return ",".join(map(csv_field, fields)) + "\n"
 
 
-def batch_is_plain(text: str, rows: int) -> bool:
-    """True when no field of a batch rendered without quoting needed quotes.
-
-    Checked once over the whole batch instead of per field: the fixed columns never hold a comma,
-    quote or newline, so any extra one must come from a string field.
-    """
-    return (
-        text.count(",") == 7 * rows
-        and text.count("\n") == rows
-        and '"' not in text
-        and "\r" not in text
-        and _FIELD_START.search(text) is None
-    )
-
-
 def go_floats(values: list[float]) -> list[str]:
     """go_float over a column. msgspec's encoder writes the same shortest round-trip digits in C;
     only values it writes with an exponent or a trailing `.0` need the Go fix-up."""
@@ -83,31 +67,53 @@ def go_floats(values: list[float]) -> list[str]:
     return texts
 
 
-_COLUMN = {name: attrgetter(name) for name in COLUMNS}
 _BOOL_TEXT = ("false", "true")
 
 
 def render_rows(decoded: Decoded) -> list[str]:
     """One CSV line per event (without its newline), built column by column."""
     events = decoded.events
-    columns = {name: list(map(_COLUMN[name], events)) for name in COLUMNS[1:]}
+    uuid = [e.uuid for e in events]
+    ids = [e.id for e in events]
+    active = [e.active for e in events]
+    email = [e.email for e in events]
+    phone = [e.phone for e in events]
+    description = [e.description for e in events]
+    credits = decoded.credits
     if decoded.nulls:  # an explicit null renders as the field's zero value
-        for name, zero in (("uuid", ""), ("id", 0), ("active", False), ("email", ""), ("phone", ""),
-                           ("description", ""), ("credits", 0.0)):
-            column = columns[name]
-            if None in column:
-                columns[name] = [zero if v is None else v for v in column]
+        uuid, email, phone, description = (_or(column, "") for column in (uuid, email, phone, description))
+        ids, active = _or(ids, 0), _or(active, False)
+    text = (uuid, email, phone, description)  # the only columns that can need quotes
     fields = (
         decoded.time_texts,
-        columns["uuid"],
-        list(map(str, columns["id"])),
-        list(map(_BOOL_TEXT.__getitem__, columns["active"])),
-        columns["email"],
-        columns["phone"],
-        columns["description"],
-        go_floats(columns["credits"]),
+        uuid,
+        list(map(str, ids)),
+        list(map(_BOOL_TEXT.__getitem__, active)),
+        email,
+        phone,
+        description,
+        go_floats(_or(credits, 0.0)),
     )
     rows = list(map(",".join, zip(*fields)))
-    if batch_is_plain("\n".join(rows) + "\n", len(rows)):
+    if all(map(_column_is_plain, text)):
         return rows
     return [csv_record(record)[:-1] for record in zip(*fields)]
+
+
+def _or(column: list, zero: object) -> list:
+    return [zero if v is None else v for v in column] if None in column else column
+
+
+def _column_is_plain(column: list[str]) -> bool:
+    """No value of a string column needs quotes (checked over the column at once, not per value)."""
+    if not column:
+        return True
+    joined = "\n".join(column)
+    return (
+        joined.count("\n") == len(column) - 1
+        and "," not in joined
+        and '"' not in joined
+        and "\r" not in joined
+        and not needs_quotes(column[0])
+        and _VALUE_START.search(joined) is None
+    )
