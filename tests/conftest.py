@@ -101,6 +101,16 @@ def server_factory(tmp_path: Path) -> Iterator:
             server.kill()
 
 
+def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    """Poll until predicate() is true (a condition, not a guessed delay); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 def csv_files(directory: Path) -> dict[str, bytes]:
     """The committed files of a directory (what a `*.csv` reader sees), by name."""
     return {p.name: p.read_bytes() for p in sorted(directory.glob("*.csv"))}

@@ -9,7 +9,6 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-
 from conftest import NDJSON, csv_files
 from model import model_files, time_text
 

@@ -12,7 +12,6 @@ import threading
 
 import httpx
 import pytest
-
 from conftest import Server, csv_files
 from model import generate_events, ndjson
 

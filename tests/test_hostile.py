@@ -9,7 +9,6 @@ import zlib
 
 import httpx
 import pytest
-
 from conftest import csv_files
 from model import model_files, ndjson
 

@@ -7,12 +7,10 @@ import json
 import random
 import subprocess
 import sys
-import time
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import Server, csv_files
+from conftest import Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def _metrics(server) -> dict[tuple[str, tuple], float]:
@@ -22,15 +20,6 @@ def _metrics(server) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_health_readiness_and_docs(server_factory):
@@ -140,7 +129,7 @@ def test_send_retries_across_a_server_restart_without_duplicates(tmp_path):
     path.write_bytes(ndjson(events))
     proc = _send("--url", server.url, "--batch-lines", "40", "--retries", "30", str(path))
     try:
-        assert _wait_for(lambda: server.client.get("/metrics").text.count("bea_events_accepted_total 0.0") == 0)
+        assert wait_for(lambda: server.client.get("/metrics").text.count("bea_events_accepted_total 0.0") == 0)
         server.kill()  # mid-run: the chunk in flight fails and is retried with its key
         assert proc.poll() is None, "send finished before the restart"
         server = Server(out, port=server.port).start()

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from batched_event_api import timestamps
 from batched_event_api.decode import Decoded, Event
-from batched_event_api.render import GO_SPACE, csv_record, go_float, go_floats, needs_quotes, render_rows
+from batched_event_api.render import (
+    GO_SPACE,
+    csv_record,
+    go_float,
+    go_floats,
+    needs_quotes,
+    render_rows,
+)
 
 
 def _same_float(a: float, b: float) -> bool:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import signal
-import time
 
-from conftest import csv_files
+from conftest import csv_files, wait_for
 
 EVENT = '{"time":"%s","id":%d}\n'
 
@@ -14,19 +13,10 @@ def _body(*times: str) -> bytes:
     return "".join(EVENT % (t, i) for i, t in enumerate(times)).encode()
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_idle_timeout_commits_the_open_window(server_factory):
     server = server_factory("--idle-close", "300ms")
     assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:03:05Z")).status_code == 200
-    assert _wait_for(lambda: "user-events-20240701-020304.csv" in csv_files(server.output))
+    assert wait_for(lambda: "user-events-20240701-020304.csv" in csv_files(server.output))
     # A later event in the same event-time range starts a new file: the committed one never changes.
     assert server.post(_body("2024-07-01T02:03:06Z")).status_code == 200
     assert server.stop() == 0

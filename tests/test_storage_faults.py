@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import csv_files
 from model import generate_events, model_files, ndjson
 

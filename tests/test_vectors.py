@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-import msgspec
 import pytest
+from conftest import GOLDEN
 
 from batched_event_api import timestamps
 from batched_event_api.decode import decode
 from batched_event_api.render import csv_record, go_float, go_floats
-from conftest import GOLDEN
 
 VECTORS = GOLDEN / "vectors"
 

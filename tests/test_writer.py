@@ -12,13 +12,13 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import csv_files
+from model import generate_events, ndjson
 
 from batched_event_api.decode import decode
 from batched_event_api.render import render_rows
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.writer import JOURNAL, Writer, part_name
-from conftest import csv_files
-from model import generate_events, ndjson
 
 POLICY = WindowPolicy(300 * 10**9)
 

@@ -192,8 +192,14 @@ class _Progress:
         self._last_line = 0.0
         self._bar: Any = None
         if tty:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
             self._bar = Progress(
                 TextColumn("[bold]{task.fields[events]:>12,} events"), BarColumn(), DownloadColumn(),
