@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 from conftest import csv_files, wait_for
 
@@ -96,3 +97,14 @@ def test_idempotency_key_replays_without_writing_even_after_a_restart(server_fac
     assert server.post(body, {"Idempotency-Key": "batch-0002"}).json() == {"accepted": 2}
     assert server.stop() == 0
     assert [c.count(b"\n") for c in csv_files(out).values()] == [4]
+
+
+def test_one_request_spanning_thousands_of_windows(server_factory):
+    server = server_factory()
+    # 3,000 events ten minutes apart: 3,000 windows, more than many systems let a process hold open.
+    start = 1_719_799_384
+    body = "".join(EVENT % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 600 * i)), i) for i in range(3000))
+    assert server.post(body.encode()).json() == {"accepted": 3000}
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert len(files) == 3000 and all(content.count(b"\n") == 1 for content in files.values())

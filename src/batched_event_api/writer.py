@@ -244,11 +244,10 @@ class Writer:
                 os.close(fd)
             self._broken = True
             raise StorageError(_describe(exc)) from exc
-        if created:  # the newest part file is the open window from now on
-            for fd in [self._open_fd, *created[:-1]]:
-                if fd is not None:
-                    os.close(fd)
-            self._open_fd = created[-1]
+        if created:  # the new part file is the open window from now on
+            if self._open_fd is not None:
+                os.close(self._open_fd)
+            self._open_fd = created[0]
         self.open = new_open
         self._publish = publish
         if key is not None:
@@ -293,7 +292,8 @@ class Writer:
         self, plan: Plan, times: Sequence[int], rows: Sequence[str], created: list[int]
     ) -> tuple[list[Committed], OpenFile | None]:
         """Step 1: the rows into part files. Returns the windows this closes and the new open
-        window; the descriptors of the part files it creates go into `created`."""
+        window, whose descriptor goes into `created`. A window opened and closed within the
+        request is synced and closed at once, so a request spanning many windows holds few files."""
         closed: list[Committed] = []
         current = self.open
         if current is not None and plan.segments and not plan.continues_open:
@@ -309,6 +309,8 @@ class Writer:
                 continue
             if current is not None:
                 closed.append(Committed(current.name, current.rows, current.size))
+            if created:
+                self._finish_part(created.pop())
             name = self._choose_name(times[segment.first], taken)  # named from its first event
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -327,8 +329,16 @@ class Writer:
             offset += len(data)
         return offset
 
+    def _finish_part(self, fd: int) -> None:
+        try:
+            if self.fsync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
     def _sync(self, created: list[int], *, appended: bool) -> None:
-        """Make step 1 durable: the data of every file written, and new directory entries."""
+        """Make step 1 durable: the data of every file still open, and new directory entries
+        (a request that created any file leaves its last one in `created`)."""
         if not self.fsync:
             return
         if appended and self._open_fd is not None:
