@@ -26,6 +26,7 @@ import os
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,7 @@ class Writer:
         self._journal_records = 0
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
+        self._sync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
     @property
     def healthy(self) -> bool:
@@ -166,6 +168,7 @@ class Writer:
         self.recover(compact=True)
 
     def close(self) -> None:
+        self._sync_pool.shutdown()
         for fd in (self._open_fd, self._journal_fd, self._dir_fd, self._lock_fd):
             if fd is not None:
                 os.close(fd)
@@ -244,10 +247,11 @@ class Writer:
                 os.close(fd)
             self._broken = True
             raise StorageError(_describe(exc)) from exc
-        if created:  # the new part file is the open window from now on
-            if self._open_fd is not None:
-                os.close(self._open_fd)
-            self._open_fd = created[0]
+        if created:  # the newest part file is the open window from now on
+            for fd in [self._open_fd, *created[:-1]]:
+                if fd is not None:
+                    os.close(fd)
+            self._open_fd = created[-1]
         self.open = new_open
         self._publish = publish
         if key is not None:
@@ -292,8 +296,8 @@ class Writer:
         self, plan: Plan, times: Sequence[int], rows: Sequence[str], created: list[int]
     ) -> tuple[list[Committed], OpenFile | None]:
         """Step 1: the rows into part files. Returns the windows this closes and the new open
-        window, whose descriptor goes into `created`. A window opened and closed within the
-        request is synced and closed at once, so a request spanning many windows holds few files."""
+        window; the descriptors of the part files it creates go into `created` (synced and closed
+        in batches, so a request spanning thousands of windows holds few files open)."""
         closed: list[Committed] = []
         current = self.open
         if current is not None and plan.segments and not plan.continues_open:
@@ -309,8 +313,10 @@ class Writer:
                 continue
             if current is not None:
                 closed.append(Committed(current.name, current.rows, current.size))
-            if created:
-                self._finish_part(created.pop())
+            if len(created) >= _OPEN_PARTS_PER_REQUEST:
+                self._fdatasync_all(created)
+                while created:
+                    os.close(created.pop())
             name = self._choose_name(times[segment.first], taken)  # named from its first event
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -329,24 +335,25 @@ class Writer:
             offset += len(data)
         return offset
 
-    def _finish_part(self, fd: int) -> None:
-        try:
-            if self.fsync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-
     def _sync(self, created: list[int], *, appended: bool) -> None:
-        """Make step 1 durable: the data of every file still open, and new directory entries
-        (a request that created any file leaves its last one in `created`)."""
-        if not self.fsync:
-            return
-        if appended and self._open_fd is not None:
-            os.fdatasync(self._open_fd)
-        for fd in created:
-            os.fdatasync(fd)
+        """Make step 1 durable: the data of every file written and any new directory entries."""
+        fds = ([self._open_fd] if appended and self._open_fd is not None else []) + created
         if created:
-            os.fsync(self._dir_fd)
+            fds.append(self._dir_fd)
+        self._fdatasync_all(fds)
+
+    def _fdatasync_all(self, fds: list[int]) -> None:
+        """fdatasync several files at once: concurrent syncs share the filesystem's journal
+        commits, so a request that fills many windows does not pay one commit per file."""
+        if not self.fsync or not fds:
+            return
+        if len(fds) == 1:
+            self._sync_one(fds[0])
+        else:
+            list(self._sync_pool.map(self._sync_one, fds))
+
+    def _sync_one(self, fd: int) -> None:
+        (os.fsync if fd == self._dir_fd else os.fdatasync)(fd)
 
     def _choose_name(self, first_event: int, taken: set[str]) -> str:
         """Name from the window's first event in UTC; never one that exists or is reserved (-1, -2, ...)."""
@@ -444,6 +451,7 @@ class Writer:
             self.keys.popitem(last=False)
 
 
+_OPEN_PARTS_PER_REQUEST = 64
 _ROWS_PER_WRITE = 16384  # bounds the memory of one write; large enough to keep syscalls few
 
 
