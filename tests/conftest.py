@@ -47,7 +47,9 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.gettempdir()) / f"bea-server-{self.port}.log"
+        handle, name = tempfile.mkstemp(prefix=f"bea-server-{self.port}-", suffix=".log")
+        os.close(handle)
+        self.log = Path(name)  # one fresh log per server process
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def start(self) -> Server:
