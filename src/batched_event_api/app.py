@@ -63,6 +63,7 @@ class Ingest:
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
+        self._idle_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._on_writer(self.writer.start)
@@ -131,7 +132,7 @@ class Ingest:
             self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
             return
         self._idle_timer = None
-        loop.create_task(self._idle_commit())
+        self._idle_task = loop.create_task(self._idle_commit())  # kept referenced until done
 
     async def _idle_commit(self) -> None:
         try:
