@@ -142,3 +142,9 @@ def test_large_bodies_are_decoded_in_slices_with_true_line_numbers():
     with pytest.raises(EventError) as info:
         prepare(bad, LIMIT, slice_size=100)
     assert (info.value.line, info.value.field) == (378, "id")
+
+
+def test_negative_zero_with_lines_only_python_calls_blank():
+    # A vertical tab alone on a line is blank to the line splitter but not JSON whitespace.
+    events = ok(('{%s,"credits":-0}\n\x0b\n{%s,"credits":0}\n' % (T, T)).encode())
+    assert [str(e.credits) for e in events] == ["-0.0", "0.0"]

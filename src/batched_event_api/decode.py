@@ -136,8 +136,10 @@ def _validation_error(message: str, line: int) -> EventError:
 
 
 def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float | None]) -> None:
-    for i, literal in enumerate(_CREDITS.decode_lines(body)):
-        if credits[i] == 0.0 and bytes(literal.credits).strip() == b"-0":
+    # Line by line, with the same notion of a blank line as the decoder, so indices stay aligned.
+    lines = (line for line in body.split(b"\n") if line.strip())
+    for i, line in enumerate(lines):
+        if credits[i] == 0.0 and bytes(_CREDITS.decode(line).credits).strip() == b"-0":
             events[i].credits = credits[i] = -0.0
 
 
