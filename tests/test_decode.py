@@ -148,3 +148,16 @@ def test_negative_zero_with_lines_only_python_calls_blank():
     # A vertical tab alone on a line is blank to the line splitter but not JSON whitespace.
     events = ok(('{%s,"credits":-0}\n\x0b\n{%s,"credits":0}\n' % (T, T)).encode())
     assert [str(e.credits) for e in events] == ["-0.0", "0.0"]
+
+
+@given(st.lists(near_events | json_values, max_size=40), st.sampled_from(["\n", "\r\n", "\n\x0b\n", "\n \n"]))
+def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
+    from batched_event_api.app import prepare
+
+    body = separator.join(json.dumps(o) for o in objects).encode()
+    try:
+        times, rows = prepare(body, LIMIT)
+    except EventError as e:
+        assert e.status == 400 and 1 <= e.line <= body.count(b"\n") + 1
+    else:
+        assert len(times) == len(rows) == len(objects)
