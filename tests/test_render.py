@@ -142,13 +142,19 @@ def test_python_isspace_is_not_gos():
     assert needs_quotes("\u3000x") and needs_quotes("\x85") and not needs_quotes("\u200b")
 
 
-@given(st.lists(st.tuples(fields, fields, st.integers(-(2**63), 2**63 - 1), st.booleans()), max_size=8))
-def test_fast_batch_rendering_equals_field_by_field_rendering(items):
-    events = [Event(time="t", uuid=u, email=e, id=i, active=a, description=u) for u, e, i, a in items]
+credit_values = st.none() | st.sampled_from([0.0, -0.0, 1e21, 100.0]) | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(st.tuples(fields, fields, st.integers(-(2**63), 2**63 - 1) | st.none(), st.booleans() | st.none(),
+                          credit_values), max_size=40))
+def test_batch_rendering_equals_field_by_field_rendering(items):
+    # Both the small-batch (row by row) and the column-wise paths, against csv_record per event.
+    events = [Event(time="t", uuid=u, email=e, id=i, active=a, description=u, credits=c) for u, e, i, a, c in items]
     times = ["2024-07-01T02:03:04Z"] * len(events)
     rows = render_rows(Decoded(events, [0] * len(events), times, [e.credits for e in events]))
     expected = [
-        csv_record([t, e.uuid, str(e.id), "true" if e.active else "false", e.email, "", e.description, "0"])[:-1]
+        csv_record([t, e.uuid, str(e.id or 0), "true" if e.active else "false", e.email, "", e.description,
+                    go_float(0.0 if e.credits is None else e.credits)])[:-1]
         for e, t in zip(events, times)
     ]
     assert rows == expected

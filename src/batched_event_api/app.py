@@ -224,22 +224,25 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *
         raise too_large
     gunzip = _Gunzip() if gzip else None
     body = bytearray()  # grows in place: no second copy of a large body
-    more = True
-    try:
-        async with asyncio.timeout(settings.body_timeout):
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientError("client disconnected", status=400)
-                chunk = message.get("body", b"")
-                more = message.get("more_body", False)
-                if gunzip is not None:
-                    chunk = gunzip.feed(chunk, limit - len(body), too_large)
-                if len(body) + len(chunk) > limit:
-                    raise too_large
-                body += chunk
-    except TimeoutError:
-        raise ClientError("timed out reading the request body", status=408) from None
+
+    def take(message: dict) -> bool:
+        if message["type"] == "http.disconnect":
+            raise ClientError("client disconnected", status=400)
+        chunk = message.get("body", b"")
+        if gunzip is not None:
+            chunk = gunzip.feed(chunk, limit - len(body), too_large)
+        if len(body) + len(chunk) > limit:
+            raise too_large
+        body.extend(chunk)
+        return message.get("more_body", False)
+
+    if take(await receive()):  # a small body is usually whole in the first message: no timer then
+        try:
+            async with asyncio.timeout(settings.body_timeout):
+                while take(await receive()):
+                    pass
+        except TimeoutError:
+            raise ClientError("timed out reading the request body", status=408) from None
     if gunzip is not None and not gunzip.complete:
         raise ClientError("truncated gzip body", status=400)
     return body

@@ -70,9 +70,18 @@ def go_floats(values: list[float]) -> list[str]:
 _BOOL_TEXT = ("false", "true")
 
 
+_SMALL_BATCH = 16  # below this, per-row rendering beats setting up the columns
+
+
 def render_rows(decoded: Decoded) -> list[str]:
     """One CSV line per event (without its newline), built column by column."""
     events = decoded.events
+    if len(events) < _SMALL_BATCH:
+        return [
+            csv_record((t, e.uuid or "", str(e.id or 0), _BOOL_TEXT[bool(e.active)], e.email or "", e.phone or "",
+                        e.description or "", go_float(0.0 if c is None else c)))[:-1]
+            for e, t, c in zip(events, decoded.time_texts, decoded.credits)
+        ]
     uuid = [e.uuid for e in events]
     ids = [e.id for e in events]
     active = [e.active for e in events]
