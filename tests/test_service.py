@@ -108,3 +108,17 @@ def test_one_request_spanning_thousands_of_windows(server_factory):
     assert server.stop() == 0
     files = csv_files(server.output)
     assert len(files) == 3000 and all(content.count(b"\n") == 1 for content in files.values())
+
+
+def test_a_second_server_on_the_same_directory_is_refused_clearly(server_factory):
+    import subprocess
+    import sys
+
+    server = server_factory()
+    result = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(server.output), "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "in use by another batched-event-api" in result.stderr and "Traceback" not in result.stderr
+    assert server.client.get("/healthz").status_code == 200

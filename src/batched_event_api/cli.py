@@ -107,6 +107,11 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         settings.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
+    from .writer import probe
+
+    problem = probe(settings.output)
+    if problem is not None:
+        raise click.ClickException(f"cannot serve from {settings.output}: {problem}")
 
     import uvicorn
 

@@ -78,6 +78,23 @@ class Applied:
     committed: list[Committed] = field(default_factory=list)
 
 
+def probe(directory: Path) -> str | None:
+    """Why a server could not take this directory now (in use, not writable), or None."""
+    try:
+        fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        return _describe(exc)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"{directory} is in use by another batched-event-api"
+    finally:
+        os.close(fd)  # releases the probe's lock
+    if not os.access(directory, os.W_OK):
+        return f"{directory} is not writable"
+    return None
+
+
 def part_name(name: str) -> str:
     """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
     return "." + name.split(".", 1)[0] + PART_SUFFIX
