@@ -141,3 +141,16 @@ def test_send_retries_across_a_server_restart_without_duplicates(tmp_path):
     assert "retrying" in stderr
     assert server.stop() == 0
     assert csv_files(out) == model_files(events)
+
+
+def test_send_reads_stdin(server_factory):
+    server = server_factory()
+    events = generate_events(random.Random(12), 250)
+    result = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", "--url", server.url, "--batch-lines", "100", "-"],
+        input=ndjson(events), capture_output=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"sent 250 events" in result.stdout and b"in 3 requests" in result.stdout
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
