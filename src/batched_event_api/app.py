@@ -145,9 +145,9 @@ def prepare(body: bytes, max_line: int, slice_size: int = _SLICE) -> tuple[list[
     """Event times and rendered rows of a whole body, decoded in slices to bound memory."""
     times: list[int] = []
     rows: list[str] = []
-    for piece, lines_before in slices(body, slice_size):
+    for piece, lines_before, newlines in slices(body, slice_size):
         try:
-            decoded = decode(piece, max_line=max_line)
+            decoded = decode(piece, max_line=max_line, newlines=newlines)
         except EventError as exc:
             if exc.line is not None:
                 exc.line += lines_before

@@ -52,24 +52,25 @@ class Decoded:
     times: list[int]
     time_texts: list[str]
     credits: list[float | None]
-    nulls: bool = True  # False when the body holds no `null` at all: no field is None
 
 
-def slices(body: bytes, size: int) -> Iterator[tuple[bytes, int]]:
-    """Whole-line pieces of about `size` bytes, each with the number of lines before it: large
-    bodies are decoded piece by piece so their events never all exist at once."""
+def slices(body: bytes, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """Whole-line pieces of about `size` bytes, each with the number of lines before it and of
+    newlines in it: large bodies are decoded piece by piece so their events never all exist at once."""
     start = lines_before = 0
     while start < len(body):
         cut = body.find(b"\n", start + size)
         end = len(body) if cut < 0 else cut + 1
         piece = body[start:end]
-        yield piece, lines_before
-        lines_before += piece.count(b"\n")
+        newlines = piece.count(b"\n")
+        yield piece, lines_before, newlines
+        lines_before += newlines
         start = end
 
 
-def decode(body: bytes, *, max_line: int) -> Decoded:
-    """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line."""
+def decode(body: bytes, *, max_line: int, newlines: int | None = None) -> Decoded:
+    """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line.
+    `newlines`, when the caller has counted them already, saves a pass over the body."""
     if len(body) > max_line:
         _check_line_lengths(body, max_line)
     if not body.isascii():
@@ -77,7 +78,7 @@ def decode(body: bytes, *, max_line: int) -> Decoded:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EventError("invalid UTF-8", line=body.count(b"\n", 0, exc.start) + 1) from None
-    events = _decode_fast(body)
+    events = _decode_fast(body, body.count(b"\n") if newlines is None else newlines)
     if events is None:
         events = _decode_by_line(body)
     credits = [e.credits for e in events]
@@ -87,10 +88,10 @@ def decode(body: bytes, *, max_line: int) -> Decoded:
         times, texts = timestamps.parse_many([e.time for e in events])
     except timestamps.TimeFormatError as exc:
         raise EventError(str(exc), line=_line_of(body, exc.index), field="time") from None  # type: ignore[attr-defined]
-    return Decoded(events, times, texts, credits, nulls=b"null" in body)
+    return Decoded(events, times, texts, credits)
 
 
-def _decode_fast(body: bytes) -> list[Event] | None:
+def _decode_fast(body: bytes, newlines: int) -> list[Event] | None:
     """All events in one call, or None when the body needs the line-by-line path."""
     if not body or body.isspace():
         return []
@@ -100,7 +101,7 @@ def _decode_fast(body: bytes) -> list[Event] | None:
         return None
     # decode_lines skips blank lines and lets an object span lines; one object per line is the
     # contract. Neither quirk can add events, so equal counts mean neither is there.
-    if len(events) == body.count(b"\n") + (not body.endswith(b"\n")):
+    if len(events) == newlines + (not body.endswith(b"\n")):
         return events
     nonblank = sum(1 for line in body.split(b"\n") if line.strip())
     return events if len(events) == nonblank else None

@@ -89,9 +89,9 @@ def render_rows(decoded: Decoded) -> list[str]:
     phone = [e.phone for e in events]
     description = [e.description for e in events]
     credits = decoded.credits
-    if decoded.nulls:  # an explicit null renders as the field's zero value
-        uuid, email, phone, description = (_or(column, "") for column in (uuid, email, phone, description))
-        ids, active = _or(ids, 0), _or(active, False)
+    # An explicit null renders as the field's zero value.
+    uuid, email, phone, description = (_or(column, "") for column in (uuid, email, phone, description))
+    ids, active = _or(ids, 0), _or(active, False)
     text = (uuid, email, phone, description)  # the only columns that can need quotes
     fields = (
         decoded.time_texts,
