@@ -443,16 +443,18 @@ class Writer:
             _write_all(fd, line, 0)
             if self.fsync:
                 os.fsync(fd)
-        finally:
+            os.replace(tmp, self.directory / JOURNAL)
+        except OSError:
             os.close(fd)
-        os.replace(tmp, self.directory / JOURNAL)
-        if self.fsync:
-            os.fsync(self._dir_fd)
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-        self._journal_fd = os.open(self.directory / JOURNAL, os.O_WRONLY)
+            raise
+        # From the rename on, this descriptor is the journal: switch before anything else can fail.
+        old, self._journal_fd = self._journal_fd, fd
         self._journal_size = len(line)
         self._journal_records = 1
+        if old is not None:
+            os.close(old)
+        if self.fsync:
+            os.fsync(self._dir_fd)
 
     def _maybe_compact(self) -> None:
         if self._journal_records > max(1000, 2 * self.max_keys):
