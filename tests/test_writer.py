@@ -183,3 +183,13 @@ def test_stray_temporary_journal_is_ignored(tmp_path, work):
     clean.mkdir()
     run(clean, work)
     assert csv_files(tmp_path) == csv_files(clean)
+
+
+def test_a_damaged_journal_stops_the_start_instead_of_discarding_rows(tmp_path, work):
+    run(tmp_path, work[:5], finish=False)
+    parts = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress"))
+    assert parts
+    (tmp_path / JOURNAL).write_bytes(b"\x00garbage\n")
+    with pytest.raises(RuntimeError, match="unreadable"):
+        Writer(tmp_path, POLICY).start()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")) == parts

@@ -107,23 +107,23 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         settings.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
-    from .writer import probe
-
-    problem = probe(settings.output)
-    if problem is not None:
-        raise click.ClickException(f"cannot serve from {settings.output}: {problem}")
 
     import uvicorn
 
     from .app import create_app
 
+    app = create_app(settings)
+    try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
+        app.ingest.writer.start()
+    except (RuntimeError, OSError) as exc:
+        raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     logging.getLogger("batched_event_api").info(
         "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
         settings.host, settings.port, settings.output, settings.interval, settings.idle_close,
         "always" if settings.fsync else "never",
     )
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",

@@ -78,23 +78,6 @@ class Applied:
     committed: list[Committed] = field(default_factory=list)
 
 
-def probe(directory: Path) -> str | None:
-    """Why a server could not take this directory now (in use, not writable), or None."""
-    try:
-        fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        return _describe(exc)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return f"{directory} is in use by another batched-event-api"
-    finally:
-        os.close(fd)  # releases the probe's lock
-    if not os.access(directory, os.W_OK):
-        return f"{directory} is not writable"
-    return None
-
-
 def part_name(name: str) -> str:
     """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
     return "." + name.split(".", 1)[0] + PART_SUFFIX
@@ -172,7 +155,9 @@ class Writer:
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take the directory (one server per directory) and recover its state."""
+        """Take the directory (one server per directory) and recover its state. Idempotent."""
+        if self._lock_fd is not None:
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -197,6 +182,10 @@ class Writer:
         path = self.directory / JOURNAL
         data = path.read_bytes() if path.exists() else b""
         records, good = decode_journal(data)
+        if data and not records:
+            # The first record is always written whole (by rename), so this is damage, not a crash:
+            # starting afresh would delete the open window's rows. Leave the decision to a person.
+            raise RuntimeError(f"{path} is unreadable; move it away to start afresh (in-progress files would be discarded)")
         self.keys.clear()
         for record in records:
             if record.keys is not None:
