@@ -82,24 +82,9 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
     (workdir / "out").mkdir()
     for i in range(prefill):  # an output directory that already holds many committed files
         (workdir / "out" / f"user-events-20000101-000000-{i}.csv").write_bytes(b"")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(workdir / "out"), "--port", str(port),
-         "--fsync", fsync, "--log-level", "warning"],
-    )
+    server, port = start_server(workdir / "out", "--fsync", fsync)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                conn.close()
-                time.sleep(0.05)
         headers = {"Content-Type": "application/x-ndjson"}
         latencies = []
         started = time.perf_counter()
@@ -153,13 +138,8 @@ def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
     workdir = Path(tempfile.mkdtemp(prefix="bea-wrk-"))
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT % lines[0].decode())
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(workdir / "out"), "--port", str(port),
-         "--fsync", fsync, "--log-level", "warning"],
-    )
+    server, port = start_server(workdir / "out", "--fsync", fsync)
     try:
-        _wait_healthy(port)
         out = subprocess.run([wrk, "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script),
                               f"http://127.0.0.1:{port}/user/event"], capture_output=True, text=True, check=True).stdout
         rss = peak_rss_mib(server.pid)
@@ -182,6 +162,15 @@ def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
     return {"workload": "W3 wrk -t1 -c1", "fsync": fsync, "events/s": rate, "requests/s": rate,
             "MB/s": rate * len(lines[0]) / 1e6, "p50 ms": latency("50"), "p99 ms": latency("99"),
             "peak RSS MiB": rss, "rows checked": rows}
+
+
+def start_server(output: Path, *options: str) -> tuple[subprocess.Popen, int]:
+    """The real server on a free port, once it answers /healthz."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", str(output),
+                               "--port", str(port), "--log-level", "warning", *options])
+    _wait_healthy(port)
+    return server, port
 
 
 def _wait_healthy(port: int) -> None:

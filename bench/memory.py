@@ -9,12 +9,12 @@ from __future__ import annotations
 import http.client
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from bench import free_port, generate, peak_rss_mib, _wait_healthy
+from bench import generate, peak_rss_mib, start_server
 
 UNITS = {"": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
@@ -30,11 +30,8 @@ def main() -> None:
     chunk = b"".join(lines)
     body = (chunk * (size // len(chunk) + 1))[:size]
     body = body[: body.rfind(b"\n") + 1]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", tempfile.mkdtemp() + "/out",
-                               "--port", str(port), "--max-body", str(len(body) + 1), "--log-level", "warning"])
+    server, port = start_server(Path(tempfile.mkdtemp()) / "out", "--max-body", str(len(body) + 1))
     try:
-        _wait_healthy(port)
         idle = peak_rss_mib(server.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         started = time.perf_counter()

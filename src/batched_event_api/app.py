@@ -160,13 +160,25 @@ def prepare(body: bytes, max_line: int, slice_size: int = _SLICE) -> tuple[list[
 # -- the raw ASGI ingest route ----------------------------------------------------------------
 
 
+class BearerAuth:
+    """`Authorization: Bearer <token>` when a token is configured, compared in constant time."""
+
+    def __init__(self, token: str | None) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    def check(self, authorization: str) -> None:
+        if self._expected is not None and not hmac.compare_digest(authorization.encode(), self._expected):
+            raise ClientError(
+                "missing or wrong bearer token", status=401, headers={"www-authenticate": 'Bearer realm="batched-event-api"'}
+            )
+
+
 class IngestEndpoint:
     def __init__(self, ingest: Ingest, settings: Settings, metrics: Metrics) -> None:
         self.ingest = ingest
         self.settings = settings
         self.metrics = metrics
-        token = settings.auth_token
-        self._expected_auth = f"Bearer {token}".encode() if token else None
+        self.auth = BearerAuth(settings.auth_token)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         try:
@@ -185,12 +197,7 @@ class IngestEndpoint:
         if scope["method"] != "POST":
             raise ClientError("method not allowed: use POST", status=405, headers={"allow": "POST"})
         headers = _headers(scope)
-        if self._expected_auth is not None and not hmac.compare_digest(
-            headers.get("authorization", "").encode(), self._expected_auth
-        ):
-            raise ClientError(
-                "missing or wrong bearer token", status=401, headers={"www-authenticate": 'Bearer realm="batched-event-api"'}
-            )
+        self.auth.check(headers.get("authorization", ""))
         media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type not in ACCEPTED_TYPES:
             raise ClientError(
@@ -307,14 +314,10 @@ def create_app(settings: Settings) -> Any:
         return JSONResponse({"status": "unavailable", "error": f"{settings.output} is not writable"}, status_code=503)
 
     async def metrics_route(request: Request) -> Response:
-        if endpoint._expected_auth is not None and not hmac.compare_digest(
-            request.headers.get("authorization", "").encode(), endpoint._expected_auth
-        ):
-            return JSONResponse(
-                {"error": "missing or wrong bearer token"},
-                status_code=401,
-                headers={"www-authenticate": 'Bearer realm="batched-event-api"'},
-            )
+        try:
+            endpoint.auth.check(request.headers.get("authorization", ""))
+        except ClientError as exc:
+            return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_route(request: Request) -> Response:

@@ -50,9 +50,14 @@ def csv_field(field: str) -> str:
     return field
 
 
+def csv_line(fields: Sequence[str]) -> str:
+    """One record as Go's csv.Writer writes it, without its `\n` (rows are joined by the writer)."""
+    return ",".join(map(csv_field, fields))
+
+
 def csv_record(fields: Sequence[str]) -> str:
-    """One record as Go's csv.Writer writes it (no CRLF, `\\n` terminated)."""
-    return ",".join(map(csv_field, fields)) + "\n"
+    """One record as Go's csv.Writer writes it (no CRLF, `\n` terminated)."""
+    return csv_line(fields) + "\n"
 
 
 def go_floats(values: list[float]) -> list[str]:
@@ -68,8 +73,6 @@ def go_floats(values: list[float]) -> list[str]:
 
 
 _BOOL_TEXT = ("false", "true")
-
-
 _SMALL_BATCH = 16  # below this, per-row rendering beats setting up the columns
 
 
@@ -78,8 +81,8 @@ def render_rows(decoded: Decoded) -> list[str]:
     events = decoded.events
     if len(events) < _SMALL_BATCH:
         return [
-            csv_record((t, e.uuid or "", str(e.id or 0), _BOOL_TEXT[bool(e.active)], e.email or "", e.phone or "",
-                        e.description or "", go_float(0.0 if c is None else c)))[:-1]
+            csv_line((t, e.uuid or "", str(e.id or 0), _BOOL_TEXT[bool(e.active)], e.email or "", e.phone or "",
+                      e.description or "", go_float(0.0 if c is None else c)))
             for e, t, c in zip(events, decoded.time_texts, decoded.credits)
         ]
     uuid = [e.uuid for e in events]
@@ -106,7 +109,7 @@ def render_rows(decoded: Decoded) -> list[str]:
     rows = list(map(",".join, zip(*fields)))
     if all(map(_column_is_plain, text)):
         return rows
-    return [csv_record(record)[:-1] for record in zip(*fields)]
+    return list(map(csv_line, zip(*fields)))
 
 
 def _or(column: list, zero: object) -> list:

@@ -31,12 +31,13 @@ def _is_leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
-def days_from_civil(year: int, month: int, day: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date."""
-    year -= month <= 2
+def days_from_civil(year, month, day):  # type: ignore[no-untyped-def]
+    """Days since 1970-01-01 of a proleptic Gregorian date. Plain arithmetic only, so the same
+    code serves Python ints and numpy arrays of them."""
+    year = year - (month <= 2)
     era = year // 400
     yoe = year - era * 400
-    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
 
@@ -147,7 +148,6 @@ def utc_stamp(ns: int) -> str:
 _DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
 _SEPARATORS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":")}
 _POW10 = 10 ** np.arange(8, -1, -1, dtype=np.int64)  # weight of each fraction digit in ns
-_CUMULATIVE_DAYS = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334], dtype=np.int64)
 _MONTH_DAYS = np.array(_DAYS_IN_MONTH, dtype=np.int64)
 # int64 nanoseconds cover 1677..2262; outside that the exact integer path takes over.
 _VECTOR_YEARS = (1700, 2200)
@@ -212,10 +212,7 @@ def _parse_canonical_utc(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     ok &= (day >= 1) & (day <= _MONTH_DAYS[month] + ((month == 2) & leap))
     ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
-    # Days since 1970-01-01: whole years (with their leap days), whole months, days.
-    y = year - 1
-    days = 365 * (year - 1970) + (y // 4 - y // 100 + y // 400 - 477) + _CUMULATIVE_DAYS[month]
-    days += ((month > 2) & leap) + day - 1
+    days = days_from_civil(year, month, day)
     nanos = np.zeros(n, dtype=np.int64)
     for k in range(9):  # fraction digit k weighs 10^(8-k) ns, where the fraction has it
         nanos += np.where(in_fraction[:, k], digit[:, 20 + k], 0).astype(np.int64) * int(_POW10[k])

@@ -18,6 +18,7 @@ before its record was durable disappears, whatever was acknowledged stays, exact
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import gzip
@@ -25,7 +26,7 @@ import logging
 import os
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,10 +172,11 @@ class Writer:
 
     def close(self) -> None:
         self._sync_pool.shutdown()
-        for fd in (self._open_fd, self._journal_fd, self._dir_fd, self._lock_fd):
+        self._close_fds()
+        for fd in (self._dir_fd, self._lock_fd):
             if fd is not None:
                 os.close(fd)
-        self._open_fd = self._journal_fd = self._dir_fd = self._lock_fd = None
+        self._dir_fd = self._lock_fd = None
 
     def recover(self, *, compact: bool = False) -> None:
         """Bring the directory to the state of the last durable journal record."""
@@ -244,15 +246,15 @@ class Writer:
         plan = self.policy.plan(self.open.start if self.open else None, times)
         created: list[int] = []
         try:
-            closed, new_open = self._write_segments(plan, times, rows, created)
-            self._sync(created, appended=plan.continues_open)
-            publish = self._publish + [c.name for c in closed]
-            self._append(Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times)))
-        except OSError as exc:
+            with self._storage_step():
+                closed, new_open = self._write_segments(plan, times, rows, created)
+                self._sync(created, appended=plan.continues_open)
+                publish = self._publish + [c.name for c in closed]
+                self._append(Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times)))
+        except StorageError:
             for fd in created:
                 os.close(fd)
-            self._broken = True
-            raise StorageError(_describe(exc)) from exc
+            raise
         if created:  # the newest part file is the open window from now on
             for fd in [self._open_fd, *created[:-1]]:
                 if fd is not None:
@@ -273,11 +275,8 @@ class Writer:
         self._ensure_healthy()
         closed = Committed(self.open.name, self.open.rows, self.open.size)
         publish = self._publish + [closed.name]
-        try:
+        with self._storage_step():
             self._append(Record(self.seq + 1, open=None, publish=publish))
-        except OSError as exc:
-            self._broken = True
-            raise StorageError(_describe(exc)) from exc
         self.open = None
         self._publish = publish
         self._publish_pending()
@@ -293,10 +292,18 @@ class Writer:
 
     def _ensure_healthy(self) -> None:
         if self._broken:
-            try:
+            with self._storage_step():
                 self.recover()
-            except OSError as exc:
-                raise StorageError(_describe(exc)) from exc
+
+    @contextlib.contextmanager
+    def _storage_step(self) -> Iterator[None]:
+        """An OSError inside means the disk state is unknown: recover before the next step, and
+        tell the client 503."""
+        try:
+            yield
+        except OSError as exc:
+            self._broken = True
+            raise StorageError(_describe(exc)) from exc
 
     def _write_segments(
         self, plan: Plan, times: Sequence[int], rows: Sequence[str], created: list[int]
