@@ -130,17 +130,19 @@ def test_near_valid_events_give_events_or_a_line_error(objects):
         assert len(events) == len(objects)
 
 
-def test_large_bodies_are_decoded_in_slices_with_true_line_numbers():
-    from batched_event_api.app import prepare
+@pytest.mark.parametrize("native", [False, True])
+def test_large_bodies_are_decoded_in_slices_with_true_line_numbers(native):
+    from batched_event_api.prepare import prepare
 
     lines = ['{"time":"2024-07-01T02:03:%02dZ","id":%d}\n' % (i % 60, i) for i in range(500)]
     body = "".join(lines).encode()
-    whole = prepare(body, LIMIT)
-    assert prepare(body, LIMIT, slice_size=100) == whole
-    assert len(whole[0]) == 500
+    whole = prepare(body, LIMIT, native=native)
+    sliced = prepare(body, LIMIT, slice_size=100, native=native)
+    assert sliced.rows.text() == whole.rows.text() and list(sliced.times) == list(whole.times)
+    assert len(whole) == 500
     bad = "".join(lines[:377] + ['{"time":"2024-07-01T02:03:04Z","id":"x"}\n'] + lines[377:]).encode()
     with pytest.raises(EventError) as info:
-        prepare(bad, LIMIT, slice_size=100)
+        prepare(bad, LIMIT, slice_size=100, native=native)
     assert (info.value.line, info.value.field) == (378, "id")
 
 
@@ -152,12 +154,12 @@ def test_negative_zero_with_lines_only_python_calls_blank():
 
 @given(st.lists(near_events | json_values, max_size=40), st.sampled_from(["\n", "\r\n", "\n\x0b\n", "\n \n"]))
 def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
-    from batched_event_api.app import prepare
+    from batched_event_api.prepare import prepare
 
     body = separator.join(json.dumps(o) for o in objects).encode()
     try:
-        times, rows = prepare(body, LIMIT)
+        prepared = prepare(body, LIMIT)
     except EventError as e:
         assert e.status == 400 and 1 <= e.line <= body.count(b"\n") + 1
     else:
-        assert len(times) == len(rows) == len(objects)
+        assert len(prepared.times) == len(prepared) == len(objects)

@@ -99,3 +99,25 @@ def test_every_window_obeys_the_rule(times, aligned):
     for prev, seg in zip(plan.segments, plan.segments[1:]):
         assert times[seg.first] - prev.window_start >= MIN5  # a new window starts only beyond the last
     assert plan.late == late
+
+
+@st.composite
+def batches_with_an_open_window(draw):
+    """Mostly ordered times with late and far-ahead events, as a large request carries them."""
+    n = draw(st.integers(64, 400))
+    start = draw(st.integers(-(10**15), 10**15))
+    steps = draw(st.lists(st.integers(-(10**11), 4 * 10**11), min_size=n, max_size=n))
+    times = [start]
+    for step in steps[1:]:
+        times.append(times[-1] + step)
+    open_start = draw(st.none() | st.integers(start - 10**12, start + 10**12))
+    return times, open_start
+
+
+@given(batches_with_an_open_window(), st.booleans(), st.sampled_from([MIN5, S, 7 * S, 3600 * S]))
+def test_array_plan_equals_the_event_by_event_plan(batch, aligned, interval):
+    import numpy as np
+
+    times, open_start = batch
+    p = WindowPolicy(interval, aligned=aligned)
+    assert p.plan(open_start, np.array(times, dtype=np.int64)) == p.plan(open_start, times)

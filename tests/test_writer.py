@@ -15,8 +15,7 @@ import pytest
 from conftest import csv_files
 from model import generate_events, ndjson
 
-from batched_event_api.decode import decode
-from batched_event_api.render import render_rows
+from batched_event_api.prepare import Rows, prepare
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.writer import JOURNAL, Writer, part_name
 
@@ -27,12 +26,12 @@ class Crash(BaseException):
     """The process dies here."""
 
 
-def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], list[str]]]:
+def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], Rows]]:
     events = generate_events(random.Random(seed), 2000)
     out = []
     for i in range(0, len(events), len(events) // n):
-        decoded = decode(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
-        out.append((decoded.times, render_rows(decoded)))
+        prepared = prepare(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
+        out.append((prepared.times, prepared.rows))
     return out
 
 
@@ -157,7 +156,7 @@ def test_journal_is_compacted(tmp_path):
     writer = Writer(tmp_path, POLICY, max_keys=10)
     writer.start()
     for i in range(2500):
-        writer.apply([i * 10**9], [f"{i}"], key=f"k{i}")
+        writer.apply([i * 10**9], Rows.from_lines([f"{i}"]), key=f"k{i}")
     writer.close()
     assert (tmp_path / JOURNAL).stat().st_size < 200_000
     writer = Writer(tmp_path, POLICY, max_keys=10)

@@ -14,6 +14,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -25,10 +26,10 @@ from starlette.routing import Route
 
 from . import openapi
 from .config import Settings
-from .decode import decode, slices
-from .errors import ClientError, EventError, StorageError
+from .errors import ClientError, StorageError
 from .metrics import Metrics
-from .render import COLUMNS, render_rows
+from .prepare import SLICE, prepare
+from .render import COLUMNS
 from .windows import WindowPolicy
 from .writer import Applied, Committed, Writer
 
@@ -37,10 +38,9 @@ access_log = logging.getLogger("batched_event_api.access")
 
 INGEST_PATH = "/user/event"
 ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain"}
-# Bodies larger than this are decoded on a worker thread so the event loop keeps serving.
-_INLINE_DECODE = 256 * 1024
-# Bodies are decoded in slices of about this size, so a large body's events never all exist at once.
-_SLICE = 4 * 1024 * 1024
+# Bodies larger than this are prepared off the event loop, in slices on several threads.
+_INLINE_PREPARE = 256 * 1024
+_PREPARE_THREADS = min(4, os.cpu_count() or 1)
 _JSON = msgspec.json.Encoder()
 
 
@@ -61,6 +61,8 @@ class Ingest:
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
+        self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
         self._idle_task: asyncio.Task[None] | None = None
@@ -78,6 +80,7 @@ class Ingest:
             log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
         await self._on_writer(self.writer.close)
         self._writer_thread.shutdown()
+        self._prepare_threads.shutdown()
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         if not self.settings.fsync:
@@ -88,11 +91,13 @@ class Ingest:
 
     async def apply(self, body: bytes, key: str | None) -> Applied:
         max_line = self.settings.max_line
-        if len(body) > _INLINE_DECODE:
-            times, rows = await asyncio.get_running_loop().run_in_executor(None, prepare, body, max_line)
+        if len(body) > _INLINE_PREPARE:
+            slice_size = min(SLICE, len(body) // _PREPARE_THREADS + 1)
+            work = partial(prepare, body, max_line, slice_size=slice_size, map=self._prepare_threads.map)
+            prepared = await asyncio.get_running_loop().run_in_executor(None, work)
         else:
-            times, rows = prepare(body, max_line)
-        applied: Applied = await self._on_writer(self.writer.apply, times, rows, key)
+            prepared = prepare(body, max_line)
+        applied: Applied = await self._on_writer(self.writer.apply, prepared.times, prepared.rows, key)
         m = self.metrics
         if applied.replay:
             m.replays.inc()
@@ -139,22 +144,6 @@ class Ingest:
             self._record_commits(await self._on_writer(self.writer.commit_open))
         except StorageError as exc:
             log.error("idle commit failed, will retry on the next request: %s", exc)
-
-
-def prepare(body: bytes, max_line: int, slice_size: int = _SLICE) -> tuple[list[int], list[str]]:
-    """Event times and rendered rows of a whole body, decoded in slices to bound memory."""
-    times: list[int] = []
-    rows: list[str] = []
-    for piece, lines_before, newlines in slices(body, slice_size):
-        try:
-            decoded = decode(piece, max_line=max_line, newlines=newlines)
-        except EventError as exc:
-            if exc.line is not None:
-                exc.line += lines_before
-            raise
-        times += decoded.times
-        rows += render_rows(decoded)
-    return times, rows
 
 
 # -- the raw ASGI ingest route ----------------------------------------------------------------

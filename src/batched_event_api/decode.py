@@ -54,23 +54,19 @@ class Decoded:
     credits: list[float | None]
 
 
-def slices(body: bytes, size: int) -> Iterator[tuple[bytes, int, int]]:
-    """Whole-line pieces of about `size` bytes, each with the number of lines before it and of
-    newlines in it: large bodies are decoded piece by piece so their events never all exist at once."""
-    start = lines_before = 0
+def slices(body: bytes, size: int) -> Iterator[tuple[int, int]]:
+    """Bounds (start, end) of whole-line pieces of about `size` bytes: large bodies are prepared
+    piece by piece, so their events never all exist at once."""
+    start = 0
     while start < len(body):
         cut = body.find(b"\n", start + size)
         end = len(body) if cut < 0 else cut + 1
-        piece = body[start:end]
-        newlines = piece.count(b"\n")
-        yield piece, lines_before, newlines
-        lines_before += newlines
+        yield start, end
         start = end
 
 
-def decode(body: bytes, *, max_line: int, newlines: int | None = None) -> Decoded:
-    """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line.
-    `newlines`, when the caller has counted them already, saves a pass over the body."""
+def decode(body: bytes, *, max_line: int) -> Decoded:
+    """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line."""
     if len(body) > max_line:
         _check_line_lengths(body, max_line)
     if not body.isascii():
@@ -78,7 +74,7 @@ def decode(body: bytes, *, max_line: int, newlines: int | None = None) -> Decode
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EventError("invalid UTF-8", line=body.count(b"\n", 0, exc.start) + 1) from None
-    events = _decode_fast(body, body.count(b"\n") if newlines is None else newlines)
+    events = _decode_fast(body, body.count(b"\n"))
     if events is None:
         events = _decode_by_line(body)
     credits = [e.credits for e in events]

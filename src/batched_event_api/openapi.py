@@ -53,7 +53,8 @@ DOCUMENT: dict[str, Any] = {
                 "parameters": [
                     {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 200},
                      "description": "A request whose key was already applied is answered 200 again without writing."},
-                    {"name": "Content-Encoding", "in": "header", "required": False, "schema": {"type": "string", "enum": ["gzip", "identity"]}},
+                    {"name": "Content-Encoding", "in": "header", "required": False, "description": "gzip or identity (case-insensitive; empty means identity)",
+                     "schema": {"type": "string", "pattern": r"^\s*([gG][zZ][iI][pP]|[iI][dD][eE][nN][tT][iI][tT][yY])?\s*$"}},
                 ],
                 "requestBody": {
                     "required": False,

@@ -27,6 +27,7 @@ import os
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ import msgspec
 from .errors import StorageError
 from .timestamps import utc_stamp
 from .windows import Plan, WindowPolicy
+
+if TYPE_CHECKING:
+    from .prepare import Rows
 
 log = logging.getLogger("batched_event_api.writer")
 
@@ -236,11 +240,11 @@ class Writer:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def apply(self, times: Sequence[int], rows: Sequence[str], key: str | None = None) -> Applied:
+    def apply(self, times: Sequence[int], rows: Rows, key: str | None = None) -> Applied:
         """Write one request's rows; when this returns, they are durable (with fsync on)."""
         if key is not None and key in self.keys:
             return Applied(accepted=self.keys[key], replay=True)
-        if not times and key is None:
+        if len(times) == 0 and key is None:
             return Applied(accepted=0)
         self._ensure_healthy()
         plan = self.policy.plan(self.open.start if self.open else None, times)
@@ -306,7 +310,7 @@ class Writer:
             raise StorageError(_describe(exc)) from exc
 
     def _write_segments(
-        self, plan: Plan, times: Sequence[int], rows: Sequence[str], created: list[int]
+        self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
     ) -> tuple[list[Committed], OpenFile | None]:
         """Step 1: the rows into part files. Returns the windows this closes and the new open
         window; the descriptors of the part files it creates go into `created` (synced and closed
@@ -330,23 +334,23 @@ class Writer:
                 self._fdatasync_all(created)
                 while created:
                     os.close(created.pop())
-            name = self._choose_name(times[segment.first], taken)  # named from its first event
+            name = self._choose_name(int(times[segment.first]), taken)  # named from its first event
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
             header = self._encode(self.header) if self.header else b""
-            _write_all(fd, header, 0)
+            _write_all(fd, [header], 0)
             size = self._write_rows(fd, rows, segment.first, segment.stop, len(header))
             current = OpenFile(name, segment.window_start, size, count)
         return closed, current
 
-    def _write_rows(self, fd: int, rows: Sequence[str], first: int, stop: int, offset: int) -> int:
-        """Write rows[first:stop] (each without its newline) at offset; returns the offset after them."""
-        for start in range(first, stop, _ROWS_PER_WRITE):
-            data = self._encode(("\n".join(rows[start : min(stop, start + _ROWS_PER_WRITE)]) + "\n").encode())
-            _write_all(fd, data, offset)
-            offset += len(data)
-        return offset
+    def _write_rows(self, fd: int, rows: Rows, first: int, stop: int, offset: int) -> int:
+        """Write rows[first:stop] at offset; returns the offset after them."""
+        chunks = rows.chunks(first, stop)
+        if self._encode is not _identity:
+            chunks = [memoryview(self._encode(b"".join(chunks)))]
+        _write_all(fd, chunks, offset)
+        return offset + sum(map(len, chunks))
 
     def _sync(self, created: list[int], *, appended: bool) -> None:
         """Make step 1 durable: the data of every file written and any new directory entries."""
@@ -416,7 +420,7 @@ class Writer:
         line = encode_record(record)
         assert self._journal_fd is not None
         try:
-            _write_all(self._journal_fd, line, self._journal_size)
+            _write_all(self._journal_fd, [line], self._journal_size)
             if self.fsync:
                 os.fdatasync(self._journal_fd)
         except OSError:
@@ -436,7 +440,7 @@ class Writer:
         tmp = self.directory / (JOURNAL + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, line, 0)
+            _write_all(fd, [line], 0)
             if self.fsync:
                 os.fsync(fd)
             os.replace(tmp, self.directory / JOURNAL)
@@ -466,8 +470,8 @@ class Writer:
             self.keys.popitem(last=False)
 
 
-_OPEN_PARTS_PER_REQUEST = 64
-_ROWS_PER_WRITE = 16384  # bounds the memory of one write; large enough to keep syscalls few
+_OPEN_PARTS_PER_REQUEST = 256
+_IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 
 def _identity(data: bytes) -> bytes:
@@ -478,12 +482,16 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
+def _write_all(fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> None:
+    """pwritev until every byte of the chunks is written (a write may stop short)."""
+    views = [memoryview(c) for c in chunks if len(c)]
+    while views:
+        n = os.pwritev(fd, views[:_IOV_MAX], offset)
         offset += n
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def _describe(exc: OSError) -> str:
