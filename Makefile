@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
 .PHONY: run test bench clean
 
