@@ -58,18 +58,21 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
     def crash(*args, **kwargs):
         raise Crash
 
-    if point == "torn-record":
-        real_append = writer._append
+    if point in ("torn-record", "rows-lost"):
 
-        def torn(record):
+        def commit_then_crash(record, written, *, new_entries):
             from batched_event_api.writer import encode_record
 
             line = encode_record(record)
-            os.pwrite(writer._journal_fd, line[: len(line) // 2], writer._journal_size)
+            if point == "torn-record":
+                line = line[: len(line) // 2]
+            else:  # a power cut: the record reached the disk, the request's rows did not
+                for check in record.checks:
+                    os.truncate(writer.directory / part_name(check.name), check.start)
+            os.pwrite(writer._journal_fd, line, writer._journal_size)
             raise Crash
 
-        monkeypatch.setattr(writer, "_append", torn)
-        assert real_append
+        monkeypatch.setattr(writer, "_commit", commit_then_crash)
     elif point == "linked-not-unlinked":
         real_unlink = os.unlink
 
@@ -110,9 +113,10 @@ def expected(work, tmp_path_factory):
     ("point", "applied"),
     [
         ("_write_segments", False),  # before any byte of the request
-        ("_sync", False),  # rows written to part files, not yet durable
-        ("_append", False),  # rows durable, no journal record
+        ("_commit", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
+        ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)
+        ("_fdatasync_all", True),  # rows and record written, the sync round not done: both kept
         ("_publish_pending", True),  # record durable, closed windows not yet renamed
         ("linked-not-unlinked", True),  # final name linked, part file still there
     ],

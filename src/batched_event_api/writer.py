@@ -4,16 +4,19 @@ Life cycle of a window's file, as in Flink's FileSink: in-progress (a hidden `.N
 that no `*.csv` glob matches) -> committed (`NAME.csv`, never changed again).
 
 Commit protocol, one request at a time:
-1. Append the request's rows to the open window's part file and to new part files for the windows
-   it opens; fsync every file written (and the directory when a file was created).
-2. Append one checksummed record to the journal and fsync it. This is the commit point: the record
-   holds the open window (name, start, durable size), the windows to publish and the request's
-   Idempotency-Key. The client gets its 200 only after this.
-3. Publish the closed windows: hard-link part -> final name (fails rather than overwrite),
-   unlink the part, fsync the directory.
-Recovery reads the last intact journal record, finishes step 3 for its windows, truncates the open
+1. Write the request's rows: appended to the open window's part file, and into new part files for
+   the windows it opens. Write one checksummed journal record: the open window (name, start, size),
+   the windows to publish, the Idempotency-Key, and a CRC-32 of every byte range the request wrote.
+2. fdatasync the files written, the journal (and the directory when a file was created) all at
+   once: one round of concurrent syncs, which the filesystem folds into few journal commits. The
+   client gets its 200 only after this; the record is the commit point.
+3. Publish the closed windows: hard-link part -> final name (fails rather than overwrite), unlink
+   the part. The directory is synced in the next round; until then the next record lists them again.
+Recovery reads the last intact journal record and keeps it only if the bytes it names are all
+there with their CRCs (a power cut can persist the record but not the rows: then the request was
+never acknowledged and the record before it is the state). It finishes step 3, truncates the open
 part file to the recorded size and deletes part files no record names: whatever a request wrote
-before its record was durable disappears, whatever was acknowledged stays, exactly once.
+before its round completed disappears, whatever was acknowledged stays, exactly once.
 """
 
 from __future__ import annotations
@@ -57,15 +60,27 @@ class OpenFile(msgspec.Struct):
     rows: int
 
 
+class Check(msgspec.Struct, array_like=True):
+    """Bytes [start, end) of a window's file as a request wrote them, by their CRC-32."""
+
+    name: str
+    start: int
+    end: int
+    crc: int
+
+
 class Record(msgspec.Struct, omit_defaults=True):
     """One journal entry: the state after a step, and what that step did."""
 
     seq: int
     open: OpenFile | None = None
-    publish: list[str] = []  # committed windows whose part files may still need renaming
+    publish: list[str] = []  # committed windows whose final names may not be durable yet
     key: str | None = None
     events: int = 0
     keys: list[tuple[str, int]] | None = None  # a snapshot: every remembered key
+    # The request's rows, synced together with this record: recovery keeps the record only when
+    # they are all there.
+    checks: list[Check] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +112,10 @@ def encode_record(record: Record) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
-def decode_journal(data: bytes) -> tuple[list[Record], int]:
-    """The intact records of a journal and the length of that intact prefix (a torn tail is dropped)."""
+def decode_journal(data: bytes) -> tuple[list[Record], list[int]]:
+    """The intact records of a journal, each with the offset where it ends (a torn tail is dropped)."""
     records: list[Record] = []
+    ends: list[int] = []
     good = 0
     while good < len(data):
         end = data.find(b"\n", good)
@@ -114,7 +130,8 @@ def decode_journal(data: bytes) -> tuple[list[Record], int]:
         except (ValueError, msgspec.DecodeError):
             break
         good = end + 1
-    return records, good
+        ends.append(good)
+    return records, ends
 
 
 class Writer:
@@ -187,11 +204,16 @@ class Writer:
         self._close_fds()
         path = self.directory / JOURNAL
         data = path.read_bytes() if path.exists() else b""
-        records, good = decode_journal(data)
+        records, ends = decode_journal(data)
         if data and not records:
             # The first record is always written whole (by rename), so this is damage, not a crash:
             # starting afresh would delete the open window's rows. Leave the decision to a person.
             raise RuntimeError(f"{path} is unreadable; move it away to start afresh (in-progress files would be discarded)")
+        if len(records) > 1 and not self._rows_are_there(records[-1]):
+            log.warning("the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back")
+            records.pop()
+            ends.pop()
+        good = ends[-1] if ends else 0
         self.keys.clear()
         for record in records:
             if record.keys is not None:
@@ -203,6 +225,8 @@ class Writer:
         self.open = last.open
         self._publish = list(last.publish)
         self._publish_pending()
+        if self.fsync:
+            os.fsync(self._dir_fd)  # before any record stops listing them
         self._restore_open_part()
         for entry in os.listdir(self.directory):
             if entry.endswith(PART_SUFFIX) and (self.open is None or entry != part_name(self.open.name)):
@@ -217,6 +241,23 @@ class Writer:
             self._journal_size = good
             self._journal_records = len(records)
         self._broken = False
+
+    def _rows_are_there(self, record: Record) -> bool:
+        """Are the bytes a record names all on disk, as written? (Only the last record can lack them.)"""
+        for check in record.checks:
+            for name in (part_name(check.name), check.name):  # published already, or not yet
+                try:
+                    with open(self.directory / name, "rb") as f:
+                        f.seek(check.start)
+                        data = f.read(check.end - check.start)
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                return False
+            if len(data) != check.end - check.start or zlib.crc32(data) != check.crc:
+                return False
+        return True
 
     def _restore_open_part(self) -> None:
         if self.open is None:
@@ -251,10 +292,12 @@ class Writer:
         created: list[int] = []
         try:
             with self._storage_step():
-                closed, new_open = self._write_segments(plan, times, rows, created)
-                self._sync(created, appended=plan.continues_open)
+                closed, new_open, checks = self._write_segments(plan, times, rows, created)
                 publish = self._publish + [c.name for c in closed]
-                self._append(Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times)))
+                record = Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times),
+                                checks=checks if self.fsync else [])
+                appended = [self._open_fd] if plan.continues_open and self._open_fd is not None else []
+                self._commit(record, appended + created, new_entries=bool(created))
         except StorageError:
             for fd in created:
                 os.close(fd)
@@ -265,10 +308,9 @@ class Writer:
                     os.close(fd)
             self._open_fd = created[-1]
         self.open = new_open
-        self._publish = publish
         if key is not None:
             self._remember(key, len(times))
-        self._publish_pending()
+        self._published(publish)
         self._maybe_compact()
         return Applied(accepted=len(times), late=plan.late, committed=closed)
 
@@ -280,10 +322,9 @@ class Writer:
         closed = Committed(self.open.name, self.open.rows, self.open.size)
         publish = self._publish + [closed.name]
         with self._storage_step():
-            self._append(Record(self.seq + 1, open=None, publish=publish))
+            self._commit(Record(self.seq + 1, open=None, publish=publish), [], new_entries=False)
         self.open = None
-        self._publish = publish
-        self._publish_pending()
+        self._published(publish)
         return [closed]
 
     def heal(self) -> bool:
@@ -311,11 +352,13 @@ class Writer:
 
     def _write_segments(
         self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
-    ) -> tuple[list[Committed], OpenFile | None]:
-        """Step 1: the rows into part files. Returns the windows this closes and the new open
-        window; the descriptors of the part files it creates go into `created` (synced and closed
-        in batches, so a request spanning thousands of windows holds few files open)."""
+    ) -> tuple[list[Committed], OpenFile | None, list[Check]]:
+        """Step 1: the rows into part files. Returns the windows this closes, the new open window
+        and what was written; the descriptors of the part files it creates go into `created`
+        (synced and closed in batches, so a request spanning thousands of windows holds few files
+        open)."""
         closed: list[Committed] = []
+        checks: list[Check] = []
         current = self.open
         if current is not None and plan.segments and not plan.continues_open:
             closed.append(Committed(current.name, current.rows, current.size))
@@ -325,8 +368,9 @@ class Writer:
             count = segment.stop - segment.first
             if index == 0 and plan.continues_open:
                 assert current is not None and self._open_fd is not None
-                size = self._write_rows(self._open_fd, rows, segment.first, segment.stop, current.size)
-                current = OpenFile(current.name, current.start, size, current.rows + count)
+                check = self._write(self._open_fd, current.name, current.size, rows.chunks(segment.first, segment.stop))
+                current = OpenFile(current.name, current.start, check.end, current.rows + count)
+                checks.append(check)
                 continue
             if current is not None:
                 closed.append(Committed(current.name, current.rows, current.size))
@@ -338,26 +382,42 @@ class Writer:
             taken.add(name)
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
-            header = self._encode(self.header) if self.header else b""
-            _write_all(fd, [header], 0)
-            size = self._write_rows(fd, rows, segment.first, segment.stop, len(header))
-            current = OpenFile(name, segment.window_start, size, count)
-        return closed, current
+            header = [memoryview(self.header)] if self.header else []
+            check = self._write(fd, name, 0, header + rows.chunks(segment.first, segment.stop))
+            current = OpenFile(name, segment.window_start, check.end, count)
+            checks.append(check)
+        return closed, current, checks
 
-    def _write_rows(self, fd: int, rows: Rows, first: int, stop: int, offset: int) -> int:
-        """Write rows[first:stop] at offset; returns the offset after them."""
-        chunks = rows.chunks(first, stop)
+    def _write(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Check:
+        """Write the chunks at offset (one gzip member when compressing)."""
         if self._encode is not _identity:
             chunks = [memoryview(self._encode(b"".join(chunks)))]
         _write_all(fd, chunks, offset)
-        return offset + sum(map(len, chunks))
+        crc = 0
+        if self.fsync:  # what recovery checks; without fsync nothing is promised
+            for chunk in chunks:
+                crc = zlib.crc32(chunk, crc)
+        return Check(name, offset, offset + sum(map(len, chunks)), crc)
 
-    def _sync(self, created: list[int], *, appended: bool) -> None:
-        """Make step 1 durable: the data of every file written and any new directory entries."""
-        fds = ([self._open_fd] if appended and self._open_fd is not None else []) + created
-        if created:
+    def _commit(self, record: Record, written: list[int], *, new_entries: bool) -> None:
+        """Steps 1 and 2: the record after the rows, then one round of syncs for all of them."""
+        line = encode_record(record)
+        assert self._journal_fd is not None
+        _write_all(self._journal_fd, [line], self._journal_size)
+        fds = [*written, self._journal_fd]
+        if new_entries or self._publish:  # new part files, or final names linked since the last round
             fds.append(self._dir_fd)
-        self._fdatasync_all(fds)
+        try:
+            self._fdatasync_all(fds)
+        except OSError:
+            try:  # the record must not outlive the failed round
+                os.ftruncate(self._journal_fd, self._journal_size)
+            except OSError:
+                pass
+            raise
+        self._journal_size += len(line)
+        self._journal_records += 1
+        self.seq = record.seq
 
     def _fdatasync_all(self, fds: list[int]) -> None:
         """fdatasync several files at once: concurrent syncs share the filesystem's journal
@@ -384,16 +444,21 @@ class Writer:
             name = f"{stem}-{n}{self.suffix}"
         return name
 
+    def _published(self, publish: list[str]) -> None:
+        """After a round: link the windows it committed. Names linked before the round are
+        durable now and could be dropped, but listing them once more costs nothing."""
+        self._publish = [name for name in publish if (self.directory / part_name(name)).exists()]
+        self._publish_pending()
+
     def _publish_pending(self) -> None:
-        """Step 3: committed part files get their final names."""
-        if not self._publish:
-            return
+        """Step 3: committed part files get their final names. The names stay listed (in
+        self._publish, so in the next record) until a round has synced the directory."""
         try:
             for name in self._publish:
                 part = self.directory / part_name(name)
                 final = self.directory / name
                 if not part.exists():
-                    continue  # published before a crash
+                    continue  # published already
                 try:
                     os.link(part, final)
                 except FileExistsError:
@@ -406,32 +471,12 @@ class Writer:
                     os.rename(part, final)  # no hard links here; the name was chosen free
                     continue
                 os.unlink(part)
-            if self.fsync:
-                os.fsync(self._dir_fd)
-            self._publish = []
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
             log.error("could not publish committed windows yet: %s", _describe(exc))
             self._broken = True
 
     # -- journal ----------------------------------------------------------------------------
-
-    def _append(self, record: Record) -> None:
-        line = encode_record(record)
-        assert self._journal_fd is not None
-        try:
-            _write_all(self._journal_fd, [line], self._journal_size)
-            if self.fsync:
-                os.fdatasync(self._journal_fd)
-        except OSError:
-            try:
-                os.ftruncate(self._journal_fd, self._journal_size)
-            except OSError:
-                pass
-            raise
-        self._journal_size += len(line)
-        self._journal_records += 1
-        self.seq = record.seq
 
     def _write_snapshot(self) -> None:
         """Replace the journal with one record of the whole state (atomically)."""
