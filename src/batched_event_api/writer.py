@@ -394,9 +394,10 @@ class Writer:
         return closed, files[-1] if files else self.open, checks
 
     def _write_all_files(self, writes: list[tuple[int, str, int, list[memoryview]]]) -> list[Check]:
-        """The files' writes at once: page-cache copies (and gzip) of several files overlap."""
-        if len(writes) == 1:
-            return [self._write(*writes[0])]
+        """The files' writes, side by side when there is enough to copy (and gzip) to pay for
+        the threads' hand-offs."""
+        if sum(len(c) for w in writes for c in w[3]) < _PARALLEL_WRITES:
+            return [self._write(*w) for w in writes]
         return list(self._io_pool.map(lambda w: self._write(*w), writes))
 
     def _write(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Check:
@@ -436,10 +437,10 @@ class Writer:
         commits, so a request that fills many windows does not pay one commit per file."""
         if not self.fsync or not fds:
             return
-        if len(fds) == 1:
-            self._sync_one(fds[0])
-        else:
-            list(self._io_pool.map(self._sync_one, fds))
+        others = [self._io_pool.submit(self._sync_one, fd) for fd in fds[1:]]
+        self._sync_one(fds[0])  # one on this thread: a hand-off less
+        for future in others:
+            future.result()
 
     def _sync_one(self, fd: int) -> None:
         (os.fsync if fd == self._dir_fd else os.fdatasync)(fd)
@@ -528,6 +529,7 @@ class Writer:
 
 
 _OPEN_PARTS_PER_REQUEST = 256
+_PARALLEL_WRITES = 1 << 20  # bytes per request from which its files are written side by side
 _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 
