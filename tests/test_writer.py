@@ -73,6 +73,17 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             raise Crash
 
         monkeypatch.setattr(writer, "_commit", commit_then_crash)
+    elif point == "no-record":
+        import batched_event_api.writer as module
+
+        real_write_all = module._write_all
+
+        def write_all(fd, chunks, offset):
+            if fd == writer._journal_fd:
+                raise Crash
+            return real_write_all(fd, chunks, offset)
+
+        monkeypatch.setattr(module, "_write_all", write_all)
     elif point == "linked-not-unlinked":
         real_unlink = os.unlink
 
@@ -112,8 +123,8 @@ def expected(work, tmp_path_factory):
 @pytest.mark.parametrize(
     ("point", "applied"),
     [
-        ("_write_segments", False),  # before any byte of the request
-        ("_commit", False),  # rows written to part files, no journal record
+        ("_place_segments", False),  # before any byte of the request
+        ("no-record", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
         ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)
         ("_fdatasync_all", True),  # rows and record written, the sync round not done: both kept

@@ -294,12 +294,11 @@ class Writer:
         created: list[int] = []
         try:
             with self._storage_step():
-                closed, new_open, checks = self._write_segments(plan, times, rows, created)
+                closed, new_open, writes = self._place_segments(plan, times, rows, created)
                 publish = self._publish + [c.name for c in closed]
                 record = Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times),
-                                checks=checks if self.fsync else [])
-                appended = [self._open_fd] if plan.continues_open and self._open_fd is not None else []
-                self._commit(record, appended + created, new_entries=bool(created))
+                                checks=[w.check for w in writes] if self.fsync else [])
+                self._commit(record, writes, new_entries=bool(created))
         except StorageError:
             for fd in created:
                 os.close(fd)
@@ -352,32 +351,31 @@ class Writer:
             self._broken = True
             raise StorageError(_describe(exc)) from exc
 
-    def _write_segments(
+    def _place_segments(
         self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
-    ) -> tuple[list[Committed], OpenFile | None, list[Check]]:
-        """Step 1: the rows into part files. Returns the windows this closes, the new open window
-        and what was written; the descriptors of the part files it creates go into `created`
-        (synced and closed in batches, so a request spanning thousands of windows holds few files
-        open)."""
+    ) -> tuple[list[Committed], OpenFile | None, list[_Write]]:
+        """Where the rows go: returns the windows this closes, the new open window and the writes
+        to make. The part files it creates go into `created` (open descriptors; a request spanning
+        thousands of windows has them written, synced and closed in batches)."""
         closed: list[Committed] = []
-        checks: list[Check] = []
         if self.open is not None and plan.segments and not plan.continues_open:
             closed.append(Committed(self.open.name, self.open.rows, self.open.size))
         taken = {c.name for c in closed} | set(self._publish)
-        files: list[OpenFile] = []  # every file this request writes to, in order (sizes below)
-        writes: list[tuple[int, str, int, list[memoryview]]] = []
+        files: list[OpenFile] = []  # every file this request writes to, in order
+        writes: list[_Write] = []
+        done: list[_Write] = []  # written and synced in an earlier batch
         for index, segment in enumerate(plan.segments):
             count = segment.stop - segment.first
             chunks = rows.chunks(segment.first, segment.stop)
             if index == 0 and plan.continues_open:
                 assert self.open is not None and self._open_fd is not None
-                writes.append((self._open_fd, self.open.name, self.open.size, chunks))
-                files.append(OpenFile(self.open.name, self.open.start, 0, self.open.rows + count))
+                writes.append(self._write_for(self._open_fd, self.open.name, self.open.size, chunks))
+                files.append(OpenFile(self.open.name, self.open.start, writes[-1].check.end, self.open.rows + count))
                 continue
             if len(created) >= _OPEN_PARTS_PER_REQUEST:
-                checks += self._write_all_files(writes)
+                self._flush(writes)
+                done += writes
                 writes = []
-                self._fdatasync_all(created)
                 while created:
                     os.close(created.pop())
             name = self._choose_name(int(times[segment.first]), taken)  # named from its first event
@@ -385,43 +383,55 @@ class Writer:
             fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             created.append(fd)
             header = [memoryview(self.header)] if self.header else []
-            writes.append((fd, name, 0, header + chunks))
-            files.append(OpenFile(name, segment.window_start, 0, count))
-        checks += self._write_all_files(writes)
-        for file, check in zip(files, checks):
-            file.size = check.end
+            writes.append(self._write_for(fd, name, 0, header + chunks))
+            files.append(OpenFile(name, segment.window_start, writes[-1].check.end, count))
         closed += [Committed(f.name, f.rows, f.size) for f in files[:-1]]
-        return closed, files[-1] if files else self.open, checks
+        # The checks of every batch go into the record; only the last batch is still to write.
+        for w in done:
+            w.fd = -1
+        return closed, files[-1] if files else self.open, done + writes
 
-    def _write_all_files(self, writes: list[tuple[int, str, int, list[memoryview]]]) -> list[Check]:
-        """The files' writes, side by side when there is enough to copy (and gzip) to pay for
-        the threads' hand-offs."""
-        if sum(len(c) for w in writes for c in w[3]) < _PARALLEL_WRITES:
-            return [self._write(*w) for w in writes]
-        return list(self._io_pool.map(lambda w: self._write(*w), writes))
-
-    def _write(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Check:
-        """Write the chunks at offset (one gzip member when compressing)."""
+    def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> _Write:
+        """A write of the chunks at offset (one gzip member when compressing), with its check."""
         if self._encode is not _identity:
             chunks = [memoryview(self._encode(b"".join(chunks)))]
-        _write_all(fd, chunks, offset)
-        size = sum(map(len, chunks))
         crc = 0
         if self.fsync:  # what recovery checks; without fsync nothing is promised
             for chunk in chunks:
                 crc = zlib.crc32(chunk, crc)
-        return Check(name, offset, offset + size, crc)
+        return _Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
-    def _commit(self, record: Record, written: list[int], *, new_entries: bool) -> None:
-        """Steps 1 and 2: the record after the rows, then one round of syncs for all of them."""
+    def _write_one(self, w: _Write) -> None:
+        _write_all(w.fd, w.chunks, w.check.start)
+        if self.fsync:
+            os.fdatasync(w.fd)
+
+    def _flush(self, writes: list[_Write]) -> None:
+        """Write and sync a batch of files, side by side."""
+        _wait_all([self._io_pool.submit(self._write_one, w) for w in writes])
+
+    def _commit(self, record: Record, writes: list[_Write], *, new_entries: bool) -> None:
+        """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
+        side by side. The record may reach the disk before the rows: recovery checks for that."""
+        writes = [w for w in writes if w.fd >= 0]  # not those of a batch flushed already
         line = encode_record(record)
         assert self._journal_fd is not None
-        _write_all(self._journal_fd, [line], self._journal_size)
-        fds = [*written, self._journal_fd]
+        fds = [self._journal_fd]
         if new_entries or self._publish:  # new part files, or final names linked since the last round
             fds.append(self._dir_fd)
+        tasks = []
+        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
+            for w in writes:  # small: copied here, synced with the record
+                _write_all(w.fd, w.chunks, w.check.start)
+            fds += [w.fd for w in writes]
+        else:  # large: each file copied and synced on its own thread while the record is written
+            tasks = [self._io_pool.submit(self._write_one, w) for w in writes]
         try:
-            self._fdatasync_all(fds)
+            try:
+                _write_all(self._journal_fd, [line], self._journal_size)
+                self._fdatasync_all(fds)
+            finally:
+                _wait_all(tasks)
         except OSError:
             try:  # the record must not outlive the failed round
                 os.ftruncate(self._journal_fd, self._journal_size)
@@ -531,6 +541,21 @@ class Writer:
 _OPEN_PARTS_PER_REQUEST = 256
 _PARALLEL_WRITES = 1 << 20  # bytes per request from which its files are written side by side
 _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
+
+
+@dataclass(slots=True)
+class _Write:
+    fd: int  # -1 once written and synced in an earlier batch
+    chunks: list[memoryview]
+    check: Check
+
+
+def _wait_all(futures: list) -> None:
+    """Wait for every future, then raise the first error among them."""
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _identity(data: bytes) -> bytes:
