@@ -424,7 +424,9 @@ static void binary_of(double x, Binary *b) { /* x positive and normal */
     b->lopsided = fraction == 0 && exponent > 1;
 }
 
-#define EXACT(b, f) ((b)->q <= 0 && (b)->q >= -64 && (f) <= 0 && (f) >= -21)
+/* The 128-bit arithmetic below holds for decimals with a last place 10^e, -21 <= e <= -1 (so that
+ * e + 1 is a last place too), and floats with -64 <= q <= 0. */
+#define EXACT(b, e) ((b)->q <= 0 && (b)->q >= -64 && (e) >= -21 && (e) <= -1)
 
 /* Does a×10^f read back as x? Everything scaled by 2^(2-q)×10^-f. */
 static int inside(const Binary *b, uint64_t a, int f) {
@@ -517,12 +519,12 @@ static int put_credits(Buf *o, Ptr s, size_t n) {
          * literal (the floats' rounding interval is an interval). */
         Binary b;
         binary_of(x, &b);
-        if (EXACT(&b, e + 1)) {
+        if (EXACT(&b, e)) {
             int shorter = nd >= 2 && (inside(&b, m / 10, e + 1) || inside(&b, m / 10 + 1, e + 1));
             if (!shorter) { /* nd digits it is: the closest such decimal to x */
                 u128 r = closest(&b, e);
                 if (r == m) put_decimal(o, negative, digits, nd, point);
-                else if (r < ((u128)1 << 64) && inside(&b, (uint64_t)r, e)) put_scaled(o, negative, r, e);
+                else if (r < ((u128)1 << 60) && inside(&b, (uint64_t)r, e)) put_scaled(o, negative, r, e);
                 else return GIVE_UP;
                 return OK;
             }
