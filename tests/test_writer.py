@@ -84,7 +84,8 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             return real_write_all(fd, chunks, offset)
 
         monkeypatch.setattr(module, "_write_all", write_all)
-    elif point == "linked-not-unlinked":
+    elif point == "linked-not-unlinked":  # where renameat2 is missing: publish by link, then unlink
+        monkeypatch.setattr("batched_event_api.writer._rename_noreplace", lambda src, dst: False)
         real_unlink = os.unlink
 
         def unlink_then_crash(path, *a, **k):
@@ -207,3 +208,15 @@ def test_a_damaged_journal_stops_the_start_instead_of_discarding_rows(tmp_path, 
     with pytest.raises(RuntimeError, match="unreadable"):
         Writer(tmp_path, POLICY).start()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")) == parts
+
+
+def test_publishing_never_replaces_a_file(tmp_path):
+    from batched_event_api.writer import _rename_noreplace
+
+    (tmp_path / "part").write_text("window")
+    (tmp_path / "final.csv").write_text("someone else's")
+    with pytest.raises(FileExistsError):
+        _rename_noreplace(tmp_path / "part", tmp_path / "final.csv")
+    assert (tmp_path / "final.csv").read_text() == "someone else's" and (tmp_path / "part").exists()
+    assert _rename_noreplace(tmp_path / "part", tmp_path / "free.csv")  # renameat2 is there on Linux
+    assert (tmp_path / "free.csv").read_text() == "window" and not (tmp_path / "part").exists()
