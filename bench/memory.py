@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import http.client
 import random
+import shutil
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import generate, peak_rss_mib, start_server
+from bench import WORKDIR, generate, peak_rss_mib, start_server
 
 UNITS = {"": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
@@ -30,7 +31,9 @@ def main() -> None:
     chunk = b"".join(lines)
     body = (chunk * (size // len(chunk) + 1))[:size]
     body = body[: body.rfind(b"\n") + 1]
-    server, port = start_server(Path(tempfile.mkdtemp()) / "out", "--max-body", str(len(body) + 1))
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=WORKDIR))
+    server, port = start_server(workdir / "out", "--max-body", str(len(body) + 1))
     try:
         idle = peak_rss_mib(server.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -44,6 +47,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Server:
         env: dict[str, str] | None = None,
         wrapper: list[str] | None = None,
         port: int | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.output = output
         self.wrapper = wrapper or []
@@ -47,9 +48,10 @@ class Server:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        handle, name = tempfile.mkstemp(prefix=f"bea-server-{self.port}-", suffix=".log")
+        # In pytest's tmp_path (pruned by pytest), beside the output unless told; one log per process.
+        handle, name = tempfile.mkstemp(dir=log_dir or output.parent, prefix=f"server-{self.port}-", suffix=".log")
         os.close(handle)
-        self.log = Path(name)  # one fresh log per server process
+        self.log = Path(name)
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def start(self) -> Server:
@@ -93,7 +95,7 @@ def server_factory(tmp_path: Path) -> Iterator:
     started: list[Server] = []
 
     def make(*args: str, output: Path | None = None, **options: Any) -> Server:
-        server = Server(output or tmp_path / "out", *args, **options).start()
+        server = Server(output or tmp_path / "out", *args, log_dir=tmp_path, **options).start()
         started.append(server)
         return server
 
