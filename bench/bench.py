@@ -39,9 +39,8 @@ WORKLOADS = {
     "W3": (1, 5_000),
 }
 WARMUP = 0.1  # this share of extra requests goes first, unmeasured (first-touch of buffers and caches)
-# Runs write under bench/out/ (git-ignored), on the filesystem a deployment's ./data is on. Not in
-# /tmp: on these virtual machines file creation there has measured 30× slower (0.32 ms against
-# 0.011 ms per file, `bench/bench.py --dir /tmp` shows it), which says nothing about the service.
+# Runs write under bench/out/ (git-ignored, on the filesystem `make run` writes ./data to); --dir
+# picks another place.
 WORKDIR = Path(__file__).resolve().parent / "out"
 
 
@@ -80,22 +79,29 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def disk_probe(directory: Path, rounds: int = 20) -> float:
-    """Median ms of appending 100 KB and fdatasync-ing it, next to the output: this virtual disk's
-    sync latency drifts by several times over minutes, and every fsync-on figure follows it."""
+def disk_probe(directory: Path, rounds: int = 20) -> tuple[float, float]:
+    """Median ms of appending 100 KB and fdatasync-ing it, and of creating a file, next to the
+    output. Both drift by several times over minutes on these virtual disks (file creation from
+    0.011 to 0.33 ms), and the fsync-on and many-window figures follow them."""
     path = directory / "probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    block, times = os.urandom(100_000), []
+    block, syncs, creates = os.urandom(100_000), [], []
     try:
         for i in range(rounds):
             t0 = time.perf_counter()
             os.pwrite(fd, block, i * len(block))
             os.fdatasync(fd)
-            times.append(time.perf_counter() - t0)
+            syncs.append(time.perf_counter() - t0)
     finally:
         os.close(fd)
         path.unlink()
-    return statistics.median(times) * 1000
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        os.close(os.open(directory / f"probe-{i}", os.O_WRONLY | os.O_CREAT, 0o644))
+        creates.append(time.perf_counter() - t0)
+    for i in range(rounds):
+        (directory / f"probe-{i}").unlink()
+    return statistics.median(syncs) * 1000, statistics.median(creates) * 1000
 
 
 def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
@@ -149,7 +155,8 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
         "p99 ms": q[98] * 1000,
         "peak RSS MiB": rss,
         "rows checked": rows,
-        "fsync ms": probe,
+        "fsync ms": probe[0],
+        "create ms": probe[1],
     }
 
 
@@ -193,7 +200,7 @@ def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     return {"workload": "W3 wrk -t1 -c1", "fsync": fsync, "events/s": rate, "requests/s": rate,
             "MB/s": rate * len(lines[0]) / 1e6, "p50 ms": latency("50"), "p99 ms": latency("99"),
-            "peak RSS MiB": rss, "rows checked": rows, "fsync ms": probe}
+            "peak RSS MiB": rss, "rows checked": rows, "fsync ms": probe[0], "create ms": probe[1]}
 
 
 def start_server(output: Path, *options: str) -> tuple[subprocess.Popen, int]:
@@ -247,9 +254,9 @@ def main() -> None:
     WORKDIR.mkdir(parents=True, exist_ok=True)
     print(f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}", flush=True)
     header = ("| workload | fsync | events/s (median) | range of runs | requests/s | MB/s | p50 ms | p99 ms "
-              "| server peak RSS MiB | disk: 100 KB fdatasync ms |")
+              "| server peak RSS MiB | disk: 100 KB fdatasync ms | disk: file create ms |")
     print(header)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for name in args.only:
         for fsync in args.fsync:
             results = [median(lambda: run(name, fsync, random.Random(1)), args.repeat)]
@@ -263,7 +270,7 @@ def main() -> None:
                     print(json.dumps(r))
                 low, high = r["range"]
                 print(f"| {label} | {fsync} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | {r['MB/s']:.1f} | "
-                      f"{r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} |", flush=True)
+                      f"{r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | {r['create ms']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
