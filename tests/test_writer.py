@@ -220,3 +220,20 @@ def test_publishing_never_replaces_a_file(tmp_path):
     assert (tmp_path / "final.csv").read_text() == "someone else's" and (tmp_path / "part").exists()
     assert _rename_noreplace(tmp_path / "part", tmp_path / "free.csv")  # renameat2 is there on Linux
     assert (tmp_path / "free.csv").read_text() == "window" and not (tmp_path / "part").exists()
+
+
+def test_a_window_whose_name_is_taken_by_a_foreign_file_is_kept(tmp_path):
+    minute = 60 * 10**9
+    writer = Writer(tmp_path, POLICY)
+    writer.start()
+    writer.apply([0], Rows.from_lines(["first window"]))
+    name = writer.open.name
+    (tmp_path / name).write_text("not ours")  # appears before the window is committed
+    writer.apply([10 * minute], Rows.from_lines(["second window"]))  # commits the first
+    writer.close()
+    for _ in range(2):  # and across restarts
+        writer = Writer(tmp_path, POLICY)
+        writer.start()
+        writer.close()
+        assert (tmp_path / name).read_text() == "not ours"
+        assert (tmp_path / part_name(name)).read_text() == "first window\n"

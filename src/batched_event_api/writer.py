@@ -231,8 +231,10 @@ class Writer:
         if self.fsync:
             os.fsync(self._dir_fd)  # before any record stops listing them
         self._restore_open_part()
+        # Committed windows not published yet (a foreign file holds the final name) stay too.
+        keep = {part_name(name) for name in [*self._publish, *([self.open.name] if self.open else [])]}
         for entry in os.listdir(self.directory):
-            if entry.endswith(PART_SUFFIX) and (self.open is None or entry != part_name(self.open.name)):
+            if entry.endswith(PART_SUFFIX) and entry not in keep:
                 log.info("removing %s: written by a request that was never acknowledged", entry)
                 os.unlink(self.directory / entry)
         if not records or compact:
