@@ -10,8 +10,9 @@ Commit protocol, one request at a time:
 2. fdatasync the files written, the journal (and the directory when a file was created) all at
    once: one round of concurrent syncs, which the filesystem folds into few journal commits. The
    client gets its 200 only after this; the record is the commit point.
-3. Publish the closed windows: hard-link part -> final name (fails rather than overwrite), unlink
-   the part. The directory is synced in the next round; until then the next record lists them again.
+3. Publish the closed windows: rename part -> final name, never replacing a file (renameat2
+   RENAME_NOREPLACE; else hard link, then unlink). The directory is synced in the next round;
+   until then the next record lists them again.
 Recovery reads the last intact journal record and keeps it only if the bytes it names are all
 there with their CRCs (a power cut can persist the record but not the rows: then the request was
 never acknowledged and the record before it is the state). It finishes step 3, truncates the open
@@ -420,7 +421,7 @@ class Writer:
         line = encode_record(record)
         assert self._journal_fd is not None
         fds = [self._journal_fd]
-        if new_entries or self._publish:  # new part files, or final names linked since the last round
+        if new_entries or self._publish:  # new part files, or windows published since the last round
             fds.append(self._dir_fd)
         tasks = []
         if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
@@ -471,8 +472,9 @@ class Writer:
         return name
 
     def _published(self, publish: list[str]) -> None:
-        """After a round: link the windows it committed. Names linked before the round are
-        durable now and could be dropped, but listing them once more costs nothing."""
+        """After a round: names published before it are durable now (the round synced the
+        directory) and are dropped; the windows it committed are published and stay listed
+        until the next round."""
         self._publish = [name for name in publish if (self.directory / part_name(name)).exists()]
         self._publish_pending()
 
