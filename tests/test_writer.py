@@ -36,9 +36,10 @@ def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], Rows]]:
 
 
 def run(
-    directory: Path, work, *, crash_at: int | None = None, point: str = "", monkeypatch=None, finish: bool = True
+    directory: Path, work, *, crash_at: int | None = None, point: str = "", monkeypatch=None, finish: bool = True,
+    **options,
 ) -> Writer:
-    writer = Writer(directory, POLICY)
+    writer = Writer(directory, POLICY, **options)
     writer.start()
     for i, (times, rows) in enumerate(work):
         if i == crash_at:
@@ -73,6 +74,8 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             raise Crash
 
         monkeypatch.setattr(writer, "_commit", commit_then_crash)
+    elif point == "syncfs":
+        monkeypatch.setattr("batched_event_api.writer._syncfs", crash)
     elif point == "no-record":
         import batched_event_api.writer as module
 
@@ -128,14 +131,16 @@ def expected(work, tmp_path_factory):
         ("no-record", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
         ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)
-        ("_fdatasync_all", True),  # rows and record written, the sync round not done: both kept
+        ("_fdatasync_all", True),  # rows and record written, the per-file syncs not done: both kept
+        ("syncfs", True),  # the same where one syncfs() makes the round durable
         ("_publish_pending", True),  # record durable, closed windows not yet renamed
         ("linked-not-unlinked", True),  # final name linked, part file still there
     ],
 )
 @pytest.mark.parametrize("crash_at", [7, 19, 33])
 def test_recovery_from_each_crash_point(tmp_path, work, expected, point, applied, crash_at, monkeypatch):
-    run(tmp_path, work, crash_at=crash_at, point=point, monkeypatch=monkeypatch)
+    sync = {"syncfs": {"syncfs_from": 1}, "_fdatasync_all": {"syncfs_from": None}}.get(point, {})
+    run(tmp_path, work, crash_at=crash_at, point=point, monkeypatch=monkeypatch, **sync)
     monkeypatch.undo()
     writer = Writer(tmp_path, POLICY)
     writer.start()
@@ -237,3 +242,10 @@ def test_a_window_whose_name_is_taken_by_a_foreign_file_is_kept(tmp_path):
         writer.close()
         assert (tmp_path / name).read_text() == "not ours"
         assert (tmp_path / part_name(name)).read_text() == "first window\n"
+
+
+@pytest.mark.parametrize("syncfs_from", [None, 1])
+def test_per_file_and_filesystem_syncs_give_the_same_files(tmp_path, work, expected, syncfs_from):
+    writer = run(tmp_path, work, syncfs_from=syncfs_from)
+    assert writer.syncfs_from == syncfs_from  # syncfs() is there on the Linux this runs on
+    assert csv_files(tmp_path) == expected

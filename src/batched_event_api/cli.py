@@ -78,6 +78,10 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               help="'always': a 200 means the rows are on disk. 'never': faster, but a power loss can lose "
               "acknowledged rows.", **_env("FSYNC"))
+@click.option("--sync-many", type=click.Choice(["filesystem", "per-file"]), default="filesystem",
+              help="How a request that writes to 8 or more files makes them durable: 'filesystem', one syncfs() of "
+              "the output's filesystem (fastest; it also flushes other programs' pending writes there), or "
+              "'per-file', one fdatasync each, side by side.", **_env("SYNC_MANY"))
 @click.option("--max-body", type=Size(), default="64MiB", help="Largest request body, after decompression (413 above).",
               **_env("MAX_BODY"))
 @click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))

@@ -15,6 +15,7 @@ class Settings:
     idle_close: float = 60.0  # wall-clock seconds without events before the open window is committed
     align: str = "first-event"  # or "interval"
     fsync: bool = True
+    sync_many: str = "filesystem"  # or "per-file": how a request writing to many files syncs them
     max_body: int = 64 * 1024 * 1024
     max_line: int = 8 * 1024 * 1024
     max_keys: int = 10_000

@@ -149,10 +149,14 @@ class Writer:
         header: str = "",
         max_keys: int = 10_000,
         compress: bool = False,
+        syncfs_from: int | None = 8,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
         self.fsync = fsync
+        # A round with this many files (data, journal, directory) makes them durable with one
+        # syncfs() of the output filesystem instead of one fdatasync each; None: never.
+        self.syncfs_from = syncfs_from if _SYNCFS is not None else None
         self.header = header.encode()
         self.max_keys = max_keys
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
@@ -405,14 +409,20 @@ class Writer:
                 crc = zlib.crc32(chunk, crc)
         return _Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
-    def _write_one(self, w: _Write) -> None:
+    def _write_one(self, w: _Write, sync: bool) -> None:
         _write_all(w.fd, w.chunks, w.check.start)
-        if self.fsync:
+        if sync:
             os.fdatasync(w.fd)
+
+    def _by_filesystem(self, files: int) -> bool:
+        return self.fsync and self.syncfs_from is not None and files >= self.syncfs_from
 
     def _flush(self, writes: list[_Write]) -> None:
         """Write and sync a batch of files, side by side."""
-        _wait_all([self._io_pool.submit(self._write_one, w) for w in writes])
+        whole = self._by_filesystem(len(writes))
+        _wait_all([self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes])
+        if whole:
+            _syncfs(self._dir_fd)
 
     def _commit(self, record: Record, writes: list[_Write], *, new_entries: bool) -> None:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
@@ -423,19 +433,24 @@ class Writer:
         fds = [self._journal_fd]
         if new_entries or self._publish:  # new part files, or windows published since the last round
             fds.append(self._dir_fd)
+        # Many files: one syncfs() once everything is written covers rows, record and directory.
+        whole = self._by_filesystem(len(writes) + len(fds))
         tasks = []
         if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
             for w in writes:  # small: copied here, synced with the record
                 _write_all(w.fd, w.chunks, w.check.start)
             fds += [w.fd for w in writes]
-        else:  # large: each file copied and synced on its own thread while the record is written
-            tasks = [self._io_pool.submit(self._write_one, w) for w in writes]
+        else:  # large: each file copied (and synced) on its own thread while the record is written
+            tasks = [self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
         try:
             try:
                 _write_all(self._journal_fd, [line], self._journal_size)
-                self._fdatasync_all(fds)
+                if not whole:
+                    self._fdatasync_all(fds)
             finally:
                 _wait_all(tasks)
+            if whole:
+                _syncfs(self._dir_fd)
         except OSError:
             try:  # the record must not outlive the failed round
                 os.ftruncate(self._journal_fd, self._journal_size)
@@ -567,6 +582,25 @@ def _wait_all(futures: list) -> None:
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        release = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return os.uname().sysname == "Linux" and release >= (major, minor)
+
+
+# syncfs() reports writeback errors only from Linux 5.8 on: before that it is not used.
+_SYNCFS = getattr(_libc, "syncfs", None) if _kernel_at_least(5, 8) else None
+
+
+def _syncfs(fd: int) -> None:
+    """Everything written to the filesystem holding fd, durable: data, metadata, its journal."""
+    if _SYNCFS(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 _AT_FDCWD, _RENAME_NOREPLACE = -100, 1
 
 
