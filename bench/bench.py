@@ -12,6 +12,7 @@ requests go first to warm the server up and are not measured (their rows are che
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 WORDS = ("since that woman be doctor he bend nevertheless to this whomever whom child luck ouch too words "
@@ -105,19 +108,43 @@ def disk_probe(directory: Path, rounds: int = 20) -> tuple[float, float]:
     return statistics.median(syncs) * 1000, statistics.median(creates) * 1000
 
 
-def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
-    per_request, requests = WORKLOADS[name]
-    warmup = max(1, int(requests * WARMUP))
-    lines, _ = generate(per_request * (warmup + requests), rng, 1_720_000_000 * 10**9)
-    bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
+@dataclass
+class Served:
+    workdir: Path
+    port: int
+    pid: int
+    fsync_ms: float  # the disk probes, just before the server started
+    create_ms: float
+
+    def rows(self) -> int:
+        """Rows in the committed files (after the server stopped)."""
+        return sum(p.read_bytes().count(b"\n") for p in (self.workdir / "out").glob("*.csv"))
+
+
+@contextlib.contextmanager
+def served(fsync: str, prefill: int = 0) -> Iterator[Served]:
+    """A fresh run directory (deleted at the very end), the disk probes, and the real server on it."""
     workdir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
+    FINISHED.append(workdir)
     probe = disk_probe(workdir)
     (workdir / "out").mkdir()
     for i in range(prefill):  # an output directory that already holds many committed files
         (workdir / "out" / f"user-events-20000101-000000-{i}.csv").write_bytes(b"")
     server, port = start_server(workdir / "out", "--fsync", fsync)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port)
+        yield Served(workdir, port, server.pid, *probe)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
+    per_request, requests = WORKLOADS[name]
+    warmup = max(1, int(requests * WARMUP))
+    lines, _ = generate(per_request * (warmup + requests), rng, 1_720_000_000 * 10**9)
+    bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
+    with served(fsync, prefill) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port)
         headers = {"Content-Type": "application/x-ndjson"}
         latencies = []
         for body in bodies[:warmup]:
@@ -136,11 +163,7 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
         elapsed = time.perf_counter() - started
         rss = peak_rss_mib(server.pid)
         conn.close()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
-    FINISHED.append(workdir)
+    rows = server.rows()
     events = per_request * requests
     name = f"{name} ({per_request}/req)" + (f", {prefill:,} files already there" if prefill else "")
     if rows != per_request * (warmup + requests):
@@ -156,8 +179,8 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
         "p99 ms": q[98] * 1000,
         "peak RSS MiB": rss,
         "rows checked": rows,
-        "fsync ms": probe[0],
-        "create ms": probe[1],
+        "fsync ms": server.fsync_ms,
+        "create ms": server.create_ms,
     }
 
 
@@ -174,23 +197,16 @@ def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
     if wrk is None:
         return None
     lines, _ = generate(1, rng, 1_720_000_000 * 10**9)
-    workdir = Path(tempfile.mkdtemp(prefix="bea-wrk-", dir=WORKDIR))
-    probe = disk_probe(workdir)
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % lines[0].decode())
-    server, port = start_server(workdir / "out", "--fsync", fsync)
-    try:
+    with served(fsync) as server:
+        script = server.workdir / "post.lua"
+        script.write_text(WRK_SCRIPT % lines[0].decode())
         out = subprocess.run([wrk, "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script),
-                              f"http://127.0.0.1:{port}/user/event"], capture_output=True, text=True, check=True).stdout
+                              f"http://127.0.0.1:{server.port}/user/event"], capture_output=True, text=True, check=True).stdout
         rss = peak_rss_mib(server.pid)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     if "Non-2xx" in out:
         raise RuntimeError("wrk saw errors:\n" + out)
-    rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
-    FINISHED.append(workdir)
+    rows = server.rows()
     if not requests <= rows <= requests + 1:  # the last request may complete after wrk stops counting
         raise RuntimeError(f"wrk: {rows} rows written for {requests} requests")
 
@@ -201,7 +217,7 @@ def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     return {"workload": "W3 wrk -t1 -c1", "fsync": fsync, "events/s": rate, "requests/s": rate,
             "MB/s": rate * len(lines[0]) / 1e6, "p50 ms": latency("50"), "p99 ms": latency("99"),
-            "peak RSS MiB": rss, "rows checked": rows, "fsync ms": probe[0], "create ms": probe[1]}
+            "peak RSS MiB": rss, "rows checked": rows, "fsync ms": server.fsync_ms, "create ms": server.create_ms}
 
 
 def start_server(output: Path, *options: str) -> tuple[subprocess.Popen, int]:

@@ -371,23 +371,30 @@ static void put_decimal(Buf *o, int negative, const char *digits, int nd, int po
     }
 }
 
+typedef unsigned __int128 u128;
+
+/* The decimal digits of v into out (no terminator); returns how many. */
+static int digits_of(u128 v, char *out) {
+    char reversed[40];
+    int k = 0, n = 0;
+    do reversed[k++] = (char)('0' + (int)(v % 10)); while ((v /= 10) != 0);
+    while (k) out[n++] = reversed[--k];
+    return n;
+}
+
 /* Does m×10^e read back as exactly x? (Any magnitude; used where the exact path below can't go.) */
 static int reads_as(uint64_t m, int e, double x) {
-    char digits[24], text[48];
-    int k = 0, n = 0;
-    do digits[k++] = (char)('0' + m % 10); while ((m /= 10) != 0);
-    while (k) text[n++] = digits[--k];
+    char text[48];
+    int n = digits_of(m, text);
     text[n++] = 'e';
     if (e < 0) text[n++] = '-', e = -e;
-    do digits[k++] = (char)('0' + e % 10); while ((e /= 10) != 0);
-    while (k) text[n++] = digits[--k];
+    n += digits_of((u128)e, text + n);
     text[n] = 0;
     return strtod(text, NULL) == x;
 }
 
 /* Exact decimal-versus-binary arithmetic for the usual magnitudes (a float with a fraction,
  * below 2^53, and decimals with up to 21 places), in 128-bit integers: no strtod needed. */
-typedef unsigned __int128 u128;
 
 static const double EXACT_POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -448,11 +455,8 @@ static u128 closest(const Binary *b, int f) {
 }
 
 static void put_scaled(Buf *o, int negative, u128 r, int f) { /* ±r×10^f */
-    char digits[48];
-    int n = 0, k = 0;
-    char reversed[48];
-    do reversed[k++] = (char)('0' + (int)(r % 10)); while ((r /= 10) != 0);
-    while (k) digits[n++] = reversed[--k];
+    char digits[40];
+    int n = digits_of(r, digits);
     int point = n + f;
     while (n > 0 && digits[n - 1] == '0') n--;
     put_decimal(o, negative, digits, n, point);
@@ -560,23 +564,8 @@ static int put_credits(Buf *o, Ptr s, size_t n) {
 
 enum { F_TIME, F_UUID, F_ID, F_ACTIVE, F_EMAIL, F_PHONE, F_DESCRIPTION, F_CREDITS, F_UNKNOWN };
 
-static int field_of(const Text *k) {
-    switch (k->n) {
-    case 2: return memcmp(k->p, "id", 2) == 0 ? F_ID : F_UNKNOWN;
-    case 4:
-        if (memcmp(k->p, "time", 4) == 0) return F_TIME;
-        return memcmp(k->p, "uuid", 4) == 0 ? F_UUID : F_UNKNOWN;
-    case 5:
-        if (memcmp(k->p, "email", 5) == 0) return F_EMAIL;
-        return memcmp(k->p, "phone", 5) == 0 ? F_PHONE : F_UNKNOWN;
-    case 6: return memcmp(k->p, "active", 6) == 0 ? F_ACTIVE : F_UNKNOWN;
-    case 7: return memcmp(k->p, "credits", 7) == 0 ? F_CREDITS : F_UNKNOWN;
-    case 11: return memcmp(k->p, "description", 11) == 0 ? F_DESCRIPTION : F_UNKNOWN;
-    default: return F_UNKNOWN;
-    }
-}
-
-/* The usual keys, matched with their closing quote in one comparison; *pp moves past it. */
+/* The fields, matched with their key's closing quote in one comparison; *pp moves past it. Any
+ * other key (one with escapes is left to the Python path) is F_UNKNOWN. */
 static int known_key(Ptr *pp, Ptr e) {
     static const struct { const char *text; size_t n; int field; } KEYS[] = {
         {"time\"", 5, F_TIME}, {"uuid\"", 5, F_UUID}, {"id\"", 3, F_ID}, {"active\"", 7, F_ACTIVE},
@@ -647,10 +636,9 @@ static int parse_line(Ptr p, Ptr e, Line *line, Buf *scratch) {
     for (;;) {
         if (p >= e || *p++ != '"') return GIVE_UP;
         int field = known_key(&p, e);
-        if (field == F_UNKNOWN) {
+        if (field == F_UNKNOWN) { /* an unknown key, skipped with its value */
             Text key;
             if (scan_string(&p, e, &key) != OK || key.escaped) return GIVE_UP;
-            field = field_of(&key);
         }
         p = skip_ws(p, e);
         if (p >= e || *p++ != ':') return GIVE_UP;

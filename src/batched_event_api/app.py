@@ -31,7 +31,7 @@ from .metrics import Metrics
 from .prepare import SLICE, prepare
 from .render import COLUMNS
 from .windows import WindowPolicy
-from .writer import Applied, Committed, Writer
+from .writer import SYNCFS_FROM, Applied, Committed, Writer
 
 log = logging.getLogger("batched_event_api")
 access_log = logging.getLogger("batched_event_api.access")
@@ -41,8 +41,6 @@ ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/
 # Bodies larger than this are prepared off the event loop, in slices on several threads.
 _INLINE_PREPARE = 256 * 1024
 _PREPARE_THREADS = min(4, os.cpu_count() or 1)
-# From this many files in one sync round (data files, journal, directory), --sync-many applies.
-_SYNCFS_FROM = 8
 _JSON = msgspec.json.Encoder()
 
 
@@ -60,7 +58,7 @@ class Ingest:
             header=",".join(COLUMNS) + "\n" if settings.header else "",
             max_keys=settings.max_keys,
             compress=settings.compress == "gzip",
-            syncfs_from=_SYNCFS_FROM if settings.sync_many == "filesystem" else None,
+            syncfs_from=SYNCFS_FROM if settings.sync_many == "filesystem" else None,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")

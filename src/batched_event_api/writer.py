@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("batched_event_api.writer")
 
 JOURNAL = ".journal"
+SYNCFS_FROM = 8  # files in one sync round from which one syncfs() replaces their fdatasyncs
 LOCK = ".lock"
 PART_SUFFIX = ".inprogress"
 
@@ -149,7 +150,7 @@ class Writer:
         header: str = "",
         max_keys: int = 10_000,
         compress: bool = False,
-        syncfs_from: int | None = 8,
+        syncfs_from: int | None = SYNCFS_FROM,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
@@ -302,10 +303,10 @@ class Writer:
         created: list[int] = []
         try:
             with self._storage_step():
-                closed, new_open, writes = self._place_segments(plan, times, rows, created)
+                closed, new_open, checks, writes = self._place_segments(plan, times, rows, created)
                 publish = self._publish + [c.name for c in closed]
                 record = Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times),
-                                checks=[w.check for w in writes] if self.fsync else [])
+                                checks=checks if self.fsync else [])
                 self._commit(record, writes, new_entries=bool(created))
         except StorageError:
             for fd in created:
@@ -361,28 +362,29 @@ class Writer:
 
     def _place_segments(
         self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
-    ) -> tuple[list[Committed], OpenFile | None, list[_Write]]:
-        """Where the rows go: returns the windows this closes, the new open window and the writes
-        to make. The part files it creates go into `created` (open descriptors; a request spanning
-        thousands of windows has them written, synced and closed in batches)."""
+    ) -> tuple[list[Committed], OpenFile | None, list[Check], list[_Write]]:
+        """Where the rows go: returns the windows this closes, the new open window, what the
+        request writes (for the record) and the writes still to make. The part files it creates go
+        into `created` (open descriptors; a request spanning thousands of windows has them written,
+        synced and closed in batches)."""
         closed: list[Committed] = []
         if self.open is not None and plan.segments and not plan.continues_open:
             closed.append(Committed(self.open.name, self.open.rows, self.open.size))
         taken = {c.name for c in closed} | set(self._publish)
         files: list[OpenFile] = []  # every file this request writes to, in order
+        checks: list[Check] = []
         writes: list[_Write] = []
-        done: list[_Write] = []  # written and synced in an earlier batch
         for index, segment in enumerate(plan.segments):
             count = segment.stop - segment.first
             chunks = rows.chunks(segment.first, segment.stop)
             if index == 0 and plan.continues_open:
                 assert self.open is not None and self._open_fd is not None
                 writes.append(self._write_for(self._open_fd, self.open.name, self.open.size, chunks))
-                files.append(OpenFile(self.open.name, self.open.start, writes[-1].check.end, self.open.rows + count))
+                checks.append(writes[-1].check)
+                files.append(OpenFile(self.open.name, self.open.start, checks[-1].end, self.open.rows + count))
                 continue
             if len(created) >= _OPEN_PARTS_PER_REQUEST:
-                self._flush(writes)
-                done += writes
+                self._round(writes, [])
                 writes = []
                 while created:
                     os.close(created.pop())
@@ -392,12 +394,10 @@ class Writer:
             created.append(fd)
             header = [memoryview(self.header)] if self.header else []
             writes.append(self._write_for(fd, name, 0, header + chunks))
-            files.append(OpenFile(name, segment.window_start, writes[-1].check.end, count))
+            checks.append(writes[-1].check)
+            files.append(OpenFile(name, segment.window_start, checks[-1].end, count))
         closed += [Committed(f.name, f.rows, f.size) for f in files[:-1]]
-        # The checks of every batch go into the record; only the last batch is still to write.
-        for w in done:
-            w.fd = -1
-        return closed, files[-1] if files else self.open, done + writes
+        return closed, files[-1] if files else self.open, checks, writes
 
     def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> _Write:
         """A write of the chunks at offset (one gzip member when compressing), with its check."""
@@ -417,40 +417,40 @@ class Writer:
     def _by_filesystem(self, files: int) -> bool:
         return self.fsync and self.syncfs_from is not None and files >= self.syncfs_from
 
-    def _flush(self, writes: list[_Write]) -> None:
-        """Write and sync a batch of files, side by side."""
-        whole = self._by_filesystem(len(writes))
-        _wait_all([self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes])
+    def _round(self, writes: list[_Write], fds: list[int], line: bytes = b"") -> None:
+        """Write the files (and the journal line, if any) and make them and `fds` durable in one
+        round: small writes here, then the syncs side by side; large ones each copied (and synced)
+        on its own thread meanwhile. From `syncfs_from` files on, one syncfs() once all is written
+        replaces the per-file syncs."""
+        if line:
+            fds = [self._journal_fd, *fds]
+        whole = self._by_filesystem(len(writes) + len(fds))
+        tasks = []
+        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
+            for w in writes:
+                _write_all(w.fd, w.chunks, w.check.start)
+            fds = [*fds, *(w.fd for w in writes)]
+        else:
+            tasks = [self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
+        try:
+            if line:
+                _write_all(self._journal_fd, [line], self._journal_size)
+            if not whole:
+                self._fdatasync_all(fds)
+        finally:
+            _wait_all(tasks)
         if whole:
             _syncfs(self._dir_fd)
 
     def _commit(self, record: Record, writes: list[_Write], *, new_entries: bool) -> None:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
         side by side. The record may reach the disk before the rows: recovery checks for that."""
-        writes = [w for w in writes if w.fd >= 0]  # not those of a batch flushed already
         line = encode_record(record)
         assert self._journal_fd is not None
-        fds = [self._journal_fd]
-        if new_entries or self._publish:  # new part files, or windows published since the last round
-            fds.append(self._dir_fd)
-        # Many files: one syncfs() once everything is written covers rows, record and directory.
-        whole = self._by_filesystem(len(writes) + len(fds))
-        tasks = []
-        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
-            for w in writes:  # small: copied here, synced with the record
-                _write_all(w.fd, w.chunks, w.check.start)
-            fds += [w.fd for w in writes]
-        else:  # large: each file copied (and synced) on its own thread while the record is written
-            tasks = [self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
+        # The directory too for new part files, or windows published since the last round.
+        dirs = [self._dir_fd] if new_entries or self._publish else []
         try:
-            try:
-                _write_all(self._journal_fd, [line], self._journal_size)
-                if not whole:
-                    self._fdatasync_all(fds)
-            finally:
-                _wait_all(tasks)
-            if whole:
-                _syncfs(self._dir_fd)
+            self._round(writes, dirs, line)
         except OSError:
             try:  # the record must not outlive the failed round
                 os.ftruncate(self._journal_fd, self._journal_size)
@@ -467,9 +467,10 @@ class Writer:
         if not self.fsync or not fds:
             return
         others = [self._io_pool.submit(self._sync_one, fd) for fd in fds[1:]]
-        self._sync_one(fds[0])  # one on this thread: a hand-off less
-        for future in others:
-            future.result()
+        try:
+            self._sync_one(fds[0])  # one on this thread: a hand-off less
+        finally:
+            _wait_all(others)
 
     def _sync_one(self, fd: int) -> None:
         (os.fsync if fd == self._dir_fd else os.fdatasync)(fd)
@@ -487,39 +488,41 @@ class Writer:
         return name
 
     def _published(self, publish: list[str]) -> None:
-        """After a round: names published before it are durable now (the round synced the
-        directory) and are dropped; the windows it committed are published and stay listed
-        until the next round."""
-        self._publish = [name for name in publish if (self.directory / part_name(name)).exists()]
+        """After a round: publish the windows it committed. Names published before it are
+        durable now (the round synced the directory) and drop out of the list."""
+        self._publish = publish
         self._publish_pending()
 
     def _publish_pending(self) -> None:
-        """Step 3: committed part files get their final names. The names stay listed (in
-        self._publish, so in the next record) until a round has synced the directory."""
+        """Step 3: committed part files get their final names. self._publish keeps the names this
+        published (or could not), so the next record lists them until a round syncs the directory."""
+        pending = []
         try:
             for name in self._publish:
                 part = self.directory / part_name(name)
                 final = self.directory / name
-                if not part.exists():
-                    continue  # published already
                 try:
-                    if _rename_noreplace(part, final):
-                        continue
-                    os.link(part, final)  # then unlink: no moment without either name
+                    if not _rename_noreplace(part, final):
+                        os.link(part, final)  # then unlink: no moment without either name
+                        os.unlink(part)
+                except FileNotFoundError:
+                    continue  # published already
                 except FileExistsError:
                     if not os.path.samefile(part, final):
                         log.error("%s already exists: keeping the window as %s", name, part.name)
-                        continue
+                    else:
+                        os.unlink(part)  # linked before a crash
                 except OSError as exc:
                     if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                         raise
                     os.rename(part, final)  # no hard links here; the name was chosen free
-                    continue
-                os.unlink(part)
+                pending.append(name)
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
             log.error("could not publish committed windows yet: %s", _describe(exc))
             self._broken = True
+            return
+        self._publish = pending
 
     # -- journal ----------------------------------------------------------------------------
 
@@ -567,7 +570,7 @@ _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 @dataclass(slots=True)
 class _Write:
-    fd: int  # -1 once written and synced in an earlier batch
+    fd: int
     chunks: list[memoryview]
     check: Check
 
@@ -598,9 +601,14 @@ _SYNCFS = getattr(_libc, "syncfs", None) if _kernel_at_least(5, 8) else None
 
 def _syncfs(fd: int) -> None:
     """Everything written to the filesystem holding fd, durable: data, metadata, its journal."""
-    if _SYNCFS(fd) != 0:
+    _checked(_SYNCFS(fd))
+
+
+def _checked(result: int, src: Path | None = None, dst: Path | None = None) -> None:
+    """A libc call's -1 as the OSError Python would raise (FileExistsError for EEXIST, ...)."""
+    if result != 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, os.strerror(err), src and str(src), None, dst and str(dst))
 _AT_FDCWD, _RENAME_NOREPLACE = -100, 1
 
 
@@ -609,12 +617,13 @@ def _rename_noreplace(src: Path, dst: Path) -> bool:
     operation instead of link + unlink. False where the kernel or filesystem lacks it."""
     if _renameat2 is None:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    try:
+        _checked(_renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE), src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
 
 
 def _identity(data: bytes) -> bytes:
