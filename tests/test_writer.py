@@ -17,7 +17,7 @@ from model import generate_events, ndjson
 
 from batched_event_api.prepare import Rows, prepare
 from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import JOURNAL, Writer, part_name
+from batched_event_api.writer import JOURNAL, JournalDamaged, Writer, part_name
 
 POLICY = WindowPolicy(300 * 10**9)
 
@@ -75,20 +75,18 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
 
         monkeypatch.setattr(writer, "_commit", commit_then_crash)
     elif point == "syncfs":
-        monkeypatch.setattr("batched_event_api.writer._syncfs", crash)
+        monkeypatch.setattr(writer.disk, "sync_filesystem", crash)
     elif point == "no-record":
-        import batched_event_api.writer as module
+        real_write = writer.disk.write
 
-        real_write_all = module._write_all
-
-        def write_all(fd, chunks, offset):
+        def write(fd, chunks, offset):
             if fd == writer._journal_fd:
                 raise Crash
-            return real_write_all(fd, chunks, offset)
+            return real_write(fd, chunks, offset)
 
-        monkeypatch.setattr(module, "_write_all", write_all)
+        monkeypatch.setattr(writer.disk, "write", write)
     elif point == "linked-not-unlinked":  # where renameat2 is missing: publish by link, then unlink
-        monkeypatch.setattr("batched_event_api.writer._rename_noreplace", lambda src, dst: False)
+        monkeypatch.setattr("batched_event_api.storage._rename_noreplace", lambda src, dst: False)
         real_unlink = os.unlink
 
         def unlink_then_crash(path, *a, **k):
@@ -96,7 +94,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
                 raise Crash
             return real_unlink(path, *a, **k)
 
-        monkeypatch.setattr("batched_event_api.writer.os.unlink", unlink_then_crash)
+        monkeypatch.setattr("batched_event_api.storage.os.unlink", unlink_then_crash)
     else:
         monkeypatch.setattr(writer, point, crash)
 
@@ -216,7 +214,7 @@ def test_a_damaged_journal_stops_the_start_instead_of_discarding_rows(tmp_path, 
 
 
 def test_publishing_never_replaces_a_file(tmp_path):
-    from batched_event_api.writer import _rename_noreplace
+    from batched_event_api.storage import _rename_noreplace
 
     (tmp_path / "part").write_text("window")
     (tmp_path / "final.csv").write_text("someone else's")
@@ -227,7 +225,7 @@ def test_publishing_never_replaces_a_file(tmp_path):
     assert (tmp_path / "free.csv").read_text() == "window" and not (tmp_path / "part").exists()
 
 
-def test_a_window_whose_name_is_taken_by_a_foreign_file_is_kept(tmp_path):
+def test_a_window_whose_name_is_taken_by_a_foreign_file_is_published_under_the_next_free_name(tmp_path, caplog):
     minute = 60 * 10**9
     writer = Writer(tmp_path, POLICY)
     writer.start()
@@ -235,13 +233,19 @@ def test_a_window_whose_name_is_taken_by_a_foreign_file_is_kept(tmp_path):
     name = writer.open.name
     (tmp_path / name).write_text("not ours")  # appears before the window is committed
     writer.apply([10 * minute], Rows.from_lines(["second window"]))  # commits the first
+    writer.apply([11 * minute], Rows.from_lines(["second window, more"]))  # a round later: settled
+    assert writer._publish == []  # nothing left pending: no error on every request
     writer.close()
-    for _ in range(2):  # and across restarts
+    renamed = name.replace(".csv", "-1.csv")
+    for _ in range(2):  # and nothing more happens across restarts
+        caplog.clear()
         writer = Writer(tmp_path, POLICY)
         writer.start()
         writer.close()
         assert (tmp_path / name).read_text() == "not ours"
-        assert (tmp_path / part_name(name)).read_text() == "first window\n"
+        assert (tmp_path / renamed).read_text() == "first window\n"
+        assert not (tmp_path / part_name(name)).exists()
+        assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
 
 @pytest.mark.parametrize("syncfs_from", [None, 1])
@@ -249,3 +253,34 @@ def test_per_file_and_filesystem_syncs_give_the_same_files(tmp_path, work, expec
     writer = run(tmp_path, work, syncfs_from=syncfs_from)
     assert writer.syncfs_from == syncfs_from  # syncfs() is there on the Linux this runs on
     assert csv_files(tmp_path) == expected
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != ".lock"}
+
+
+def test_a_damaged_record_before_intact_ones_stops_the_start_and_touches_nothing(tmp_path, work):
+    run(tmp_path, work[:7], finish=False)  # a snapshot and six request records, no clean stop
+    journal = bytearray((tmp_path / JOURNAL).read_bytes())
+    second = journal.index(b"\n") + 1
+    journal[second + 40] ^= 0x01  # one flipped byte inside the second line
+    (tmp_path / JOURNAL).write_bytes(journal)
+    before = _tree(tmp_path)
+    with pytest.raises(JournalDamaged, match=r"is damaged: record 2 \(byte \d+\) is damaged and intact records follow"):
+        Writer(tmp_path, POLICY).start()
+    assert _tree(tmp_path) == before
+
+
+def test_the_journal_is_compacted_by_size_too(tmp_path):
+    """Requests spanning many windows write records of kilobytes: the journal stays bounded."""
+    limit = 64 * 1024
+    writer = Writer(tmp_path, POLICY, fsync=False, compact_bytes=limit)
+    writer.start()
+    largest = 0
+    for i in range(100):
+        times = [(i * 20 + w) * 10 * 60 * 10**9 for w in range(20)]  # 20 windows in one request
+        writer.apply(times, Rows.from_lines([f"r{i}-{w}" for w in range(20)]), key=f"k{i}")
+        largest = max(largest, (tmp_path / JOURNAL).stat().st_size)
+    writer.close()
+    assert largest < limit + 4096  # at most one record past the limit before it is compacted
+    assert len(csv_files(tmp_path)) == 100 * 20 - 1

@@ -15,20 +15,23 @@ Commit protocol, one request at a time:
    until then the next record lists them again.
 Recovery reads the last intact journal record and keeps it only if the bytes it names are all
 there with their CRCs (a power cut can persist the record but not the rows: then the request was
-never acknowledged and the record before it is the state). It finishes step 3, truncates the open
-part file to the recorded size and deletes part files no record names: whatever a request wrote
-before its round completed disappears, whatever was acknowledged stays, exactly once.
+never acknowledged and the record before it is the state). Bytes read back after a process crash
+may sit only in the page cache, so before it keeps that record, publishes or answers anything, it
+makes every file the record names durable (the request may have been answered 200 by then, as a
+replay of its resend). It finishes step 3, truncates the open part file to the recorded size and
+deletes part files no record names: whatever a request wrote before its round completed
+disappears, whatever was acknowledged stays, exactly once. Only the last record can be torn by a
+crash: a bad record followed by intact ones is damage, and the start is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import gzip
 import logging
 import os
+import re
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -40,6 +43,7 @@ from pathlib import Path
 import msgspec
 
 from .errors import StorageError
+from .storage import LocalDisk, describe
 from .timestamps import utc_stamp
 from .windows import Plan, WindowPolicy
 
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("batched_event_api.writer")
 
 JOURNAL = ".journal"
+COMPACT_BYTES = 4 << 20  # journal size from which it is compacted (and never below twice a snapshot)
 SYNCFS_FROM = 8  # files in one sync round from which one syncfs() replaces their fdatasyncs
 LOCK = ".lock"
 PART_SUFFIX = ".inprogress"
@@ -115,26 +120,41 @@ def encode_record(record: Record) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
+class JournalDamaged(RuntimeError):
+    """A journal record other than the last is unreadable: not a crash (which can only tear the
+    tail), so no automatic repair; a person decides."""
+
+
 def decode_journal(data: bytes) -> tuple[list[Record], list[int]]:
-    """The intact records of a journal, each with the offset where it ends (a torn tail is dropped)."""
+    """The intact records of a journal, each with the offset where it ends. A torn tail (the one
+    record a crash can leave half-written) is dropped; a bad record with intact ones after it
+    raises JournalDamaged."""
     records: list[Record] = []
     ends: list[int] = []
     good = 0
     while good < len(data):
         end = data.find(b"\n", good)
-        if end < 0:
+        record = _decode_line(data[good:end]) if end >= 0 else None
+        if record is None:
+            if any(_decode_line(line) is not None for line in data[good:].split(b"\n")[1:]):
+                raise JournalDamaged(
+                    f"record {len(records) + 1} (byte {good}) is damaged and intact records follow it"
+                )
             break
-        line = data[good:end]
-        crc, _, payload = line.partition(b" ")
-        try:
-            if len(crc) != 8 or int(crc, 16) != zlib.crc32(payload):
-                break
-            records.append(_RECORD.decode(payload))
-        except (ValueError, msgspec.DecodeError):
-            break
+        records.append(record)
         good = end + 1
         ends.append(good)
     return records, ends
+
+
+def _decode_line(line: bytes) -> Record | None:
+    crc, _, payload = line.partition(b" ")
+    try:
+        if len(crc) != 8 or int(crc, 16) != zlib.crc32(payload):
+            return None
+        return _RECORD.decode(payload)
+    except (ValueError, msgspec.DecodeError):
+        return None
 
 
 class Writer:
@@ -151,15 +171,19 @@ class Writer:
         max_keys: int = 10_000,
         compress: bool = False,
         syncfs_from: int | None = SYNCFS_FROM,
+        disk: LocalDisk | None = None,
+        compact_bytes: int = COMPACT_BYTES,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
         self.fsync = fsync
+        self.disk = disk or LocalDisk()
         # A round with this many files (data, journal, directory) makes them durable with one
         # syncfs() of the output filesystem instead of one fdatasync each; None: never.
-        self.syncfs_from = syncfs_from if _SYNCFS is not None else None
+        self.syncfs_from = syncfs_from if self.disk.has_syncfs else None
         self.header = header.encode()
         self.max_keys = max_keys
+        self.compact_bytes = compact_bytes
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
         # stream, so appending and truncating at a recorded size keep the file readable.
         self.suffix = ".csv.gz" if compress else ".csv"
@@ -173,6 +197,7 @@ class Writer:
         self._journal_fd: int | None = None
         self._journal_size = 0
         self._journal_records = 0
+        self._snapshot_size = 0
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         # Writes and syncs of a request's files run side by side: a thread blocked in fdatasync
@@ -213,11 +238,15 @@ class Writer:
         self._close_fds()
         path = self.directory / JOURNAL
         data = path.read_bytes() if path.exists() else b""
-        records, ends = decode_journal(data)
+        advice = "restore it from a backup, or move it away to start afresh (in-progress windows would be discarded)"
+        try:
+            records, ends = decode_journal(data)
+        except JournalDamaged as exc:
+            raise JournalDamaged(f"{path} is damaged: {exc}; {advice}") from None
         if data and not records:
             # The first record is always written whole (by rename), so this is damage, not a crash:
             # starting afresh would delete the open window's rows. Leave the decision to a person.
-            raise RuntimeError(f"{path} is unreadable; move it away to start afresh (in-progress files would be discarded)")
+            raise JournalDamaged(f"{path} is unreadable; {advice}")
         if len(records) > 1 and not self._rows_are_there(records[-1]):
             log.warning("the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back")
             records.pop()
@@ -233,9 +262,11 @@ class Writer:
         self.seq = last.seq
         self.open = last.open
         self._publish = list(last.publish)
+        if self.fsync:
+            self._make_state_durable()
         self._publish_pending()
         if self.fsync:
-            os.fsync(self._dir_fd)  # before any record stops listing them
+            self.disk.sync_directory(self._dir_fd)  # before any record stops listing them
         self._restore_open_part()
         # Committed windows not published yet (a foreign file holds the final name) stay too.
         keep = {part_name(name) for name in [*self._publish, *([self.open.name] if self.open else [])]}
@@ -251,7 +282,29 @@ class Writer:
             os.ftruncate(self._journal_fd, good)
             self._journal_size = good
             self._journal_records = len(records)
+            self._snapshot_size = ends[0]
         self._broken = False
+
+    def _make_state_durable(self) -> None:
+        """fdatasync every file the recovered state names, and their directory. The last record's
+        round may have been cut short by the crash, leaving its bytes in the page cache only: read
+        back with the right CRCs, but lost at the next power cut although the resend is answered
+        as a replay."""
+        names = [*([self.open.name] if self.open else []), *self._publish]
+        fds = []
+        try:
+            for name in names:
+                for candidate in (part_name(name), name):  # not published yet, or published
+                    with contextlib.suppress(FileNotFoundError):
+                        fds.append(os.open(self.directory / candidate, os.O_RDONLY))
+                        break
+            if self._by_filesystem(len(fds) + 1):
+                self.disk.sync_filesystem(self._dir_fd)
+            else:
+                self._fdatasync_all([*fds, self._dir_fd])
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _rows_are_there(self, record: Record) -> bool:
         """Are the bytes a record names all on disk, as written? (Only the last record can lack them.)"""
@@ -358,7 +411,8 @@ class Writer:
             yield
         except OSError as exc:
             self._broken = True
-            raise StorageError(_describe(exc)) from exc
+            log.error("%s: %s", describe(exc), exc)  # the log has the path; the client's answer not
+            raise StorageError(describe(exc)) from exc
 
     def _place_segments(
         self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
@@ -410,9 +464,9 @@ class Writer:
         return _Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
     def _write_one(self, w: _Write, sync: bool) -> None:
-        _write_all(w.fd, w.chunks, w.check.start)
+        self.disk.write(w.fd, w.chunks, w.check.start)
         if sync:
-            os.fdatasync(w.fd)
+            self.disk.sync_data(w.fd)
 
     def _by_filesystem(self, files: int) -> bool:
         return self.fsync and self.syncfs_from is not None and files >= self.syncfs_from
@@ -428,19 +482,19 @@ class Writer:
         tasks = []
         if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
             for w in writes:
-                _write_all(w.fd, w.chunks, w.check.start)
+                self.disk.write(w.fd, w.chunks, w.check.start)
             fds = [*fds, *(w.fd for w in writes)]
         else:
             tasks = [self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
         try:
             if line:
-                _write_all(self._journal_fd, [line], self._journal_size)
+                self.disk.write(self._journal_fd, [line], self._journal_size)
             if not whole:
                 self._fdatasync_all(fds)
         finally:
             _wait_all(tasks)
         if whole:
-            _syncfs(self._dir_fd)
+            self.disk.sync_filesystem(self._dir_fd)
 
     def _commit(self, record: Record, writes: list[_Write], *, new_entries: bool) -> None:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
@@ -473,11 +527,14 @@ class Writer:
             _wait_all(others)
 
     def _sync_one(self, fd: int) -> None:
-        (os.fsync if fd == self._dir_fd else os.fdatasync)(fd)
+        (self.disk.sync_directory if fd == self._dir_fd else self.disk.sync_data)(fd)
 
     def _choose_name(self, first_event: int, taken: set[str]) -> str:
-        """Name from the window's first event in UTC; never one that exists or is reserved (-1, -2, ...)."""
-        stem = f"user-events-{utc_stamp(first_event)}"
+        """Name from the window's first event in UTC."""
+        return self._free_name(f"user-events-{utc_stamp(first_event)}", taken)
+
+    def _free_name(self, stem: str, taken: set[str]) -> str:
+        """stem + suffix, or the first of stem-1, stem-2, ... that no file has and no window reserves."""
         name = stem + self.suffix
         n = 0
         while name in taken or os.path.lexists(self.directory / name) or (
@@ -502,27 +559,31 @@ class Writer:
                 part = self.directory / part_name(name)
                 final = self.directory / name
                 try:
-                    if not _rename_noreplace(part, final):
-                        os.link(part, final)  # then unlink: no moment without either name
-                        os.unlink(part)
+                    self.disk.publish(part, final)
                 except FileNotFoundError:
                     continue  # published already
                 except FileExistsError:
-                    if not os.path.samefile(part, final):
-                        log.error("%s already exists: keeping the window as %s", name, part.name)
-                    else:
+                    if os.path.samefile(part, final):
                         os.unlink(part)  # linked before a crash
-                except OSError as exc:
-                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-                    os.rename(part, final)  # no hard links here; the name was chosen free
+                    else:
+                        self._publish_elsewhere(name, part)
                 pending.append(name)
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
-            log.error("could not publish committed windows yet: %s", _describe(exc))
+            log.error("could not publish committed windows yet: %s (%s)", describe(exc), exc)
             self._broken = True
             return
         self._publish = pending
+
+    def _publish_elsewhere(self, name: str, part: Path) -> None:
+        """A file this server did not write holds the window's name (it appeared after the name was
+        chosen): publish under the next free -N name, the rule for names taken at creation. The
+        journal keeps the first name; its part file is gone once this rename is durable, which
+        recovery reads as 'published already'."""
+        stem = _NUMBERED.sub("", name[: -len(self.suffix)])
+        free = self._free_name(stem, set(self._publish))
+        self.disk.publish(part, self.directory / free)
+        log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
 
     # -- journal ----------------------------------------------------------------------------
 
@@ -533,28 +594,33 @@ class Writer:
         tmp = self.directory / (JOURNAL + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, [line], 0)
+            self.disk.write(fd, [line], 0)
             if self.fsync:
-                os.fsync(fd)
+                self.disk.sync_data(fd)
             os.replace(tmp, self.directory / JOURNAL)
         except OSError:
             os.close(fd)
             raise
         # From the rename on, this descriptor is the journal: switch before anything else can fail.
         old, self._journal_fd = self._journal_fd, fd
-        self._journal_size = len(line)
+        self._journal_size = self._snapshot_size = len(line)
         self._journal_records = 1
         if old is not None:
             os.close(old)
         if self.fsync:
-            os.fsync(self._dir_fd)
+            self.disk.sync_directory(self._dir_fd)
 
     def _maybe_compact(self) -> None:
-        if self._journal_records > max(1000, 2 * self.max_keys):
+        """Replace the journal by a snapshot once it has many records (each start replays them) or
+        many bytes (a request spanning many windows writes a record of kilobytes; each start reads
+        the journal whole). Never sooner than twice the snapshot itself, which holds every key."""
+        too_many = self._journal_records > max(1000, 2 * self.max_keys)
+        too_large = self._journal_size > max(self.compact_bytes, 2 * self._snapshot_size)
+        if too_many or too_large:
             try:
                 self._write_snapshot()
             except OSError as exc:
-                log.error("journal compaction failed, will retry: %s", _describe(exc))
+                log.error("journal compaction failed, will retry: %s (%s)", describe(exc), exc)
 
     def _remember(self, key: str, events: int) -> None:
         self.keys[key] = events
@@ -564,8 +630,8 @@ class Writer:
 
 
 _OPEN_PARTS_PER_REQUEST = 256
+_NUMBERED = re.compile(r"(?<=-\d{6})-\d+$")  # the -N of user-events-YYYYMMDD-HHMMSS-N
 _PARALLEL_WRITES = 1 << 20  # bytes per request from which its files are written side by side
-_IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 
 @dataclass(slots=True)
@@ -583,78 +649,9 @@ def _wait_all(futures: list) -> None:
             raise error
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    try:
-        release = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
-    except ValueError:
-        return False
-    return os.uname().sysname == "Linux" and release >= (major, minor)
-
-
-# syncfs() reports writeback errors only from Linux 5.8 on: before that it is not used.
-_SYNCFS = getattr(_libc, "syncfs", None) if _kernel_at_least(5, 8) else None
-
-
-def _syncfs(fd: int) -> None:
-    """Everything written to the filesystem holding fd, durable: data, metadata, its journal."""
-    _checked(_SYNCFS(fd))
-
-
-def _checked(result: int, src: Path | None = None, dst: Path | None = None) -> None:
-    """A libc call's -1 as the OSError Python would raise (FileExistsError for EEXIST, ...)."""
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), src and str(src), None, dst and str(dst))
-_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
-
-
-def _rename_noreplace(src: Path, dst: Path) -> bool:
-    """Rename that fails (FileExistsError) rather than replace: Linux renameat2, one metadata
-    operation instead of link + unlink. False where the kernel or filesystem lacks it."""
-    if _renameat2 is None:
-        return False
-    try:
-        _checked(_renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE), src, dst)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return False
-        raise
-    return True
-
-
 def _identity(data: bytes) -> bytes:
     return data
 
 
 def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-def _write_all(fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> None:
-    """pwritev until every byte of the chunks is written (a write may stop short)."""
-    views = [memoryview(c) for c in chunks if len(c)]
-    while views:
-        n = os.pwritev(fd, views[:_IOV_MAX], offset)
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views.pop(0))
-        if n:
-            views[0] = views[0][n:]
-
-
-def _describe(exc: OSError) -> str:
-    reason = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exhausted",
-        errno.EROFS: "the filesystem is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.ENOENT: "the output directory is missing",
-        errno.EIO: "an I/O error occurred",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    where = f" ({exc.filename})" if exc.filename else ""
-    return f"storage unavailable: {reason}{where}"

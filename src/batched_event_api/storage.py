@@ -1,0 +1,115 @@
+"""The local filesystem calls that decide what survives a crash: writes, syncs and publishing.
+
+They are one object so that a test double (tests/powercut.py) can stand in for the disk and model
+a power cut: whatever was written but not made durable by one of these syncs is lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+_IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
+
+
+class LocalDisk:
+    """POSIX durability, as the commit protocol relies on it: file data is durable after
+    fdatasync, a name (creation, rename, unlink) after an fsync of its directory."""
+
+    @property
+    def has_syncfs(self) -> bool:
+        return _SYNCFS is not None
+
+    def write(self, fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> None:
+        """pwritev until every byte of the chunks is written (a write may stop short)."""
+        views = [memoryview(c) for c in chunks if len(c)]
+        while views:
+            n = os.pwritev(fd, views[:_IOV_MAX], offset)
+            offset += n
+            while views and n >= len(views[0]):
+                n -= len(views.pop(0))
+            if n:
+                views[0] = views[0][n:]
+
+    def sync_data(self, fd: int) -> None:
+        """A file's bytes, durable (not its name)."""
+        os.fdatasync(fd)
+
+    def sync_directory(self, fd: int) -> None:
+        """The names in a directory, durable."""
+        os.fsync(fd)
+
+    def sync_filesystem(self, fd: int) -> None:
+        """Everything written to the filesystem holding fd, durable: data, names, its journal."""
+        _checked(_SYNCFS(fd))
+
+    def publish(self, src: Path, dst: Path) -> None:
+        """Give src's file the name dst instead, never replacing a file there (FileExistsError).
+        renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else hard link, then
+        unlink (never a moment without either name); else a plain rename."""
+        if _rename_noreplace(src, dst):
+            return
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            os.rename(src, dst)  # no hard links here; the caller chose dst free
+            return
+        os.unlink(src)
+
+
+def describe(exc: OSError) -> str:
+    """What went wrong, for a client: the cause without the server's paths."""
+    return "storage unavailable: " + {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the filesystem is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOENT: "the output directory is missing",
+        errno.EIO: "an I/O error occurred",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+# -- libc calls Python's os module does not have ------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        release = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return os.uname().sysname == "Linux" and release >= (major, minor)
+
+
+# syncfs() reports writeback errors only from Linux 5.8 on: before that it is not used.
+_SYNCFS = getattr(_libc, "syncfs", None) if _kernel_at_least(5, 8) else None
+
+
+def _checked(result: int, src: Path | None = None, dst: Path | None = None) -> None:
+    """A libc call's -1 as the OSError Python would raise (FileExistsError for EEXIST, ...)."""
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), src and str(src), None, dst and str(dst))
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """Linux renameat2(RENAME_NOREPLACE): one metadata operation instead of link + unlink. False
+    where the kernel or filesystem lacks it."""
+    if _renameat2 is None:
+        return False
+    try:
+        _checked(_renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE), src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True

@@ -1,0 +1,97 @@
+"""A disk double that loses, at a simulated power cut, whatever was written but not synced.
+
+It works on a real directory: writes, creations and renames land there as they would in the
+page cache (a SIGKILL keeps them). Beside it, it keeps what POSIX promises survives a power cut:
+a file's bytes as of its last fdatasync (or syncfs), and the directory's names as of its last
+fsync (or syncfs). `power_cut()` puts the directory back to exactly that. It can also stop the
+process (raise Crash) at its N-th write or sync, the instants the commit protocol is made of.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from batched_event_api.storage import LocalDisk
+
+
+class Crash(BaseException):
+    """The process dies here (not an OSError: nothing in the writer may handle it)."""
+
+
+class PowerCutDisk(LocalDisk):
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.calls = 0  # writes and syncs so far
+        self.crash_at: int | None = None  # the call that raises Crash
+        self.crashes = 0
+        self._settle()
+
+    @property
+    def has_syncfs(self) -> bool:
+        return True
+
+    def _settle(self) -> None:
+        """Everything in the directory now is durable."""
+        self._names: dict[str, int] = {}
+        self._data: dict[int, bytes] = {}
+        for entry in os.scandir(self.directory):
+            if entry.is_file(follow_symlinks=False):
+                ino = entry.inode()
+                self._names[entry.name] = ino
+                self._data[ino] = Path(entry.path).read_bytes()
+
+    def _step(self) -> None:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            self.crash_at = None
+            self.crashes += 1
+            raise Crash
+
+    def write(self, fd: int, chunks, offset: int) -> None:
+        self._step()
+        super().write(fd, chunks, offset)
+
+    def sync_data(self, fd: int) -> None:
+        self._step()
+        with open(f"/proc/self/fd/{fd}", "rb") as f:  # fd itself may be write-only
+            self._data[os.fstat(fd).st_ino] = f.read()
+
+    def sync_directory(self, fd: int) -> None:
+        self._step()
+        self._names = self._current()
+
+    def sync_filesystem(self, fd: int) -> None:
+        self._step()
+        self._settle()
+
+    def unsynced(self) -> int:
+        """How many bytes and names a power cut now would lose."""
+        lost = 0
+        current = self._current()
+        for name, ino in current.items():
+            data = (self.directory / name).read_bytes()
+            if self._names.get(name) != ino:
+                lost += 1 + len(data)
+            else:
+                kept = self._data.get(ino, b"")
+                lost += sum(a != b for a, b in zip(data, kept)) + abs(len(data) - len(kept))
+        return lost + sum(1 for name in self._names if name not in current)
+
+    def power_cut(self) -> int:
+        """Drop everything not durable; returns unsynced() before the cut (0: nothing to drop)."""
+        lost = self.unsynced()
+        for name in self._current():
+            os.unlink(self.directory / name)
+        first: dict[int, Path] = {}  # names of one inode stay hard links of one file
+        for name, ino in self._names.items():
+            if ino in first:
+                os.link(first[ino], self.directory / name)
+            else:
+                first[ino] = self.directory / name
+                first[ino].write_bytes(self._data.get(ino, b""))
+        self._settle()
+        return lost
+
+    def _current(self) -> dict[str, int]:
+        return {e.name: e.inode() for e in os.scandir(self.directory) if e.is_file(follow_symlinks=False)}
