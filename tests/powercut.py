@@ -9,7 +9,10 @@ process (raise Crash) at its N-th write or sync, the instants the commit protoco
 
 from __future__ import annotations
 
+import collections
 import os
+import sys
+import threading
 from pathlib import Path
 
 from batched_event_api.storage import LocalDisk
@@ -25,6 +28,8 @@ class PowerCutDisk(LocalDisk):
         self.calls = 0  # writes and syncs so far
         self.crash_at: int | None = None  # the call that raises Crash
         self.crashes = 0
+        self.landed: collections.Counter[str] = collections.Counter()  # writer functions a crash stopped
+        self._lock = threading.Lock()  # large requests write and sync on several threads
         self._settle()
 
     @property
@@ -42,11 +47,13 @@ class PowerCutDisk(LocalDisk):
                 self._data[ino] = Path(entry.path).read_bytes()
 
     def _step(self) -> None:
-        self.calls += 1
-        if self.calls == self.crash_at:
-            self.crash_at = None
-            self.crashes += 1
-            raise Crash
+        with self._lock:
+            self.calls += 1
+            if self.calls == self.crash_at:
+                self.crash_at = None
+                self.crashes += 1
+                self.landed.update(_writer_frames())
+                raise Crash
 
     def write(self, fd: int, chunks, offset: int) -> None:
         self._step()
@@ -55,15 +62,19 @@ class PowerCutDisk(LocalDisk):
     def sync_data(self, fd: int) -> None:
         self._step()
         with open(f"/proc/self/fd/{fd}", "rb") as f:  # fd itself may be write-only
-            self._data[os.fstat(fd).st_ino] = f.read()
+            data = f.read()
+        with self._lock:
+            self._data[os.fstat(fd).st_ino] = data
 
     def sync_directory(self, fd: int) -> None:
         self._step()
-        self._names = self._current()
+        with self._lock:
+            self._names = self._current()
 
     def sync_filesystem(self, fd: int) -> None:
         self._step()
-        self._settle()
+        with self._lock:
+            self._settle()
 
     def unsynced(self) -> int:
         """How many bytes and names a power cut now would lose."""
@@ -73,9 +84,8 @@ class PowerCutDisk(LocalDisk):
             data = (self.directory / name).read_bytes()
             if self._names.get(name) != ino:
                 lost += 1 + len(data)
-            else:
-                kept = self._data.get(ino, b"")
-                lost += sum(a != b for a, b in zip(data, kept)) + abs(len(data) - len(kept))
+            elif data != self._data.get(ino, b""):
+                lost += max(len(data), len(self._data.get(ino, b"")))
         return lost + sum(1 for name in self._names if name not in current)
 
     def power_cut(self) -> int:
@@ -95,3 +105,14 @@ class PowerCutDisk(LocalDisk):
 
     def _current(self) -> dict[str, int]:
         return {e.name: e.inode() for e in os.scandir(self.directory) if e.is_file(follow_symlinks=False)}
+
+
+def _writer_frames() -> set[str]:
+    """The writer's functions on the calling thread's stack."""
+    names = set()
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith("writer.py"):
+            names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names

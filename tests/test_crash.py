@@ -6,6 +6,7 @@ nothing is duplicated, nothing of an unacknowledged request survives on its own.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import threading
@@ -42,8 +43,14 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
 
     out = tmp_path / "crashy"
     server = Server(out).start()
-    kills = replays = 0
+    kills = 0
+    # Where each kill landed: between requests (after an answer), before the request wrote
+    # anything, while it was writing (bytes on disk past the last acknowledged state: rolled
+    # back), or after its commit but before its answer (its resend is answered as a replay).
+    landed = collections.Counter()
     index = 0
+    acknowledged = _sizes(out)
+    unanswered: str | None = None
     try:
         while index < len(bodies):
             timer = None
@@ -58,17 +65,31 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
                 timer.join()
             if response is not None:
                 assert response.status_code == 200, response.text
-                replays += bool(response.json().get("replay"))
+                replayed = bool(response.json().get("replay"))
+                if unanswered is not None:
+                    landed["after the commit, before the answer" if replayed else unanswered] += 1
+                    unanswered = None
                 index += 1
             if server.proc.poll() is not None or timer is not None:
                 server.kill()
                 kills += 1
+                if response is not None:
+                    landed["between requests"] += 1
+                else:
+                    unanswered = "while writing" if _sizes(out) != acknowledged else "before any write"
                 server = Server(out).start()  # same directory: recover and carry on
+            acknowledged = _sizes(out)  # what was answered, or what recovery left
         assert server.stop() == 0
     finally:
         if server.proc.poll() is None:
             server.kill()
+    print(f"seed {seed}: {len(bodies)} requests, {kills} kills survived; landed: {dict(landed)}")
     assert kills >= 20
+    assert landed["while writing"] + landed["after the commit, before the answer"] >= 1  # some hit a commit
     assert csv_files(out) == expected
     assert not [p.name for p in out.iterdir() if p.name.endswith(".inprogress")]
-    print(f"seed {seed}: {len(bodies)} requests, {kills} kills survived, {replays} answered as replays")
+
+
+def _sizes(directory) -> dict[str, int]:
+    """Every file's size (the journal's included): what a request's writes change."""
+    return {p.name: p.stat().st_size for p in directory.iterdir()} if directory.exists() else {}

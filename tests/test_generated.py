@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from conftest import csv_files
 from model import generate_events, model_files
 
+# Every durability mode writes the same files (requests of 400 events span up to ~20 windows).
+MODES = {"default": [], "fsync-never": ["--fsync", "never"], "sync-per-file": ["--sync-many", "per-file"]}
 
-def test_generated_events_in_random_requests_match_the_model(server_factory):
+
+@pytest.mark.parametrize("mode", MODES)
+def test_generated_events_in_random_requests_match_the_model(server_factory, mode):
     rng = random.Random(20241125)
     events = generate_events(rng, 3000)
-    server = server_factory()
+    server = server_factory(*MODES[mode])
     i = 0
     while i < len(events):
         n = rng.choice([1, 2, 10, 100, 400])

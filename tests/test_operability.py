@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import socket
 import subprocess
 import sys
 
@@ -154,3 +155,27 @@ def test_send_reads_stdin(server_factory):
     assert b"sent 250 events" in result.stdout and b"in 3 requests" in result.stdout
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(events)
+
+
+def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
+    server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
+    big = ndjson([{"time": "2024-07-01T02:03:04Z", "id": i, "description": "x" * 100_000} for i in range(8)])
+    events = generate_events(random.Random(13), 2000)  # about 400 KB: does not fit beside `big`
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    err_path = tmp_path / "send.err"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as holder, open(err_path, "w") as err:
+        holder.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big))
+        proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", "--url", server.url,
+                                 "--batch-lines", "100000", str(path)], stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            assert wait_for(lambda: "HTTP 503" in err_path.read_text())
+            holder.sendall(big)  # the budget frees up once this request is written
+            assert holder.recv(4096).startswith(b"HTTP/1.1 200")
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err_path.read_text()
+    assert "retrying in 1.0s: HTTP 503" in err_path.read_text()  # not the first backoff step, 0.2s
+    assert "sent 2,000 events" in out

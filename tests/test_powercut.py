@@ -24,8 +24,13 @@ SECOND, MINUTE = 10**9, 60 * 10**9
 SEEDS = [int(s) for s in os.environ.get("BEA_POWERCUT_SEEDS", "1,2,3,4,5,6").split(",")]
 
 
-def started(directory, disk) -> Writer:
-    writer = Writer(directory, POLICY, disk=disk)
+def files(directory) -> dict[str, bytes]:
+    """The committed files, compressed or not."""
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.csv*"))}
+
+
+def started(directory, disk, **options) -> Writer:
+    writer = Writer(directory, POLICY, disk=disk, **options)
     try:
         writer.start()
     except Crash:
@@ -63,39 +68,75 @@ def test_a_replayed_request_survives_a_later_power_cut(tmp_path):
     }
 
 
-def _requests(seed: int) -> list[tuple[list[int], Rows]]:
+def _prepared(events: list[dict]) -> tuple[list[int], Rows]:
+    prepared = prepare(ndjson(events), max_line=1 << 22)
+    return prepared.times, prepared.rows
+
+
+def _mixed(seed: int) -> list[tuple[list[int], Rows]]:
+    """Requests of 1 to 60 generated events, a few windows each."""
     events = generate_events(random.Random(seed), 1600)
     rng = random.Random(seed)
     out, i = [], 0
     while i < len(events):
         n = rng.choice([1, 5, 20, 60])
-        prepared = prepare(ndjson(events[i : i + n]), max_line=1 << 20)
-        out.append((prepared.times, prepared.rows))
+        out.append(_prepared(events[i : i + n]))
         i += n
     return out
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp_path, seed):
-    requests = _requests(seed)
+def _large(seed: int) -> list[tuple[list[int], Rows]]:
+    """Requests of over 1 MiB of rows: their files are written and synced on parallel threads."""
+    events = generate_events(random.Random(seed), 240)
+    for event in events:
+        event["description"] = "d" * 60_000
+    return [_prepared(events[i : i + 20]) for i in range(0, len(events), 20)]
+
+
+def _many_windows(seed: int) -> list[tuple[list[int], Rows]]:
+    """Requests spanning 300 windows each: their part files are written and synced in batches."""
+    rng = random.Random(seed)
+    out = []
+    for r in range(4):
+        times = [(r * 300 + w) * 10 * MINUTE + rng.randrange(MINUTE) for w in range(300)]
+        out.append((times, Rows.from_lines([f"r{r}-w{w}" for w in range(300)])))
+    return out
+
+
+# name: (requests, writer options, the writer function crashes are aimed at, seeds)
+WORKLOADS = {
+    "mixed": (_mixed, {}, "_commit", SEEDS),
+    "gzip": (_mixed, {"compress": True}, "_commit", SEEDS[:2]),
+    "compaction": (_mixed, {"compact_bytes": 512}, "_write_snapshot", SEEDS[:2]),  # one every request or two
+    "large": (_large, {}, "_write_one", SEEDS[:2]),  # a file written and synced on an I/O thread
+    "many-windows": (_many_windows, {}, "_place_segments", SEEDS[:2]),  # a batch of 256 part files flushed
+}
+
+
+@pytest.mark.parametrize(("workload", "seed"), [(w, s) for w, (*_, seeds) in WORKLOADS.items() for s in seeds])
+def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp_path, workload, seed):
+    make, options, aim, _ = WORKLOADS[workload]
+    requests = make(seed)
     clean = tmp_path / "clean"
     clean.mkdir()
-    writer = Writer(clean, POLICY, fsync=False)  # the same files; durability is not under test here
+    writer = Writer(clean, POLICY, fsync=False, **options)  # the same files; durability is not under test here
     writer.start()
     for i, (times, rows) in enumerate(requests):
         writer.apply(times, rows, key=f"k{i}")
     writer.commit_open()
     writer.close()
-    expected = csv_files(clean)
+    expected = files(clean)
+    assert expected
 
     out = tmp_path / "out"
     out.mkdir()
     disk = PowerCutDisk(out)
     rng = random.Random(seed)
-    writer = started(out, disk)
+    writer = started(out, disk, **options)
     index = cuts = cuts_that_dropped = replays = 0
+    crash_rate = 0.3 if len(requests) > 40 else 0.8  # short workloads: more crashes per request
     while index < len(requests):
-        if rng.random() < 0.3:
+        if rng.random() < crash_rate:
             disk.crash_at = disk.calls + rng.randint(1, 8)  # somewhere in this request, or the next ones
         try:
             applied = writer.apply(*requests[index], key=f"k{index}")
@@ -110,8 +151,10 @@ def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp
                 cuts += 1
                 cuts_that_dropped += disk.power_cut() > 0
             while True:  # recovery itself may be where the next crash lands
+                if rng.random() < 0.3:
+                    disk.crash_at = disk.calls + rng.randint(1, 6)
                 try:
-                    writer = started(out, disk)
+                    writer = started(out, disk, **options)
                     break
                 except Crash:
                     pass
@@ -119,9 +162,11 @@ def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp
     writer.commit_open()
     writer.close()
     disk.power_cut()
-    writer = started(out, disk)
+    writer = started(out, disk, **options)
     writer.close()
-    assert csv_files(out) == expected
-    print(f"seed {seed}: {len(requests)} requests, {disk.crashes} crashes, {cuts} power cuts "
-          f"({cuts_that_dropped} dropped unsynced writes), {replays} resends answered as replays")
-    assert disk.crashes >= 10 and cuts_that_dropped >= 3
+    assert files(out) == expected
+    print(f"{workload} seed {seed}: {len(requests)} requests, {disk.crashes} crashes, {cuts} power cuts "
+          f"({cuts_that_dropped} dropped unsynced writes), {replays} resends answered as replays; "
+          f"crashes in {aim}: {disk.landed[aim]}, in recovery: {disk.landed['recover']}")
+    assert disk.landed[aim] >= 1 and disk.landed["recover"] >= 1
+    assert disk.crashes >= min(10, len(requests) // 2) and cuts_that_dropped >= 1

@@ -122,3 +122,14 @@ def test_a_second_server_on_the_same_directory_is_refused_clearly(server_factory
     assert result.returncode == 1
     assert "in use by another batched-event-api" in result.stderr and "Traceback" not in result.stderr
     assert server.client.get("/healthz").status_code == 200
+
+
+def test_a_window_recovered_after_a_crash_is_committed_by_the_idle_timer(server_factory, tmp_path):
+    out = tmp_path / "out"
+    first = server_factory("--idle-close", "300ms", output=out)
+    assert first.post(_body(*["2024-07-01T02:03:0%dZ" % i for i in range(5)])).status_code == 200
+    first.kill()
+    assert csv_files(out) == {}
+    server_factory("--idle-close", "300ms", output=out)  # no request after the restart
+    assert wait_for(lambda: "user-events-20240701-020300.csv" in csv_files(out))
+    assert csv_files(out)["user-events-20240701-020300.csv"].count(b"\n") == 5

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import csv_files
+from conftest import csv_files, wait_for
 from model import generate_events, model_files, ndjson
 
 NOBODY = 65534
@@ -49,7 +49,10 @@ def test_full_disk_gives_503_and_recovers_when_space_returns(server_factory, sma
         if response.status_code == 503:
             refused = chunk
             assert "disk is full" in response.json()["error"]
-            assert server.client.get("/readyz").status_code in (200, 503)
+            assert str(small_disk) not in response.text  # paths go to the log, not to clients
+            readiness = server.client.get("/readyz")  # the next write would fail the same way
+            assert readiness.status_code == 503 and "disk is full" in readiness.json()["error"]
+            assert str(small_disk) not in readiness.text
             break
         assert response.status_code == 200
         accepted.extend(chunk)
@@ -87,10 +90,28 @@ def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivilege
         response = server.post(ndjson(second))
         assert response.status_code == 503
         assert "permission denied" in response.json()["error"]
-        assert server.client.get("/readyz").status_code == 503
+        assert str(unprivileged_dir) not in response.text
+        readiness = server.client.get("/readyz")
+        assert readiness.status_code == 503 and "not writable" in readiness.json()["error"]
     finally:
         out.chmod(0o755)
     assert server.client.get("/readyz").status_code == 200
     assert server.post(ndjson(second)).status_code == 200
     assert server.stop() == 0
     assert csv_files(out) == model_files(first + second)
+
+
+def test_a_failed_idle_commit_is_retried_without_a_new_request(server_factory, unprivileged_dir):
+    out = unprivileged_dir / "out"
+    server = server_factory("--idle-close", "300ms", output=out,
+                            wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+    events = [{"time": "2024-07-01T02:03:04Z", "id": 1}]
+    assert server.post(ndjson(events)).status_code == 200
+    out.chmod(0o555)  # the idle commit cannot publish the window
+    try:
+        assert wait_for(lambda: "idle commit failed, retrying" in server.log.read_text())
+        assert csv_files(out) == {}
+    finally:
+        out.chmod(0o755)
+    assert wait_for(lambda: csv_files(out) == model_files(events))  # no request needed
+    assert server.client.get("/readyz").status_code == 200

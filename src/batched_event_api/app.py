@@ -7,6 +7,7 @@ on one-event requests); Starlette serves everything else, including the OpenAPI 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
 import os
@@ -28,6 +29,7 @@ from . import openapi
 from .config import Settings
 from .errors import ClientError, StorageError
 from .metrics import Metrics
+from .pending import Hold, PendingBytes
 from .prepare import SLICE, prepare
 from .render import COLUMNS
 from .windows import WindowPolicy
@@ -37,9 +39,14 @@ log = logging.getLogger("batched_event_api")
 access_log = logging.getLogger("batched_event_api.access")
 
 INGEST_PATH = "/user/event"
-ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain"}
+# What curl sends without -H (application/x-www-form-urlencoded) is taken as NDJSON, as the
+# reference did; types that are clearly something else are refused.
+ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain",
+                  "application/x-www-form-urlencoded"}
 # Bodies larger than this are prepared off the event loop, in slices on several threads.
 _INLINE_PREPARE = 256 * 1024
+_SPACE_MARGIN = 1 << 20  # bytes of free space beyond a refused request's size before /readyz says ready
+_IDLE_RETRY_FIRST, _IDLE_RETRY_MAX = 1.0, 60.0  # seconds between retries of a failed idle commit
 _PREPARE_THREADS = min(4, os.cpu_count() or 1)
 _JSON = msgspec.json.Encoder()
 
@@ -67,10 +74,15 @@ class Ingest:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_deadline = 0.0
         self._idle_task: asyncio.Task[None] | None = None
+        self._idle_retry = _IDLE_RETRY_FIRST
+        self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
 
     async def start(self) -> None:
         await self._on_writer(self.writer.start)
         self._update_open_gauges()
+        if self.writer.open is not None or not self.writer.healthy:
+            # A window recovered after a crash (or a publish left to retry) gets its idle commit too.
+            self._arm_idle_timer(self.settings.idle_close)
 
     async def stop(self) -> None:
         if self._idle_timer is not None:
@@ -84,10 +96,8 @@ class Ingest:
         self._prepare_threads.shutdown()
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
-        if not self.settings.fsync:
-            # Nothing blocks for long without fsync: run on the event loop itself, which
-            # serializes the calls just as the writer thread does, without the thread hop.
-            return fn(*args)
+        # Even without fsync the writer gzips windows, writes up to 64 MiB and renames: never on
+        # the event loop, where it would stall every connection.
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
 
     async def apply(self, body: bytes, key: str | None) -> Applied:
@@ -98,7 +108,14 @@ class Ingest:
             prepared = await asyncio.get_running_loop().run_in_executor(None, work)
         else:
             prepared = prepare(body, max_line)
-        applied: Applied = await self._on_writer(self.writer.apply, prepared.times, prepared.rows, key)
+        try:
+            applied: Applied = await self._on_writer(self.writer.apply, prepared.times, prepared.rows, key)
+        except StorageError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # Its rows, plus room for the journal and the blocks of new part files.
+                self._space_needed = len(body) + _SPACE_MARGIN
+            raise
+        self._space_needed = 0
         m = self.metrics
         if applied.replay:
             m.replays.inc()
@@ -107,12 +124,20 @@ class Ingest:
             m.late.inc(applied.late)
             self._record_commits(applied.committed)
         if applied.accepted and not applied.replay:
-            self._arm_idle_timer()
+            self._arm_idle_timer(self.settings.idle_close)
         return applied
 
-    async def ready(self) -> bool:
-        healthy = self.writer.healthy or await self._on_writer(self.writer.heal)
-        return healthy and os.access(self.settings.output, os.W_OK)
+    async def unready_reason(self) -> str | None:
+        """Why the service cannot take a request now, or None when it can."""
+        if not (self.writer.healthy or await self._on_writer(self.writer.heal)):
+            return f"storage error: {self.writer.problem}"
+        if not os.access(self.settings.output, os.W_OK):
+            return "the output directory is not writable"
+        if self._space_needed:
+            fs = os.statvfs(self.settings.output)
+            if fs.f_bavail * fs.f_frsize < self._space_needed:
+                return "storage error: the disk is full"
+        return None
 
     def _record_commits(self, committed: list[Committed]) -> None:
         for c in committed:
@@ -125,10 +150,10 @@ class Ingest:
         self.metrics.open_start.set(w.start / 1e9 if w else 0)
         self.metrics.open_rows.set(w.rows if w else 0)
 
-    def _arm_idle_timer(self) -> None:
+    def _arm_idle_timer(self, delay: float) -> None:
         # One timer at a time; a request only moves the deadline, the timer re-arms itself late.
         loop = asyncio.get_running_loop()
-        self._idle_deadline = loop.time() + self.settings.idle_close
+        self._idle_deadline = loop.time() + delay
         if self._idle_timer is None:
             self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
 
@@ -141,10 +166,18 @@ class Ingest:
         self._idle_task = loop.create_task(self._idle_commit())  # kept referenced until done
 
     async def _idle_commit(self) -> None:
+        """Commit the open window and publish what is committed; on a storage error, try again
+        with backoff (a quiet source's last window must not wait for its next request)."""
         try:
             self._record_commits(await self._on_writer(self.writer.commit_open))
+            if not self.writer.healthy and not await self._on_writer(self.writer.heal):
+                raise StorageError(self.writer.problem)
         except StorageError as exc:
-            log.error("idle commit failed, will retry on the next request: %s", exc)
+            log.error("idle commit failed, retrying in %gs: %s", self._idle_retry, exc)
+            self._arm_idle_timer(self._idle_retry)
+            self._idle_retry = min(self._idle_retry * 2, _IDLE_RETRY_MAX)
+            return
+        self._idle_retry = _IDLE_RETRY_FIRST
 
 
 # -- the raw ASGI ingest route ----------------------------------------------------------------
@@ -169,6 +202,8 @@ class IngestEndpoint:
         self.settings = settings
         self.metrics = metrics
         self.auth = BearerAuth(settings.auth_token)
+        self.pending = PendingBytes(settings.max_pending)
+        metrics.pending.set_function(lambda: self.pending.used)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         try:
@@ -199,9 +234,10 @@ class IngestEndpoint:
         key = headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
             raise ClientError("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
-        body = await read_body(receive, headers, self.settings, gzip=encoding == "gzip")
-        self.metrics.bytes.inc(len(body))
-        applied = await self.ingest.apply(body, key)
+        with self.pending.hold() as hold:
+            body = await read_body(receive, headers, self.settings, hold, gzip=encoding == "gzip")
+            self.metrics.bytes.inc(len(body))
+            applied = await self.ingest.apply(body, key)
         response: dict[str, Any] = {"accepted": applied.accepted}
         if applied.replay:
             response["replay"] = True
@@ -212,13 +248,17 @@ def _headers(scope: dict) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *, gzip: bool) -> bytearray:
-    """The whole request body, never holding more than the limit (after decompression)."""
+async def read_body(receive: Any, headers: dict[str, str], settings: Settings, hold: Hold, *, gzip: bool) -> bytearray:
+    """The whole request body, never holding more than the limit (after decompression), counted
+    against the pending-bytes budget: by Content-Length before reading, else as it arrives."""
     limit = settings.max_body
     too_large = ClientError(f"request body larger than the limit of {limit} bytes", status=413)
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit and not gzip:
-        raise too_large
+    known = declared is not None and declared.isdigit() and not gzip
+    if known:
+        if int(declared) > limit:
+            raise too_large
+        hold.take(int(declared))
     gunzip = _Gunzip() if gzip else None
     body = bytearray()  # grows in place: no second copy of a large body
 
@@ -230,16 +270,17 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, *
             chunk = gunzip.feed(chunk, limit - len(body), too_large)
         if len(body) + len(chunk) > limit:
             raise too_large
+        if not known:
+            hold.take(len(chunk))
         body.extend(chunk)
         return message.get("more_body", False)
 
-    if take(await receive()):  # a small body is usually whole in the first message: no timer then
-        try:
-            async with asyncio.timeout(settings.body_timeout):
-                while take(await receive()):
-                    pass
-        except TimeoutError:
-            raise ClientError("timed out reading the request body", status=408) from None
+    try:  # from the first byte on: a client that declares a body and sends nothing is cut off too
+        async with asyncio.timeout(settings.body_timeout):
+            while take(await receive()):
+                pass
+    except TimeoutError:
+        raise ClientError("timed out reading the request body", status=408, headers={"connection": "close"}) from None
     if gunzip is not None and not gunzip.complete:
         raise ClientError("truncated gzip body", status=400)
     return body
@@ -299,9 +340,12 @@ def create_app(settings: Settings) -> Any:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if await ingest.ready():
+        reason = await ingest.unready_reason()
+        if reason is None and endpoint.pending.used + settings.max_body > settings.max_pending:
+            reason = "pending-bytes limit reached: no room for a request of --max-body bytes"
+        if reason is None:
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "unavailable", "error": f"{settings.output} is not writable"}, status_code=503)
+        return JSONResponse({"status": "unavailable", "error": reason}, status_code=503)
 
     async def metrics_route(request: Request) -> Response:
         try:

@@ -87,8 +87,20 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))
 @click.option("--max-keys", type=click.IntRange(1), default=10_000, help="Idempotency keys remembered (across restarts).",
               **_env("MAX_KEYS"))
-@click.option("--body-timeout", type=Duration(), default="30s", help="Time allowed to receive a request body (408 after).",
+@click.option("--body-timeout", type=Duration(), default="30s",
+              help="Time allowed to receive a request body, from the end of its headers (408 after).",
               **_env("BODY_TIMEOUT"))
+@click.option("--header-timeout", type=Duration(), default="10s",
+              help="Time allowed from a connection's opening, or a request's first byte, to the end of its headers "
+              "(408 and closed after).", **_env("HEADER_TIMEOUT"))
+@click.option("--keep-alive", type=Duration(), default="5s", help="How long an idle keep-alive connection stays open.",
+              **_env("KEEP_ALIVE"))
+@click.option("--max-connections", type=click.IntRange(1), default=1024,
+              help="Open connections at most; one more is answered 503 and closed.", **_env("MAX_CONNECTIONS"))
+@click.option("--max-pending", type=Size(), default="256MiB",
+              help="Request body bytes received and not yet written, across all requests: a request that would pass "
+              "it is answered 503 with Retry-After (by Content-Length before its body is read). At least --max-body.",
+              **_env("MAX_PENDING"))
 @click.option("--auth-token", default=None, help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset).",
               **_env("AUTH_TOKEN"))
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -105,6 +117,9 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
     if auth_token_file is not None:
         options["auth_token"] = auth_token_file.read_text().strip()
     options["fsync"] = options["fsync"] == "always"
+    if options["max_pending"] < options["max_body"]:
+        raise click.BadParameter("must be at least --max-body (a request of --max-body bytes could never pass)",
+                                 param_hint="'--max-pending'")
     settings = Settings(**options)
     configure_logging(settings.log_format, settings.log_level)
     try:
@@ -115,6 +130,9 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
     import uvicorn
 
     from .app import create_app
+    from .protocol import protocol_class
+
+    _raise_open_files_limit()
 
     app = create_app(settings)
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
@@ -131,10 +149,11 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=protocol_class(settings),
         lifespan="on",
         access_log=False,
         log_config=None,
+        timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # a float works: call_later
         timeout_graceful_shutdown=30,
     )
     server = _server_class()(config)
@@ -245,6 +264,17 @@ class _Progress:
             self._bar.console.print(f"[yellow]{message}")
         else:
             click.echo(message, err=True)
+
+
+def _raise_open_files_limit() -> None:
+    """Soft limit on open files up to the hard one (as Go's runtime does): connections and part
+    files share it, and 1024, a common soft default, is too few for --max-connections 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _server_class() -> type:

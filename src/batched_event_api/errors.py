@@ -47,3 +47,7 @@ class EventError(ClientError):
 
 class StorageError(Exception):
     """The output directory cannot take the write (full, read-only, missing): answered 503."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -17,6 +17,7 @@ class Metrics:
         self.windows = Counter("bea_windows_committed", "Window files committed", registry=r)
         self.replays = Counter("bea_idempotent_replays", "Requests answered from an already applied Idempotency-Key", registry=r)
         self.open_start = Gauge("bea_open_window_start_seconds", "Start of the open window (event time, Unix seconds); 0 when none", registry=r)
+        self.pending = Gauge("bea_pending_bytes", "Request body bytes received and not yet written", registry=r)
         self.open_rows = Gauge("bea_open_window_rows", "Rows in the open window", registry=r)
         self.duration = Histogram(
             "bea_request_duration_seconds",

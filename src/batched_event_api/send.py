@@ -19,6 +19,7 @@ import httpx
 
 # Answers worth retrying: the request may succeed later unchanged.
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 60.0  # seconds: the longest Retry-After honoured as given
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Sender:
         delay = 0.2
         for attempt in range(self.retries + 1):
             problem = ""
+            wait = delay
             try:
                 response = self._client.post(self.endpoint, content=body, headers={"Idempotency-Key": key})
             except httpx.TransportError as exc:
@@ -123,14 +125,23 @@ class Sender:
                 if response.status_code not in RETRY_STATUSES:
                     raise SendError(_describe_refusal(response, chunk, path))
                 problem = f"HTTP {response.status_code}: {_error_text(response)}"
+                asked = _retry_after(response)
+                if asked is not None:  # the server said when: no sooner (and not for ever)
+                    wait = min(max(asked, delay), MAX_RETRY_AFTER)
             if attempt == self.retries:
                 raise SendError(f"{path}: lines {chunk.first_line}-{chunk.first_line + chunk.lines - 1}: "
                                 f"gave up after {self.retries} retries: {problem}")
             summary.retries += 1
             if self.progress is not None:
-                self.progress.note(f"retrying in {delay:.1f}s: {problem}")  # type: ignore[attr-defined]
-            time.sleep(delay)  # backoff between retries of a real network call
+                self.progress.note(f"retrying in {wait:.1f}s: {problem}")  # type: ignore[attr-defined]
+            time.sleep(wait)  # backoff between retries of a real network call
             delay = min(delay * 2, 10.0)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is not used by this service)."""
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -200,6 +200,7 @@ class Writer:
         self._snapshot_size = 0
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
+        self.problem = ""  # the last storage error, as a client may read it
         # Writes and syncs of a request's files run side by side: a thread blocked in fdatasync
         # costs nothing, and concurrent syncs share the filesystem's journal commits.
         self._io_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
@@ -264,7 +265,7 @@ class Writer:
         self._publish = list(last.publish)
         if self.fsync:
             self._make_state_durable()
-        self._publish_pending()
+        published = self._publish_pending()
         if self.fsync:
             self.disk.sync_directory(self._dir_fd)  # before any record stops listing them
         self._restore_open_part()
@@ -283,7 +284,7 @@ class Writer:
             self._journal_size = good
             self._journal_records = len(records)
             self._snapshot_size = ends[0]
-        self._broken = False
+        self._broken = not published  # a publish that failed is retried at the next step
 
     def _make_state_durable(self) -> None:
         """fdatasync every file the recovered state names, and their directory. The last record's
@@ -391,12 +392,13 @@ class Writer:
         return [closed]
 
     def heal(self) -> bool:
-        """Try to recover after a storage error; True when the writer can take requests again."""
+        """Try to recover after a storage error; True when every committed window is published
+        and the writer can take requests again."""
         try:
             self._ensure_healthy()
         except StorageError:
             return False
-        return True
+        return not self._broken
 
     def _ensure_healthy(self) -> None:
         if self._broken:
@@ -411,8 +413,9 @@ class Writer:
             yield
         except OSError as exc:
             self._broken = True
-            log.error("%s: %s", describe(exc), exc)  # the log has the path; the client's answer not
-            raise StorageError(describe(exc)) from exc
+            self.problem = describe(exc)
+            log.error("%s: %s", self.problem, exc)  # the log has the path; the client's answer not
+            raise StorageError(self.problem, errno=exc.errno) from exc
 
     def _place_segments(
         self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
@@ -550,7 +553,7 @@ class Writer:
         self._publish = publish
         self._publish_pending()
 
-    def _publish_pending(self) -> None:
+    def _publish_pending(self) -> bool:
         """Step 3: committed part files get their final names. self._publish keeps the names this
         published (or could not), so the next record lists them until a round syncs the directory."""
         pending = []
@@ -570,10 +573,12 @@ class Writer:
                 pending.append(name)
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
-            log.error("could not publish committed windows yet: %s (%s)", describe(exc), exc)
+            self.problem = describe(exc)
+            log.error("could not publish committed windows yet: %s (%s)", self.problem, exc)
             self._broken = True
-            return
+            return False
         self._publish = pending
+        return True
 
     def _publish_elsewhere(self, name: str, part: Path) -> None:
         """A file this server did not write holds the window's name (it appeared after the name was

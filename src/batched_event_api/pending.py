@@ -1,0 +1,47 @@
+"""The pending-bytes budget: request bodies received (or being received) and not yet written.
+
+Bounding it bounds memory however many large bodies arrive at once: a request that would pass it
+is refused with 503 + Retry-After, by its Content-Length before any of its body is read, or (for
+chunked and gzip bodies) as soon as what arrived passes it. Used from the event loop only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from .errors import ClientError
+
+RETRY_AFTER = "1"  # seconds a refused client waits before it tries again
+
+
+class PendingBytes:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Hold]:
+        """A request's share of the budget, given back when the request is done with."""
+        hold = Hold(self)
+        try:
+            yield hold
+        finally:
+            self.used -= hold.taken
+
+
+class Hold:
+    def __init__(self, budget: PendingBytes) -> None:
+        self.budget = budget
+        self.taken = 0
+
+    def take(self, size: int) -> None:
+        budget = self.budget
+        if budget.used + size > budget.limit:
+            raise ClientError(
+                f"the server holds too many request bytes not yet written (limit {budget.limit}); retry shortly",
+                status=503,
+                headers={"retry-after": RETRY_AFTER, "connection": "close"},
+            )
+        budget.used += size
+        self.taken += size
