@@ -4,16 +4,31 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench clean
+.PHONY: run test bench sanitize clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
 
-test: $(STAMP)
+test: $(STAMP) sanitize
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# The native pass built with AddressSanitizer and UndefinedBehaviorSanitizer (any finding aborts),
+# then its differential, hypothesis and vector tests run against that build.
+SANITIZED := build/sanitize
+PYCONFIG   = $(BIN)/python -c 'import sysconfig, sys; print(sysconfig.get_config_var(sys.argv[1]) or sysconfig.get_paths()[sys.argv[1]])'
+sanitize: $(STAMP)
+	rm -rf $(SANITIZED) && mkdir -p $(SANITIZED) && cp -r src/batched_event_api $(SANITIZED)/
+	rm -f $(SANITIZED)/batched_event_api/*.so
+	gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -std=c11 -Wall -Wextra -Wno-unused-parameter -I"$$($(PYCONFIG) include)" \
+	    src/batched_event_api/_native.c -o $(SANITIZED)/batched_event_api/_native$$($(PYCONFIG) EXT_SUFFIX)
+	PYTHONPATH=$(SANITIZED) ASAN_OPTIONS=detect_leaks=0 \
+	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	    sh -c '$(BIN)/python -c "import batched_event_api._native as n; assert \"$(SANITIZED)\" in n.__file__, n.__file__" && \
+	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py'
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)

@@ -156,6 +156,7 @@ static int unescape(const Text *s, Buf *t) {
             put1(t, (char)*p++);
             continue;
         }
+        if (e - p < 2) return GIVE_UP; /* a backslash at the very end: never read past the text */
         unsigned char c = p[1];
         p += 2;
         switch (c) {

@@ -41,7 +41,10 @@ class Hold:
             raise ClientError(
                 f"the server holds too many request bytes not yet written (limit {budget.limit}); retry shortly",
                 status=503,
-                headers={"retry-after": RETRY_AFTER, "connection": "close"},
+                # The connection stays open: the rest of the body is read and discarded (uvicorn
+                # drops body bytes after the response), so a client that writes its whole body
+                # before reading gets this answer instead of a reset.
+                headers={"retry-after": RETRY_AFTER},
             )
         budget.used += size
         self.taken += size
