@@ -2,7 +2,7 @@
 FROM python:3.11.7-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY requirements.lock pyproject.toml setup.py README.md ./
+COPY requirements.lock pyproject.toml setup.py README.md LICENSE ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -c "import zipfile, glob, sys; w = glob.glob('/wheels/*.whl')[0]; sys.exit(not any(n.endswith('.so') for n in zipfile.ZipFile(w).namelist()))"
@@ -19,8 +19,11 @@ RUN pip install --no-cache-dir -r requirements.lock && pip install --no-cache-di
 
 USER app
 VOLUME ["/data"]
+# Configured through the environment (every option has a BEA_ variable), so that the health check
+# reads the same port as the server: set BEA_PORT, not --port, to move it.
+ENV BEA_OUTPUT=/data BEA_HOST=0.0.0.0 BEA_PORT=8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"BEA_PORT\"]}/healthz', timeout=2)"
 ENTRYPOINT ["batched-event-api"]
-CMD ["serve", "--output", "/data", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["serve"]

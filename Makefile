@@ -4,13 +4,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench sanitize clean
+.PHONY: run test bench sanitize browser clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
 
-test: $(STAMP) sanitize
+test: $(STAMP) sanitize browser
 	$(BIN)/python -m pytest
+
+# The /docs test renders the page in a headless Chromium (Debian's package): installed when missing.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	    { echo "make test needs Chromium for the /docs test: sudo apt-get install chromium"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("BEA_SHARED", ROOT.parent / "shared"))
-GOLDEN = SHARED / "golden"
-SEED = SHARED / "seed" / "data"
+GOLDEN = ROOT / "tests" / "golden"  # the reference's own output and rendering vectors
+SEED = ROOT / "examples"  # the sample datasets the README sends
 NDJSON = {"content-type": "application/x-ndjson"}
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN
+from conftest import GOLDEN, SEED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +23,6 @@ from batched_event_api.prepare import _native, prepare
 from batched_event_api.render import csv_line, go_float
 
 LIMIT = 1 << 20
-SEED_DATA = Path(__file__).resolve().parents[2] / "shared" / "seed" / "data"
 
 
 def test_the_native_pass_is_built():
@@ -55,7 +54,7 @@ def same_as_python(body: bytes) -> None:
 
 
 def test_seed_datasets_are_taken_whole_and_match():
-    for path in sorted(SEED_DATA.glob("*.ndjson")):
+    for path in sorted(SEED.glob("*.ndjson")):
         body = path.read_bytes()
         rows, times, stop = transcode(body)
         assert stop == len(body) and len(rows) == body.count(b"\n")

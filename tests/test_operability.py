@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import shlex
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 from conftest import Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -179,3 +183,129 @@ def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
     assert proc.returncode == 0, err_path.read_text()
     assert "retrying in 1.0s: HTTP 503" in err_path.read_text()  # not the first backoff step, 0.2s
     assert "sent 2,000 events" in out
+
+
+GOOD_EVENTS = [{"time": "2024-07-01T02:03:04Z", "id": 1}]
+
+
+def test_send_refuses_a_url_without_a_scheme_at_once(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(GOOD_EVENTS))
+    proc = _send("--url", "127.0.0.1:8080", str(path))
+    out, err = proc.communicate(timeout=30)  # no retries: a configuration error fails at once
+    assert proc.returncode == 2
+    assert "is not an http:// or https:// URL" in err and "retrying" not in err
+
+
+def test_send_prints_how_to_resume_and_a_resend_applies_nothing_twice(server_factory, tmp_path):
+    server = server_factory()
+    events = generate_events(random.Random(14), 300)
+    lines = ndjson(events).splitlines(keepends=True)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(lines[:250]) + b'{"time":"2024-07-01T02:03:04Z","id":"x"}\n' + b"".join(lines[250:]))
+    proc = _send("--url", server.url, "--batch-lines", "100", str(path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    prefix = err.split("idempotency key prefix: ", 1)[1].split()[0]
+    resume = err.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1].strip()
+    assert f"--key-prefix {prefix}" in resume and resume.startswith("batched-event-api send")
+    path.write_bytes(ndjson(events))  # the bad line fixed: the same chunks as before, but for the third
+    args = shlex.split(resume)[2:]  # as printed, after `batched-event-api send`
+    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "sent 100 events" in out and "200 events in 2 requests were already applied (replays)" in out
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
+
+
+def test_send_reads_gzip_files(server_factory, tmp_path):
+    server = server_factory()
+    events = generate_events(random.Random(15), 500)
+    path = tmp_path / "events.ndjson.gz"
+    path.write_bytes(gzip.compress(ndjson(events)))
+    proc = _send("--url", server.url, "--batch-lines", "200", str(path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "sent 500 events" in out and "in 3 requests" in out
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
+
+
+def test_status_describes_a_directory_without_a_server(server_factory, tmp_path):
+    out = tmp_path / "out"
+    server = server_factory(output=out)
+    events = [{"time": "2024-07-01T02:03:04Z", "id": 1}, {"time": "2024-07-01T02:09:00Z", "id": 2},
+              {"time": "2024-07-01T02:10:00Z", "id": 3}]
+    assert server.post(ndjson(events)).status_code == 200
+    server.kill()  # the second window stays open
+    result = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(out), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    assert state["served"] is False
+    assert state["open"]["name"] == "user-events-20240701-020900.csv" and state["open"]["rows"] == 2
+    assert state["open"]["start"] == "2024-07-01T02:09:00Z"
+    assert state["committed_files"] == 1 and state["newest_committed"] == "user-events-20240701-020304.csv"
+    assert state["pending_publish"] == [] and state["journal_records"] >= 1
+    text = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(out)],
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "open window:       user-events-20240701-020900.csv" in text and "2 rows" in text
+    missing = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "is not a directory" in missing.stderr
+
+
+def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "batched_event_api", "serve", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
+    server = server_factory()
+    result = _serve("-o", str(tmp_path / "never"), "--port", str(server.port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{server.port}: the port is in use"
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_log_names_the_port_actually_bound(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path / "out"),
+                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "serving on" not in line:
+            line = proc.stderr.readline()
+            assert line, "the server exited before it said where it listens"
+        port = int(line.split("serving on http://127.0.0.1:", 1)[1].split(",", 1)[0])
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_option_errors_name_the_environment_variable_only_when_it_was_the_source(tmp_path):
+    given = _serve("-o", str(tmp_path / "out"), "--interval", "5x")
+    assert given.returncode == 2
+    assert "Invalid value for '--interval': '5x' is not a duration" in given.stderr and "BEA_INTERVAL" not in given.stderr
+    from_env = _serve("-o", str(tmp_path / "out"), env={"BEA_INTERVAL": "5x"})
+    assert from_env.returncode == 2 and "(from the environment variable BEA_INTERVAL)" in from_env.stderr
+
+
+def test_compound_durations_parse():
+    from batched_event_api.cli import Duration
+
+    parse = Duration().convert
+    assert [parse(v, None, None) for v in ("300", "5m", "1h30m", "250ms", "1m30.5s")] == [300, 300, 5400, 0.25, 90.5]
+
+
+def test_version_is_printed_and_is_the_changelogs_newest():
+    from batched_event_api import __version__
+
+    result = subprocess.run([sys.executable, "-m", "batched_event_api", "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.strip() == f"batched-event-api, version {__version__}"
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert changelog.split("\n## ", 1)[1].startswith(__version__)

@@ -23,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from . import openapi
 from .config import Settings
@@ -374,6 +375,7 @@ def create_app(settings: Settings) -> Any:
             Route("/metrics", metrics_route, methods=["GET"]),
             Route("/openapi.json", openapi_route, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
+            Mount(openapi.DOCS_ASSETS, StaticFiles(directory=openapi.swagger_ui_files()), name="docs-assets"),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,

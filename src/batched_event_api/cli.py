@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
+import shlex
 import signal
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .config import Settings
@@ -21,8 +26,9 @@ from .config import Settings
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
                "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(?:[0-9]*\.?[0-9]+(?:ms|s|m|h))+|[0-9]*\.?[0-9]+")  # 300, 5m, 1h30m, 1m30.5s
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)?")
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class Size(click.ParamType):
@@ -44,10 +50,10 @@ class Duration(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         if isinstance(value, (int, float)):
             return float(value)
-        m = _DURATION.fullmatch(str(value))
-        if m is None:
-            self.fail(f"{value!r} is not a duration like 300, 300s, 5m or 250ms", param, ctx)
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        text = str(value).strip().replace(" ", "")
+        if _DURATION.fullmatch(text) is None:
+            self.fail(f"{value!r} is not a duration like 300, 300s, 5m, 1h30m or 250ms", param, ctx)
+        seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
         if seconds <= 0:
             self.fail("must be greater than zero", param, ctx)
         return seconds
@@ -59,8 +65,19 @@ def main() -> None:
     """Receive user events as NDJSON over HTTP and write them as CSV files, one per window of event time."""
 
 
+class _EnvOption(click.Option):
+    """An option with an environment variable; an error names the variable only when the value
+    came from it (click names it whenever one is configured)."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        hint = click.Parameter.get_error_hint(self, ctx)
+        if ctx is not None and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT:
+            hint += f" (from the environment variable {self.envvar})"
+        return hint
+
+
 def _env(name: str) -> dict[str, Any]:
-    return {"envvar": f"BEA_{name}", "show_envvar": True}
+    return {"envvar": f"BEA_{name}", "show_envvar": True, "cls": _EnvOption}
 
 
 @main.command()
@@ -122,9 +139,12 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
                                  param_hint="'--max-pending'")
     settings = Settings(**options)
     configure_logging(settings.log_format, settings.log_level)
+    # The port first: when it is taken, nothing is created. Then the directory.
+    listener = _listen(settings.host, settings.port)
     try:
         settings.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        listener.close()
         raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
 
     import uvicorn
@@ -138,12 +158,8 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
         app.ingest.writer.start()
     except (RuntimeError, OSError) as exc:
+        listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
-    logging.getLogger("batched_event_api").info(
-        "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
-        settings.host, settings.port, settings.output, settings.interval, settings.idle_close,
-        "always" if settings.fsync else "never",
-    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -156,10 +172,28 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # a float works: call_later
         timeout_graceful_shutdown=30,
     )
-    server = _server_class()(config)
-    server.run()
+    server = _server_class(settings)(config)
+    server.run(sockets=[listener])
     if not server.started:
         sys.exit(3)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound (port 0: any free one); a failure is one line and exit 1."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
 
 
 @main.command()
@@ -184,6 +218,10 @@ def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, u
     """Post NDJSON FILES (- for stdin) in ordered chunks, each retried with its own Idempotency-Key."""
     from .send import Sender, SendError, total_bytes
 
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (like http://127.0.0.1:8080)",
+                                 param_hint="'--url'")
     for path in files:
         if path != "-" and not Path(path).is_file():
             raise click.BadParameter(f"{path} is not a file", param_hint="FILES")
@@ -191,6 +229,8 @@ def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, u
     options: dict[str, Any] = {"key_prefix": key_prefix} if key_prefix else {}
     sender = Sender(url, batch_lines=batch_lines, batch_bytes=batch_bytes, gzip=use_gzip, auth_token=auth_token,
                     retries=retries, timeout=timeout, **options)
+    # With this prefix, a resend of the same files skips every chunk the server already applied.
+    click.echo(f"idempotency key prefix: {sender.key_prefix}", err=True)
     with _Progress(total_bytes(list(files)), tty) as bar:
         sender.progress = bar
         try:
@@ -198,6 +238,8 @@ def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, u
         except SendError as exc:
             bar.stop()
             click.echo(f"error: {exc}", err=True)
+            click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {_resume_command(sender.key_prefix)}",
+                       err=True)
             sys.exit(1)
         finally:
             sender.close()
@@ -205,8 +247,49 @@ def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, u
     click.echo(
         f"sent {summary.events:,} events ({summary.bytes / 1e6:.1f} MB) in {summary.requests:,} requests "
         f"from {summary.files} file(s) in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
-        f"{summary.replays} replayed, {summary.retries} retries"
+        f"{summary.replayed_events:,} events in {summary.replays:,} requests were already applied (replays); "
+        f"{summary.retries} retries"
     )
+
+
+def _resume_command(prefix: str) -> str:
+    """This very command line, with --key-prefix PREFIX (replacing any given)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--key-prefix":
+            skip = True
+        elif not arg.startswith("--key-prefix="):
+            args.append(arg)
+    return shlex.join(["batched-event-api", *args[:1], "--key-prefix", prefix, *args[1:]])
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("./data"),
+              help="The output directory to describe.", **_env("OUTPUT"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def status(output: Path, as_json: bool) -> None:
+    """What an output directory holds: the open window, committed files, pending publishes, the journal.
+    Reads the directory only; a server need not run."""
+    from .status import read_status
+    from .writer import JournalDamaged
+
+    try:
+        state = read_status(output)
+    except (FileNotFoundError, JournalDamaged) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(state.as_dict()))
+        return
+    w = state.open
+    click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
+    click.echo(f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
+               f"last written {w.idle_seconds:g}s ago" if w else "open window:       none")
+    click.echo(f"committed files:   {state.committed_files:,} ({state.committed_bytes:,} bytes)"
+               + (f", newest {state.newest_committed}" if state.newest_committed else ""))
+    click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
+    click.echo(f"journal:           {state.journal_bytes:,} bytes, {state.journal_records:,} records")
 
 
 class _Progress:
@@ -277,11 +360,22 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _server_class() -> type:
+def _server_class(settings: Settings) -> type:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """Exits 0 after a graceful SIGTERM/SIGINT shutdown (uvicorn re-raises the signal)."""
+        """Says where it listens once it does, and exits 0 after a graceful SIGTERM/SIGINT shutdown
+        (uvicorn re-raises the signal)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and sockets:
+                host, port = sockets[0].getsockname()[:2]
+                logging.getLogger("batched_event_api").info(
+                    "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
+                    f"[{host}]" if ":" in host else host, port, settings.output, settings.interval,
+                    settings.idle_close, "always" if settings.fsync else "never",
+                )
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -113,12 +115,26 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-DOCS_HTML = """<!doctype html>
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's files, served from the installed swagger-ui-py package
+
+# Swagger UI from this server, so the page works without internet; the plain link is there for
+# any reader without JavaScript.
+DOCS_HTML = f"""<!doctype html>
 <html><head><title>batched-event-api</title><meta charset="utf-8">
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-<noscript>The API is described in <a href="/openapi.json">/openapi.json</a>.</noscript>
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css"></head>
+<body>
+<p style="font-family:sans-serif;margin:1em 2em">The API description itself: <a href="/openapi.json">/openapi.json</a></p>
+<div id="ui"></div>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#ui"}});</script>
 </body></html>
 """
+
+
+def swagger_ui_files() -> Path:
+    """The folder of Swagger UI's static files in the swagger-ui-py package (found without
+    importing it: its Python side needs Jinja2, and only the files are used)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: reinstall batched-event-api")
+    return Path(spec.submodule_search_locations[0]) / "static"

@@ -6,6 +6,7 @@ index, so a chunk retried after a timeout or a server restart is applied once.
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import sys
 import time
@@ -33,9 +34,10 @@ class Chunk:
 class Summary:
     files: int = 0
     requests: int = 0
-    events: int = 0
+    events: int = 0  # newly applied
     bytes: int = 0
-    replays: int = 0
+    replays: int = 0  # requests answered as already applied (a resend)
+    replayed_events: int = 0
     retries: int = 0
     seconds: float = 0.0
 
@@ -91,13 +93,9 @@ class Sender:
         summary = Summary()
         started = time.monotonic()
         for index, path in enumerate(paths):
-            stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-            try:
+            with open_input(path) as stream:
                 for number, chunk in enumerate(chunks(stream, self.batch_lines, self.batch_bytes)):
                     self._send_chunk(chunk, f"{self.key_prefix}:{index}:{number}", path, summary)
-            finally:
-                if stream is not sys.stdin.buffer:
-                    stream.close()
             summary.files += 1
         summary.seconds = time.monotonic() - started
         return summary
@@ -116,9 +114,12 @@ class Sender:
                 if response.status_code == 200:
                     answer = response.json()
                     summary.requests += 1
-                    summary.events += answer.get("accepted", 0)
                     summary.bytes += len(chunk.data)
-                    summary.replays += bool(answer.get("replay"))
+                    if answer.get("replay"):
+                        summary.replays += 1
+                        summary.replayed_events += answer.get("accepted", 0)
+                    else:
+                        summary.events += answer.get("accepted", 0)
                     if self.progress is not None:
                         self.progress.advance(answer.get("accepted", 0), len(chunk.data))  # type: ignore[attr-defined]
                     return
@@ -164,7 +165,38 @@ def _describe_refusal(response: httpx.Response, chunk: Chunk, path: str) -> str:
 
 
 def total_bytes(paths: list[str]) -> int | None:
-    """Total size of the inputs, for the progress bar's ETA (None when reading stdin)."""
+    """Total size of the inputs, for the progress bar's ETA (None for stdin or gzip input, whose
+    size says little of what is sent)."""
     if "-" in paths:
         return None
-    return sum(Path(p).stat().st_size for p in paths)
+    total = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            if _is_gzip(f):
+                return None
+        total += Path(path).stat().st_size
+    return total
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """A file (or - for stdin) as NDJSON bytes: gzip input (by its magic bytes, whatever its name)
+    is decompressed while read."""
+    raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        yield gzip_module.GzipFile(fileobj=raw) if _is_gzip(raw) else raw  # type: ignore[return-value]
+    finally:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+
+
+def _is_gzip(stream: BinaryIO) -> bool:
+    peek = getattr(stream, "peek", None)
+    if peek is not None:  # stdin and buffered files: nothing consumed
+        return peek(2)[:2] == _GZIP_MAGIC
+    head = stream.read(2)
+    stream.seek(0)
+    return head == _GZIP_MAGIC

@@ -1,0 +1,83 @@
+"""What an output directory holds, read from its journal and files: no server needed, nothing written."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .timestamps import utc_stamp
+from .writer import JOURNAL, LOCK, decode_journal, part_name
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWindow:
+    name: str  # the name it is committed under
+    start: str  # event time, UTC
+    rows: int
+    bytes: int
+    idle_seconds: float  # wall clock since its last write
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    directory: str
+    served: bool  # a server holds the directory now
+    open: OpenWindow | None
+    committed_files: int
+    committed_bytes: int
+    newest_committed: str | None
+    pending_publish: list[str] = field(default_factory=list)  # committed, still under the part file's name
+    journal_bytes: int = 0
+    journal_records: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_status(directory: Path, *, now: float | None = None) -> Status:
+    """Raises FileNotFoundError for a missing directory, JournalDamaged for a damaged journal."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    journal = directory / JOURNAL
+    data = journal.read_bytes() if journal.exists() else b""
+    records, _ = decode_journal(data)
+    last = records[-1] if records else None
+    open_window = None
+    if last is not None and last.open is not None:
+        part = directory / part_name(last.open.name)
+        age = (now if now is not None else time.time()) - part.stat().st_mtime if part.exists() else 0.0
+        stamp = utc_stamp(last.open.start)
+        start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
+        open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size,
+                                 round(max(age, 0.0), 1))
+    committed = sorted((p for p in directory.iterdir() if p.name.startswith("user-events-") and ".csv" in p.name),
+                       key=lambda p: p.name)
+    return Status(
+        directory=str(directory),
+        served=_is_served(directory),
+        open=open_window,
+        committed_files=len(committed),
+        committed_bytes=sum(p.stat().st_size for p in committed),
+        newest_committed=committed[-1].name if committed else None,
+        pending_publish=[n for n in (last.publish if last else []) if (directory / part_name(n)).exists()],
+        journal_bytes=len(data),
+        journal_records=len(records),
+    )
+
+
+def _is_served(directory: Path) -> bool:
+    """Whether a server holds the directory's lock (tried without waiting, released at once)."""
+    try:
+        fd = os.open(directory / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
