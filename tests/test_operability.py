@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -98,14 +99,21 @@ def _send(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_send_streams_a_file_larger_than_a_chunk(server_factory, tmp_path):
-    server = server_factory()
-    events = generate_events(random.Random(8), 1000)
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(ndjson(events))
-    proc = _send("--url", server.url, "--batch-lines", "64", "--gzip", str(path))
+def _sent(*args: str) -> str:
+    """The summary line of a `send` run that must succeed."""
+    proc = _send(*args)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
+    return out
+
+
+@pytest.mark.parametrize("gzip_file", [False, True], ids=["ndjson", "ndjson.gz"])
+def test_send_streams_a_file_larger_than_a_chunk(server_factory, tmp_path, gzip_file):
+    server = server_factory()
+    events = generate_events(random.Random(8), 1000)
+    path = tmp_path / ("events.ndjson.gz" if gzip_file else "events.ndjson")
+    path.write_bytes(gzip.compress(ndjson(events)) if gzip_file else ndjson(events))  # a .gz file is read as such
+    out = _sent("--url", server.url, "--batch-lines", "64", "--gzip", str(path))
     assert "sent 1,000 events" in out and "in 16 requests" in out
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(events)
@@ -211,24 +219,8 @@ def test_send_prints_how_to_resume_and_a_resend_applies_nothing_twice(server_fac
     assert f"--key-prefix {prefix}" in resume and resume.startswith("batched-event-api send")
     path.write_bytes(ndjson(events))  # the bad line fixed: the same chunks as before, but for the third
     args = shlex.split(resume)[2:]  # as printed, after `batched-event-api send`
-    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    out = _sent(*args)
     assert "sent 100 events" in out and "200 events in 2 requests were already applied (replays)" in out
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
-
-
-def test_send_reads_gzip_files(server_factory, tmp_path):
-    server = server_factory()
-    events = generate_events(random.Random(15), 500)
-    path = tmp_path / "events.ndjson.gz"
-    path.write_bytes(gzip.compress(ndjson(events)))
-    proc = _send("--url", server.url, "--batch-lines", "200", str(path))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "sent 500 events" in out and "in 3 requests" in out
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(events)
 
