@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench sanitize browser clean
+.PHONY: run test bench sanitize browser docker-check clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
@@ -42,6 +42,10 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Needs a running Docker engine (not part of make test): see scripts/docker-check.sh.
+docker-check:
+	bash scripts/docker-check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
