@@ -191,33 +191,76 @@ wrk.body = [[%s]]
 """
 
 
-def run_wrk(fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
-    """W3 under `wrk -t1 -c1` (one connection, one request at a time), when wrk is installed."""
+# Workloads under wrk, a load generator in C: name -> (events per request, connections).
+WRK_WORKLOADS = {"W3": (1, 1), "W4": (1, 64), "W5": (40, 64)}
+
+
+def run_wrk(name: str, fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
+    """A WRK_WORKLOADS load on the real server, every answer checked to be 200 and every event
+    counted in the files (None when wrk is not installed)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
-    lines, _ = generate(1, rng, 1_720_000_000 * 10**9)
+    per_request, connections = WRK_WORKLOADS[name]
+    lines, _ = generate(per_request, rng, 1_720_000_000 * 10**9)
+    body = b"".join(lines)
     with served(fsync) as server:
-        script = server.workdir / "post.lua"
-        script.write_text(WRK_SCRIPT % lines[0].decode())
-        out = subprocess.run([wrk, "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", str(script),
-                              f"http://127.0.0.1:{server.port}/user/event"], capture_output=True, text=True, check=True).stdout
-        rss = peak_rss_mib(server.pid)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    if "Non-2xx" in out:
+        result = _wrk(wrk, server.workdir, server.port, body, connections, seconds)
+        result["peak RSS MiB"] = peak_rss_mib(server.pid)
+    rows = server.rows() // per_request
+    # Requests still in flight when wrk stops counting may complete: up to one per connection.
+    if not result["requests"] <= rows <= result["requests"] + connections:
+        raise RuntimeError(f"wrk: {rows} requests' rows written for {result['requests']} requests answered")
+    rate = result["requests/s"]
+    return {"workload": f"{name} wrk -t1 -c{connections} ({per_request}/req)", "fsync": fsync,
+            "events/s": rate * per_request, "requests/s": rate, "MB/s": rate * len(body) / 1e6,
+            "p50 ms": result["p50 ms"], "p99 ms": result["p99 ms"], "peak RSS MiB": result["peak RSS MiB"],
+            "rows checked": rows * per_request, "fsync ms": server.fsync_ms, "create ms": server.create_ms}
+
+
+def run_bare(name: str, rng: random.Random, seconds: int = 10) -> dict | None:
+    """The ceiling for a WRK_WORKLOADS load: a bare uvicorn + httptools app that only reads the
+    body and answers, under the same load on the same machine."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    per_request, connections = WRK_WORKLOADS[name]
+    lines, _ = generate(per_request, rng, 1_720_000_000 * 10**9)
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
+    FINISHED.append(workdir)
+    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "bare_app:app",
+                            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                            "--log-level", "warning"])
+    try:
+        _wait_healthy(port)
+        result = _wrk(wrk, workdir, port, b"".join(lines), connections, seconds)
+        result["peak RSS MiB"] = peak_rss_mib(app.pid)
+    finally:
+        app.send_signal(signal.SIGTERM)
+        app.wait(timeout=60)
+    rate = result["requests/s"]
+    return {"workload": f"{name} ceiling: bare uvicorn app that only reads the body", "fsync": "-",
+            "events/s": rate * per_request, "requests/s": rate, "MB/s": 0.0, "p50 ms": result["p50 ms"],
+            "p99 ms": result["p99 ms"], "peak RSS MiB": result["peak RSS MiB"], "fsync ms": float("nan"),
+            "create ms": float("nan")}
+
+
+def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seconds: int) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % body.decode())
+    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}/user/event"], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError("wrk saw errors:\n" + out)
-    rows = server.rows()
-    if not requests <= rows <= requests + 1:  # the last request may complete after wrk stops counting
-        raise RuntimeError(f"wrk: {rows} rows written for {requests} requests")
 
     def latency(q: str) -> float:
         value, unit = re.search(rf"{q}%\s+([0-9.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    return {"workload": "W3 wrk -t1 -c1", "fsync": fsync, "events/s": rate, "requests/s": rate,
-            "MB/s": rate * len(lines[0]) / 1e6, "p50 ms": latency("50"), "p99 ms": latency("99"),
-            "peak RSS MiB": rss, "rows checked": rows, "fsync ms": server.fsync_ms, "create ms": server.create_ms}
+    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "requests/s": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+            "p50 ms": latency("50"), "p99 ms": latency("99")}
 
 
 def start_server(output: Path, *options: str) -> tuple[subprocess.Popen, int]:
@@ -258,7 +301,8 @@ def median(measure, repeat: int) -> dict | None:
 def main() -> None:
     global WORKDIR
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), default=sorted(WORKLOADS))
+    names = sorted(WORKLOADS.keys() | WRK_WORKLOADS.keys())
+    parser.add_argument("--only", nargs="*", choices=names, default=names)
     parser.add_argument("--fsync", nargs="*", choices=["always", "never"], default=["always", "never"])
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     parser.add_argument("--repeat", type=int, default=3,
@@ -281,18 +325,31 @@ def main() -> None:
     plan = [(name, fsync, 0) for name in args.only for fsync in args.fsync]
     if "W1" in args.only and "always" in args.fsync and args.prefill:
         plan.append(("W1", "always", args.prefill))
+    w4: list[dict] = []  # W4's runs and the ceiling they are held against
+    ceiling: dict | None = None
     try:
         for name, fsync, prefill in plan:
-            results = [median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat)]
-            if name == "W3":
-                results.append(median(lambda: run_wrk(fsync, random.Random(1)), args.repeat))
+            results = []
+            if name in WORKLOADS:
+                results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))
+            if name in WRK_WORKLOADS and not prefill:
+                results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))
+            if name == "W4" and ceiling is None:  # the ceiling W4 is held against, once
+                ceiling = median(lambda: run_bare(name, random.Random(1)), args.repeat)
+                results.append(ceiling)
             for r in filter(None, results):
                 if args.json:
                     print(json.dumps(r))
                 low, high = r["range"]
-                print(f"| {r['workload']} | {fsync} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
+                print(f"| {r['workload']} | {r['fsync']} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
                       f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | "
                       f"{r['create ms']:.3f} |", flush=True)
+                if r["workload"].startswith("W4 wrk"):
+                    w4.append(r)
+        if ceiling is not None:
+            for r in w4:
+                print(f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "
+                      f"({r['requests/s']:,.0f} against {ceiling['requests/s']:,.0f} requests/s)")
     finally:
         for workdir in FINISHED:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -13,7 +13,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import Server, csv_files
+from conftest import Server, csv_files, wait_for
 from model import generate_events, ndjson
 
 SEEDS = [int(s) for s in os.environ.get("BEA_CRASH_SEEDS", "1,2").split(",")]
@@ -93,3 +93,67 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
 def _sizes(directory) -> dict[str, int]:
     """Every file's size (the journal's included): what a request's writes change."""
     return {p.name: p.stat().st_size for p in directory.iterdir()} if directory.exists() else {}
+
+
+def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_path):
+    """Group commit under SIGKILL: six clients at once (their requests share windows and rounds),
+    kills at random instants, each client resending what got no answer with its key."""
+    rng = random.Random(5)
+    clients, per_client = 6, 80
+    base = 1_719_799_384
+    work = {
+        (c, n): [{"time": f"2024-07-01T{(base + rng.randrange(1800)) % 86400 // 3600:02d}:"
+                          f"{rng.randrange(60):02d}:{rng.randrange(60):02d}Z", "id": c * 1_000_000 + n * 1000 + k}
+                 for k in range(rng.choice([1, 5, 40]))]
+        for c in range(clients) for n in range(per_client)
+    }
+    out = tmp_path / "out"
+    current = {"server": Server(out).start()}
+    port = current["server"].port
+    replays = collections.Counter()
+
+    def client(c: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            for n in range(per_client):
+                retried = False
+                while True:
+                    try:
+                        response = http.post("/user/event", content=ndjson(work[(c, n)]),
+                                             headers={"content-type": "application/x-ndjson", "Idempotency-Key": f"c{c}-{n}"})
+                    except httpx.TransportError:
+                        retried = True
+                        wait_for(lambda: _healthy(port), timeout=30)  # the restarted server, then resend
+                        continue
+                    assert response.status_code == 200, response.text
+                    replays[retried and bool(response.json().get("replay"))] += 1
+                    break
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    kills = 0
+    pause = threading.Event()
+    try:
+        while any(t.is_alive() for t in threads) and kills < 15:
+            pause.wait(rng.uniform(0.01, 0.08))  # a kill at a random instant of the running load
+            current["server"].kill()
+            kills += 1
+            current["server"] = Server(out, port=port).start()
+        for t in threads:
+            t.join()
+        assert current["server"].stop() == 0
+    finally:
+        if current["server"].proc.poll() is None:
+            current["server"].kill()
+    ids = [int(line.split(b",")[2]) for content in csv_files(out).values() for line in content.splitlines()]
+    expected = sorted(event["id"] for events in work.values() for event in events)
+    print(f"{clients} clients, {len(work)} requests, {kills} kills; {replays[True]} resends answered as replays")
+    assert kills >= 5
+    assert sorted(ids) == expected  # every event exactly once
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

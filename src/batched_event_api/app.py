@@ -34,7 +34,8 @@ from .pending import Hold, PendingBytes
 from .prepare import SLICE, prepare
 from .render import COLUMNS
 from .windows import WindowPolicy
-from .writer import SYNCFS_FROM, Applied, Committed, Writer
+from .committer import Committer
+from .writer import SYNCFS_FROM, Applied, Committed, Request, Writer
 
 log = logging.getLogger("batched_event_api")
 access_log = logging.getLogger("batched_event_api.access")
@@ -70,6 +71,10 @@ class Ingest:
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        # Requests that arrive while a round is written are written together in the next one.
+        self.committer: Committer[Request, Applied] = Committer(
+            self.writer.apply_group, self._writer_thread, on_round=metrics.group_size.observe
+        )
         # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -110,7 +115,7 @@ class Ingest:
         else:
             prepared = prepare(body, max_line)
         try:
-            applied: Applied = await self._on_writer(self.writer.apply, prepared.times, prepared.rows, key)
+            applied = await self.committer.commit(Request(prepared.times, prepared.rows, key))
         except StorageError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 # Its rows, plus room for the journal and the blocks of new part files.

@@ -19,6 +19,10 @@ class Metrics:
         self.open_start = Gauge("bea_open_window_start_seconds", "Start of the open window (event time, Unix seconds); 0 when none", registry=r)
         self.pending = Gauge("bea_pending_bytes", "Request body bytes received and not yet written", registry=r)
         self.open_rows = Gauge("bea_open_window_rows", "Rows in the open window", registry=r)
+        self.group_size = Histogram(
+            "bea_commit_group_requests", "Requests written together in one commit round (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096), registry=r,
+        )
         self.duration = Histogram(
             "bea_request_duration_seconds",
             "Time from request start to response, by route",

@@ -83,12 +83,13 @@ class Record(msgspec.Struct, omit_defaults=True):
     seq: int
     open: OpenFile | None = None
     publish: list[str] = []  # committed windows whose final names may not be durable yet
-    key: str | None = None
-    events: int = 0
+    applied: list[tuple[str, int]] = []  # the Idempotency-Keys of the round's requests, with their events
+    events: int = 0  # events the round wrote
     keys: list[tuple[str, int]] | None = None  # a snapshot: every remembered key
-    # The request's rows, synced together with this record: recovery keeps the record only when
+    # The round's rows, synced together with this record: recovery keeps the record only when
     # they are all there.
     checks: list[Check] = []
+    key: str | None = None  # journals of 0.2.0 and before: one request's key per record (read only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,15 @@ class Committed:
     name: str
     rows: int
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request's prepared rows, in arrival order, with its Idempotency-Key."""
+
+    times: Sequence[int]
+    rows: Rows
+    key: str | None = None
 
 
 @dataclass(slots=True)
@@ -259,6 +269,8 @@ class Writer:
                 self.keys = OrderedDict(record.keys)
             if record.key is not None:
                 self._remember(record.key, record.events)
+            for key, events in record.applied:
+                self._remember(key, events)
         last = records[-1] if records else Record(seq=0)
         self.seq = last.seq
         self.open = last.open
@@ -348,35 +360,62 @@ class Writer:
 
     def apply(self, times: Sequence[int], rows: Rows, key: str | None = None) -> Applied:
         """Write one request's rows; when this returns, they are durable (with fsync on)."""
-        if key is not None and key in self.keys:
-            return Applied(accepted=self.keys[key], replay=True)
-        if len(times) == 0 and key is None:
-            return Applied(accepted=0)
+        return self.apply_group([Request(times, rows, key)])[0]
+
+    def apply_group(self, requests: Sequence[Request]) -> list[Applied]:
+        """Write a group of requests in one round (group commit): placed one after another, as if
+        applied one at a time in this order, then one journal record and one sync round for all.
+        When this returns, every one is durable (with fsync on); a storage error fails them all
+        and leaves the state as it was. A key seen earlier, or earlier in the group, is a replay."""
+        if all(self._is_replay_or_noop(r) for r in requests):
+            return [self._place(r, None) for r in requests]
         self._ensure_healthy()
-        plan = self.policy.plan(self.open.start if self.open else None, times)
-        created: list[int] = []
+        state = _RoundState(self.open, self._open_fd, list(self._publish),
+                            taken={*self._publish, *([self.open.name] if self.open else [])})
         try:
             with self._storage_step():
-                closed, new_open, checks, writes = self._place_segments(plan, times, rows, created)
-                publish = self._publish + [c.name for c in closed]
-                record = Record(self.seq + 1, open=new_open, publish=publish, key=key, events=len(times),
-                                checks=checks if self.fsync else [])
-                self._commit(record, writes, new_entries=bool(created))
+                results = [self._place(r, state) for r in requests]
+                if state.events or state.keys:
+                    record = Record(self.seq + 1, open=state.open, publish=state.publish,
+                                    applied=list(state.keys.items()), events=state.events,
+                                    checks=state.checks if self.fsync else [])
+                    self._commit(record, state.writes, new_entries=bool(state.created))
         except StorageError:
-            for fd in created:
+            for fd in state.created:
                 os.close(fd)
             raise
-        if created:  # the newest part file is the open window from now on
-            for fd in [self._open_fd, *created[:-1]]:
+        if state.created:  # the newest part file is the open window from now on
+            for fd in [self._open_fd, *state.created[:-1]]:
                 if fd is not None:
                     os.close(fd)
-            self._open_fd = created[-1]
-        self.open = new_open
-        if key is not None:
-            self._remember(key, len(times))
-        self._published(publish)
+            self._open_fd = state.created[-1]
+        self.open = state.open
+        for key, events in state.keys.items():
+            self._remember(key, events)
+        self._published(state.publish)
         self._maybe_compact()
-        return Applied(accepted=len(times), late=plan.late, committed=closed)
+        return results
+
+    def _is_replay_or_noop(self, request: Request) -> bool:
+        return (request.key is not None and request.key in self.keys) or (request.key is None and len(request.times) == 0)
+
+    def _place(self, request: Request, state: _RoundState | None) -> Applied:
+        """One request's part of a round (state None: a round that writes nothing)."""
+        key = request.key
+        if key is not None:
+            known = self.keys.get(key) if state is None else state.keys.get(key, self.keys.get(key))
+            if known is not None:
+                return Applied(accepted=known, replay=True)
+        if state is None or (len(request.times) == 0 and key is None):
+            return Applied(accepted=0)
+        if key is not None:
+            state.keys[key] = len(request.times)
+        if len(request.times) == 0:
+            return Applied(accepted=0)
+        plan = self.policy.plan(state.open.start if state.open else None, request.times)
+        closed = self._place_segments(plan, request.times, request.rows, state)
+        state.events += len(request.times)
+        return Applied(accepted=len(request.times), late=plan.late, committed=closed)
 
     def commit_open(self) -> list[Committed]:
         """Commit the open window now (idle timeout, shutdown)."""
@@ -417,44 +456,43 @@ class Writer:
             log.error("%s: %s", self.problem, exc)  # the log has the path; the client's answer not
             raise StorageError(self.problem, errno=exc.errno) from exc
 
-    def _place_segments(
-        self, plan: Plan, times: Sequence[int], rows: Rows, created: list[int]
-    ) -> tuple[list[Committed], OpenFile | None, list[Check], list[_Write]]:
-        """Where the rows go: returns the windows this closes, the new open window, what the
-        request writes (for the record) and the writes still to make. The part files it creates go
-        into `created` (open descriptors; a request spanning thousands of windows has them written,
-        synced and closed in batches)."""
+    def _place_segments(self, plan: Plan, times: Sequence[int], rows: Rows, state: _RoundState) -> list[Committed]:
+        """Where one request's rows go, against the round's state so far: adds the writes and
+        checks to the round, moves its open window on, and returns the windows the request
+        closes. A round spanning thousands of windows has its part files written, synced and
+        closed in batches."""
         closed: list[Committed] = []
-        if self.open is not None and plan.segments and not plan.continues_open:
-            closed.append(Committed(self.open.name, self.open.rows, self.open.size))
-        taken = {c.name for c in closed} | set(self._publish)
+        if state.open is not None and plan.segments and not plan.continues_open:
+            closed.append(Committed(state.open.name, state.open.rows, state.open.size))
         files: list[OpenFile] = []  # every file this request writes to, in order
-        checks: list[Check] = []
-        writes: list[_Write] = []
         for index, segment in enumerate(plan.segments):
             count = segment.stop - segment.first
             chunks = rows.chunks(segment.first, segment.stop)
             if index == 0 and plan.continues_open:
-                assert self.open is not None and self._open_fd is not None
-                writes.append(self._write_for(self._open_fd, self.open.name, self.open.size, chunks))
-                checks.append(writes[-1].check)
-                files.append(OpenFile(self.open.name, self.open.start, checks[-1].end, self.open.rows + count))
-                continue
-            if len(created) >= _OPEN_PARTS_PER_REQUEST:
-                self._round(writes, [])
-                writes = []
-                while created:
-                    os.close(created.pop())
-            name = self._choose_name(int(times[segment.first]), taken)  # named from its first event
-            taken.add(name)
-            fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            created.append(fd)
-            header = [memoryview(self.header)] if self.header else []
-            writes.append(self._write_for(fd, name, 0, header + chunks))
-            checks.append(writes[-1].check)
-            files.append(OpenFile(name, segment.window_start, checks[-1].end, count))
+                assert state.open is not None and state.open_fd is not None
+                write = self._write_for(state.open_fd, state.open.name, state.open.size, chunks)
+                files.append(OpenFile(state.open.name, state.open.start, write.check.end, state.open.rows + count))
+            else:
+                if len(state.created) >= _OPEN_PARTS_PER_ROUND:
+                    self._round(state.writes, [])
+                    state.writes = []
+                    while state.created:
+                        os.close(state.created.pop())
+                name = self._choose_name(int(times[segment.first]), state.taken)  # named from its first event
+                state.taken.add(name)
+                fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                state.created.append(fd)
+                header = [memoryview(self.header)] if self.header else []
+                write = self._write_for(fd, name, 0, header + chunks)
+                files.append(OpenFile(name, segment.window_start, write.check.end, count))
+                state.open_fd = fd
+            state.writes.append(write)
+            state.checks.append(write.check)
         closed += [Committed(f.name, f.rows, f.size) for f in files[:-1]]
-        return closed, files[-1] if files else self.open, checks, writes
+        if files:
+            state.open = files[-1]
+        state.publish += [c.name for c in closed]
+        return closed
 
     def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> _Write:
         """A write of the chunks at offset (one gzip member when compressing), with its check."""
@@ -634,9 +672,24 @@ class Writer:
             self.keys.popitem(last=False)
 
 
-_OPEN_PARTS_PER_REQUEST = 256
+_OPEN_PARTS_PER_ROUND = 256
 _NUMBERED = re.compile(r"(?<=-\d{6})-\d+$")  # the -N of user-events-YYYYMMDD-HHMMSS-N
 _PARALLEL_WRITES = 1 << 20  # bytes per request from which its files are written side by side
+
+
+@dataclass(slots=True)
+class _RoundState:
+    """The writer's state as a round's requests are placed; installed only once its record is durable."""
+
+    open: OpenFile | None
+    open_fd: int | None
+    publish: list[str]
+    taken: set[str]  # names no new window may take: the open one, those to publish, this round's
+    created: list[int] = field(default_factory=list)  # part files created this round (descriptors)
+    writes: list[_Write] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
+    events: int = 0
 
 
 @dataclass(slots=True)
