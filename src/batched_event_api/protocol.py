@@ -1,9 +1,16 @@
-"""uvicorn's httptools protocol with the two limits it lacks, so idle sockets cannot pile up.
+"""uvicorn's httptools protocol with the limits it lacks, so idle sockets cannot pile up.
 
 - A header timeout: from a connection's opening (or a request's first byte on a kept-alive
   connection) to the end of its headers. uvicorn arms no timer until a first response, so a
   client that connects and says nothing, or dribbles header bytes, would hold its socket forever.
   Past it: 408 and the connection closed (nginx's client_header_timeout).
+- A body timeout: from the end of the headers to the end of the body (nginx's
+  client_body_timeout, counted for the whole body). Past it: 408 and closed. Kept here, one timer
+  per request, rather than around the application's reads: it also covers a body that never
+  starts, and costs a fraction of an asyncio.timeout on the hot path.
+- One write per response: uvicorn writes a response's status line and headers, then its body,
+  two send() calls for every small answer. The transport holds the head back and sends it with
+  the body (an interim `100 Continue` goes out at once).
 - A connection cap: a connection beyond it is answered 503 and closed at once, before it can
   hold a file descriptor for long (uvicorn's own limit_concurrency answers only once a request's
   headers are in, which an idle socket never sends).
@@ -29,19 +36,22 @@ def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
     )
 
 
-_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request headers"}')
+_HEADERS_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request headers"}')
+_BODY_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request body"}')
 _TOO_MANY = _response("503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n")
 
 
 def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
     header_timeout = settings.header_timeout
+    body_timeout = settings.body_timeout
     max_connections = settings.max_connections
 
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
+            super().connection_made(_HeadJoiningTransport(transport))
             if len(self.connections) > max_connections:
                 log.warning("refused a connection: %d open, the limit is %d (--max-connections)",
                             len(self.connections) - 1, max_connections)
@@ -58,9 +68,22 @@ def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
             super().on_headers_complete()
+            self._body_timer = self.loop.call_later(body_timeout, self._body_timed_out)
+
+        def on_message_complete(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self.transport.flush()  # a head without a body (HEAD, 204) goes out now
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            if self._body_timer is not None:
+                self._body_timer.cancel()
             super().connection_lost(exc)
 
         def _arm_header_timer(self) -> None:
@@ -74,7 +97,48 @@ def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
         def _headers_timed_out(self) -> None:
             self._header_timer = None
             if not self.transport.is_closing():
-                self.transport.write(_TIMED_OUT)
+                self.transport.write(_HEADERS_TIMED_OUT)
                 self.transport.close()
 
+        def _body_timed_out(self) -> None:
+            self._body_timer = None
+            if not self.transport.is_closing():
+                if not self.cycle.response_started:  # else an answer is under way: just close
+                    self.transport.write(_BODY_TIMED_OUT)
+                self.transport.close()  # the application's next read sees a disconnect
+
     return Protocol
+
+
+class _HeadJoiningTransport:
+    """A connection's transport that holds a response's head (status line and headers) until the
+    next write, so a small answer leaves in one send(). Everything else is the real transport's."""
+
+    __slots__ = ("_transport", "_head")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self._head = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # pause_reading, get_extra_info, ...
+        return getattr(self._transport, name)

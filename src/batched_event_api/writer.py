@@ -519,6 +519,7 @@ class Writer:
         replaces the per-file syncs."""
         if line:
             fds = [self._journal_fd, *fds]
+        writes = _coalesced(writes)  # a group's requests appending to one file: one write, one sync
         whole = self._by_filesystem(len(writes) + len(fds))
         tasks = []
         if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
@@ -697,6 +698,20 @@ class _Write:
     fd: int
     chunks: list[memoryview]
     check: Check
+
+
+def _coalesced(writes: list[_Write]) -> list[_Write]:
+    """Writes that continue each other in one file, as one (for the I/O only: the record keeps
+    each request's own check)."""
+    out: list[_Write] = []
+    for w in writes:
+        last = out[-1] if out else None
+        if last is not None and last.fd == w.fd and last.check.end == w.check.start:
+            last.chunks.extend(w.chunks)
+            last.check = Check(last.check.name, last.check.start, w.check.end, 0)
+        else:
+            out.append(_Write(w.fd, list(w.chunks), w.check))
+    return out
 
 
 def _wait_all(futures: list) -> None:

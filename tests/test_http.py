@@ -1,0 +1,108 @@
+"""The HTTP contract on a raw socket: keep-alive, pipelining, chunked bodies, Expect: 100-continue,
+HEAD, and 413 before an oversize body is sent. The server writes each answer in one piece (its
+head held for its body), so these check that nothing is lost, reordered or held back by that."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from conftest import csv_files
+from model import model_files, ndjson
+
+EVENTS = [{"time": "2024-07-01T02:03:04Z", "id": i} for i in range(3)]
+
+
+class Connection:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """The next whole response (Content-Length framed, as this server answers)."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), headers, body
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _post(body: bytes, extra: str = "") -> bytes:
+    return (f"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(server_factory):
+    server = server_factory()
+    conn = Connection(server.port)
+    for event in EVENTS[:2]:  # one after another on one connection
+        conn.send(_post(ndjson([event])))
+        status, headers, body = conn.response()
+        assert (status, json.loads(body)) == (200, {"accepted": 1}) and headers.get("connection") != "close"
+    conn.send(_post(ndjson(EVENTS[2:])) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _post(b""))  # pipelined
+    answers = [conn.response() for _ in range(3)]
+    assert [(s, json.loads(b)) for s, _, b in answers] == [(200, {"accepted": 1}), (200, {"status": "ok"}),
+                                                         (200, {"accepted": 0})]
+    conn.close()
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(EVENTS)
+
+
+def test_a_chunked_body_is_read_whole(server_factory):
+    server = server_factory()
+    lines = ndjson(EVENTS)
+    chunks = [lines[:10], lines[10:]]
+    conn = Connection(server.port)
+    conn.send(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
+    status, _, body = conn.response()
+    assert (status, json.loads(body)) == (200, {"accepted": 3})
+    conn.close()
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(EVENTS)
+
+
+def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(server_factory):
+    server = server_factory()
+    body = ndjson(EVENTS)
+    conn = Connection(server.port)
+    conn.send(_post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)))
+    while b"\r\n\r\n" not in conn.buffer:
+        conn._more()
+    assert conn.buffer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # at once, not held back
+    conn.buffer = conn.buffer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    conn.send(body)
+    status, _, answer = conn.response()
+    assert (status, json.loads(answer)) == (200, {"accepted": 3})
+    conn.close()
+
+
+def test_an_oversize_body_is_refused_before_it_is_sent_and_head_requests_are_answered(server_factory):
+    server = server_factory("--max-body", "1KiB")
+    conn = Connection(server.port)
+    conn.send(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+    status, _, body = conn.response()  # no 100 Continue, no body sent: the answer comes first
+    assert status == 413 and "limit of 1024 bytes" in json.loads(body)["error"]
+    conn.close()
+    conn = Connection(server.port)
+    conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    while b"\r\n\r\n" not in conn.buffer:  # a head with no body still goes out
+        conn._more()
+    assert conn.buffer.startswith(b"HTTP/1.1 ")
+    conn.close()
