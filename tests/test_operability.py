@@ -76,6 +76,15 @@ def test_json_logs_have_access_and_commit_lines_and_no_payloads(server_factory):
     assert secret not in text and "x@y.z" not in text
 
 
+def test_no_access_log_keeps_the_commit_lines(server_factory):
+    server = server_factory("--log-format", "json", "--no-access-log")
+    assert server.post(ndjson([{"time": "2024-07-01T02:03:04Z"}])).status_code == 200
+    assert server.stop() == 0
+    entries = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+    assert not [e for e in entries if e.get("path") == "/user/event"]
+    assert any("committed user-events-20240701-020304.csv rows=1" in e["message"] for e in entries)
+
+
 def test_compressed_files(server_factory):
     server = server_factory("--compress", "gzip", "--header")
     events = generate_events(random.Random(5), 400)

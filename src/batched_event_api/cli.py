@@ -129,6 +129,9 @@ def _env(name: str) -> dict[str, Any]:
               **_env("LOG_FORMAT"))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               help="Least severe level logged.", **_env("LOG_LEVEL"))
+@click.option("--access-log/--no-access-log", default=True,
+              help="One log line per request (method, path, status, events, bytes, duration); off saves a few "
+              "microseconds per request under many small requests.", **_env("ACCESS_LOG"))
 def serve(auth_token_file: Path | None, **options: Any) -> None:
     """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory."""
     if auth_token_file is not None:
@@ -138,7 +141,7 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         raise click.BadParameter("must be at least --max-body (a request of --max-body bytes could never pass)",
                                  param_hint="'--max-pending'")
     settings = Settings(**options)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     # The port first: when it is taken, nothing is created. Then the directory.
     listener = _listen(settings.host, settings.port)
     try:
@@ -167,7 +170,8 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http=protocol_class(settings),
         lifespan="on",
-        access_log=False,
+        access_log=False,  # ours is batched_event_api.access, with the events and bytes of each request
+        proxy_headers=False,  # no client address is used, so X-Forwarded-For is not read
         log_config=None,
         timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # a float works: call_later
         timeout_graceful_shutdown=30,
@@ -404,7 +408,7 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(fmt: str, level: str) -> None:
+def configure_logging(fmt: str, level: str, *, access_log: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -413,3 +417,4 @@ def configure_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("batched_event_api.access").disabled = not access_log

@@ -24,6 +24,7 @@ class Settings:
     compress: str = "none"  # or "gzip": committed files as .csv.gz
     log_format: str = "text"
     log_level: str = "info"
+    access_log: bool = True  # one line per request at info level
     body_timeout: float = 30.0  # seconds from the end of the headers to the end of the body
     header_timeout: float = 10.0  # seconds from a connection's first byte (or its opening) to the end of the headers
     keep_alive: float = 5.0  # seconds an idle keep-alive connection is kept open
