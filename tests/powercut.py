@@ -108,11 +108,11 @@ class PowerCutDisk(LocalDisk):
 
 
 def _writer_frames() -> set[str]:
-    """The writer's functions on the calling thread's stack."""
+    """The service's functions on the calling thread's stack (the writer and its parts)."""
     names = set()
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_filename.endswith("writer.py"):
+        if f"{os.sep}batched_event_api{os.sep}" in frame.f_code.co_filename:
             names.add(frame.f_code.co_name)
         frame = frame.f_back
     return names

@@ -17,7 +17,8 @@ from model import generate_events, ndjson
 
 from batched_event_api.prepare import Rows, prepare
 from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import JOURNAL, JournalDamaged, Writer, part_name
+from batched_event_api.journal import JOURNAL, JournalDamaged
+from batched_event_api.writer import Writer, part_name
 
 POLICY = WindowPolicy(300 * 10**9)
 
@@ -62,7 +63,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
     if point in ("torn-record", "rows-lost"):
 
         def commit_then_crash(record, written, *, new_entries):
-            from batched_event_api.writer import encode_record
+            from batched_event_api.journal import encode_record
 
             line = encode_record(record)
             if point == "torn-record":
@@ -70,7 +71,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             else:  # a power cut: the record reached the disk, the request's rows did not
                 for check in record.checks:
                     os.truncate(writer.directory / part_name(check.name), check.start)
-            os.pwrite(writer._journal_fd, line, writer._journal_size)
+            os.pwrite(writer.journal.fd, line, writer.journal.size)
             raise Crash
 
         monkeypatch.setattr(writer, "_commit", commit_then_crash)
@@ -80,7 +81,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
         real_write = writer.disk.write
 
         def write(fd, chunks, offset):
-            if fd == writer._journal_fd:
+            if fd == writer.journal.fd:
                 raise Crash
             return real_write(fd, chunks, offset)
 
@@ -95,6 +96,8 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             return real_unlink(path, *a, **k)
 
         monkeypatch.setattr("batched_event_api.storage.os.unlink", unlink_then_crash)
+    elif point == "sync_all":
+        monkeypatch.setattr(writer.sync, "sync_all", crash)
     else:
         monkeypatch.setattr(writer, point, crash)
 
@@ -129,7 +132,7 @@ def expected(work, tmp_path_factory):
         ("no-record", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
         ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)
-        ("_fdatasync_all", True),  # rows and record written, the per-file syncs not done: both kept
+        ("sync_all", True),  # rows and record written, the per-file syncs not done: both kept
         ("syncfs", True),  # the same where one syncfs() makes the round durable
         ("_publish_pending", True),  # record durable, closed windows not yet renamed
         ("linked-not-unlinked", True),  # final name linked, part file still there
@@ -137,7 +140,7 @@ def expected(work, tmp_path_factory):
 )
 @pytest.mark.parametrize("crash_at", [7, 19, 33])
 def test_recovery_from_each_crash_point(tmp_path, work, expected, point, applied, crash_at, monkeypatch):
-    sync = {"syncfs": {"syncfs_from": 1}, "_fdatasync_all": {"syncfs_from": None}}.get(point, {})
+    sync = {"syncfs": {"syncfs_from": 1}, "sync_all": {"syncfs_from": None}}.get(point, {})
     run(tmp_path, work, crash_at=crash_at, point=point, monkeypatch=monkeypatch, **sync)
     monkeypatch.undo()
     writer = Writer(tmp_path, POLICY)
@@ -251,7 +254,7 @@ def test_a_window_whose_name_is_taken_by_a_foreign_file_is_published_under_the_n
 @pytest.mark.parametrize("syncfs_from", [None, 1])
 def test_per_file_and_filesystem_syncs_give_the_same_files(tmp_path, work, expected, syncfs_from):
     writer = run(tmp_path, work, syncfs_from=syncfs_from)
-    assert writer.syncfs_from == syncfs_from  # syncfs() is there on the Linux this runs on
+    assert writer.sync.syncfs_from == syncfs_from  # syncfs() is there on the Linux this runs on
     assert csv_files(tmp_path) == expected
 
 

@@ -35,7 +35,8 @@ from .prepare import SLICE, prepare
 from .render import COLUMNS
 from .windows import WindowPolicy
 from .committer import Committer
-from .writer import SYNCFS_FROM, Applied, Committed, Request, Writer
+from .syncround import SYNCFS_FROM
+from .writer import Applied, Committed, Request, Writer
 
 log = logging.getLogger("batched_event_api")
 access_log = logging.getLogger("batched_event_api.access")

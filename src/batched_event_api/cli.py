@@ -277,7 +277,7 @@ def status(output: Path, as_json: bool) -> None:
     """What an output directory holds: the open window, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
     from .status import read_status
-    from .writer import JournalDamaged
+    from .journal import JournalDamaged
 
     try:
         state = read_status(output)

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .timestamps import utc_stamp
-from .writer import JOURNAL, LOCK, decode_journal, part_name
+from .journal import JOURNAL, decode_journal
+from .partfiles import part_name
+from .writer import LOCK
 
 
 @dataclass(frozen=True, slots=True)

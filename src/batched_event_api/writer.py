@@ -1,27 +1,30 @@
-"""The part-file writer: the only module that touches the output directory.
+"""The writer: commit rounds and recovery, over the parts that each keep one concern.
 
-Life cycle of a window's file, as in Flink's FileSink: in-progress (a hidden `.NAME.inprogress`
-that no `*.csv` glob matches) -> committed (`NAME.csv`, never changed again).
+- `PartFiles` (partfiles.py): a window's file, in progress -> pending -> finished, and its name.
+- `Journal` (journal.py): the records, the commit point; snapshots and compaction.
+- `KeyStore` (keys.py): the Idempotency-Keys already applied.
+- `SyncRound` (syncround.py): a round's writes and syncs; `LocalDisk` (storage.py) under all of them.
+- `WindowPolicy` (windows.py, pure): which rows go to which window.
 
-Commit protocol, one request at a time:
-1. Write the request's rows: appended to the open window's part file, and into new part files for
-   the windows it opens. Write one checksummed journal record: the open window (name, start, size),
-   the windows to publish, the Idempotency-Key, and a CRC-32 of every byte range the request wrote.
-2. fdatasync the files written, the journal (and the directory when a file was created) all at
-   once: one round of concurrent syncs, which the filesystem folds into few journal commits. The
-   client gets its 200 only after this; the record is the commit point.
-3. Publish the closed windows: rename part -> final name, never replacing a file (renameat2
-   RENAME_NOREPLACE; else hard link, then unlink). The directory is synced in the next round;
-   until then the next record lists them again.
+Commit protocol, one round at a time (a round is a group of requests, see committer.py):
+1. Place the round's requests one after another, as if applied alone in that order: their rows
+   are appended to the open window's part file, or go to new part files for the windows they
+   open. One checksummed journal record follows: the open window (name, start, size), the windows
+   to publish, every Idempotency-Key of the round, and a CRC-32 of every byte range it wrote.
+2. Write and fdatasync the files, the journal (and the directory when a file was created) in one
+   round of concurrent syncs, which the filesystem folds into few journal commits. No request of
+   the round is answered before this; the record is the commit point.
+3. Publish the closed windows: rename part -> final name, never replacing a file. The directory
+   is synced in the next round; until then the next record lists them again.
 Recovery reads the last intact journal record and keeps it only if the bytes it names are all
-there with their CRCs (a power cut can persist the record but not the rows: then the request was
+there with their CRCs (a power cut can persist the record but not the rows: then its round was
 never acknowledged and the record before it is the state). Bytes read back after a process crash
 may sit only in the page cache, so before it keeps that record, publishes or answers anything, it
-makes every file the record names durable (the request may have been answered 200 by then, as a
-replay of its resend). It finishes step 3, truncates the open part file to the recorded size and
-deletes part files no record names: whatever a request wrote before its round completed
-disappears, whatever was acknowledged stays, exactly once. Only the last record can be torn by a
-crash: a bad record followed by intact ones is damage, and the start is refused.
+makes every file the record names durable (a resend may be answered as a replay from then on).
+It finishes step 3, truncates the open part file to the recorded size and deletes part files no
+record names: whatever a round wrote before it completed disappears, whatever was acknowledged
+stays, exactly once. Only the last record can be torn by a crash: a bad record followed by intact
+ones is damage, and the start is refused.
 """
 
 from __future__ import annotations
@@ -31,20 +34,19 @@ import fcntl
 import gzip
 import logging
 import os
-import re
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 
 from .errors import StorageError
+from .journal import COMPACT_BYTES, Check, Journal, OpenFile, Record, encode_record
+from .keys import KeyStore
+from .partfiles import PartFiles, part_name
 from .storage import LocalDisk, describe
-from .timestamps import utc_stamp
+from .syncround import SYNCFS_FROM, SyncRound, Write
 from .windows import Plan, WindowPolicy
 
 if TYPE_CHECKING:
@@ -52,44 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batched_event_api.writer")
 
-JOURNAL = ".journal"
-COMPACT_BYTES = 4 << 20  # journal size from which it is compacted (and never below twice a snapshot)
-SYNCFS_FROM = 8  # files in one sync round from which one syncfs() replaces their fdatasyncs
 LOCK = ".lock"
-PART_SUFFIX = ".inprogress"
-
-
-class OpenFile(msgspec.Struct):
-    """The window being written: its final name, start (UTC ns), durable size and rows."""
-
-    name: str
-    start: int
-    size: int
-    rows: int
-
-
-class Check(msgspec.Struct, array_like=True):
-    """Bytes [start, end) of a window's file as a request wrote them, by their CRC-32."""
-
-    name: str
-    start: int
-    end: int
-    crc: int
-
-
-class Record(msgspec.Struct, omit_defaults=True):
-    """One journal entry: the state after a step, and what that step did."""
-
-    seq: int
-    open: OpenFile | None = None
-    publish: list[str] = []  # committed windows whose final names may not be durable yet
-    applied: list[tuple[str, int]] = []  # the Idempotency-Keys of the round's requests, with their events
-    events: int = 0  # events the round wrote
-    keys: list[tuple[str, int]] | None = None  # a snapshot: every remembered key
-    # The round's rows, synced together with this record: recovery keeps the record only when
-    # they are all there.
-    checks: list[Check] = []
-    key: str | None = None  # journals of 0.2.0 and before: one request's key per record (read only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,57 +81,6 @@ class Applied:
     committed: list[Committed] = field(default_factory=list)
 
 
-def part_name(name: str) -> str:
-    """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
-    return "." + name.split(".", 1)[0] + PART_SUFFIX
-
-
-_ENCODER = msgspec.json.Encoder()
-_RECORD = msgspec.json.Decoder(Record)
-
-
-def encode_record(record: Record) -> bytes:
-    payload = _ENCODER.encode(record)
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
-
-
-class JournalDamaged(RuntimeError):
-    """A journal record other than the last is unreadable: not a crash (which can only tear the
-    tail), so no automatic repair; a person decides."""
-
-
-def decode_journal(data: bytes) -> tuple[list[Record], list[int]]:
-    """The intact records of a journal, each with the offset where it ends. A torn tail (the one
-    record a crash can leave half-written) is dropped; a bad record with intact ones after it
-    raises JournalDamaged."""
-    records: list[Record] = []
-    ends: list[int] = []
-    good = 0
-    while good < len(data):
-        end = data.find(b"\n", good)
-        record = _decode_line(data[good:end]) if end >= 0 else None
-        if record is None:
-            if any(_decode_line(line) is not None for line in data[good:].split(b"\n")[1:]):
-                raise JournalDamaged(
-                    f"record {len(records) + 1} (byte {good}) is damaged and intact records follow it"
-                )
-            break
-        records.append(record)
-        good = end + 1
-        ends.append(good)
-    return records, ends
-
-
-def _decode_line(line: bytes) -> Record | None:
-    crc, _, payload = line.partition(b" ")
-    try:
-        if len(crc) != 8 or int(crc, 16) != zlib.crc32(payload):
-            return None
-        return _RECORD.decode(payload)
-    except (ValueError, msgspec.DecodeError):
-        return None
-
-
 class Writer:
     """Appends batches of rendered rows to window files, durably and atomically. Not thread-safe:
     the server calls it from one thread only."""
@@ -190,30 +104,23 @@ class Writer:
         self.disk = disk or LocalDisk()
         # A round with this many files (data, journal, directory) makes them durable with one
         # syncfs() of the output filesystem instead of one fdatasync each; None: never.
-        self.syncfs_from = syncfs_from if self.disk.has_syncfs else None
+        self.sync = SyncRound(self.disk, fsync=fsync, syncfs_from=syncfs_from)
         self.header = header.encode()
         self.max_keys = max_keys
-        self.compact_bytes = compact_bytes
+        self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
         # stream, so appending and truncating at a recorded size keep the file readable.
-        self.suffix = ".csv.gz" if compress else ".csv"
+        self.parts = PartFiles(self.directory, self.disk, ".csv.gz" if compress else ".csv")
         self._encode = _gzip if compress else _identity
         self.open: OpenFile | None = None
-        self.keys: OrderedDict[str, int] = OrderedDict()
+        self.keys = KeyStore(max_keys)
         self.seq = 0
         self._publish: list[str] = []
         self._open_fd: int | None = None
         self._dir_fd: int | None = None
-        self._journal_fd: int | None = None
-        self._journal_size = 0
-        self._journal_records = 0
-        self._snapshot_size = 0
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         self.problem = ""  # the last storage error, as a client may read it
-        # Writes and syncs of a request's files run side by side: a thread blocked in fdatasync
-        # costs nothing, and concurrent syncs share the filesystem's journal commits.
-        self._io_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
 
     @property
     def healthy(self) -> bool:
@@ -233,11 +140,11 @@ class Writer:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RuntimeError(f"{self.directory} is in use by another batched-event-api") from None
-        self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._dir_fd = self.sync.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         self.recover(compact=True)
 
     def close(self) -> None:
-        self._io_pool.shutdown()
+        self.sync.close()
         self._close_fds()
         for fd in (self._dir_fd, self._lock_fd):
             if fd is not None:
@@ -247,30 +154,20 @@ class Writer:
     def recover(self, *, compact: bool = False) -> None:
         """Bring the directory to the state of the last durable journal record."""
         self._close_fds()
-        path = self.directory / JOURNAL
-        data = path.read_bytes() if path.exists() else b""
-        advice = "restore it from a backup, or move it away to start afresh (in-progress windows would be discarded)"
-        try:
-            records, ends = decode_journal(data)
-        except JournalDamaged as exc:
-            raise JournalDamaged(f"{path} is damaged: {exc}; {advice}") from None
-        if data and not records:
-            # The first record is always written whole (by rename), so this is damage, not a crash:
-            # starting afresh would delete the open window's rows. Leave the decision to a person.
-            raise JournalDamaged(f"{path} is unreadable; {advice}")
+        records, ends = self.journal.read()
         if len(records) > 1 and not self._rows_are_there(records[-1]):
             log.warning("the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back")
             records.pop()
             ends.pop()
         good = ends[-1] if ends else 0
-        self.keys.clear()
+        self.keys.replace([])
         for record in records:
             if record.keys is not None:
-                self.keys = OrderedDict(record.keys)
+                self.keys.replace(record.keys)
             if record.key is not None:
-                self._remember(record.key, record.events)
+                self.keys.remember(record.key, record.events)
             for key, events in record.applied:
-                self._remember(key, events)
+                self.keys.remember(key, events)
         last = records[-1] if records else Record(seq=0)
         self.seq = last.seq
         self.open = last.open
@@ -280,22 +177,17 @@ class Writer:
         published = self._publish_pending()
         if self.fsync:
             self.disk.sync_directory(self._dir_fd)  # before any record stops listing them
-        self._restore_open_part()
-        # Committed windows not published yet (a foreign file holds the final name) stay too.
-        keep = {part_name(name) for name in [*self._publish, *([self.open.name] if self.open else [])]}
-        for entry in os.listdir(self.directory):
-            if entry.endswith(PART_SUFFIX) and entry not in keep:
-                log.info("removing %s: written by a request that was never acknowledged", entry)
-                os.unlink(self.directory / entry)
+        if self.open is not None:
+            self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
+            if size < self.open.size:  # only when fsync was off and the machine lost power
+                log.warning("%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size)
+                self.open.size = size
+        # Committed windows not published yet (their rename failed) stay too.
+        self.parts.remove_strays([*self._publish, *([self.open.name] if self.open else [])])
         if not records or compact:
             self._write_snapshot()
         else:
-            # Drop a torn tail in place: needs no free space, so it works on a full disk too.
-            self._journal_fd = os.open(path, os.O_WRONLY)
-            os.ftruncate(self._journal_fd, good)
-            self._journal_size = good
-            self._journal_records = len(records)
-            self._snapshot_size = ends[0]
+            self.journal.resume(len(records), good, snapshot_size=ends[0])
         self._broken = not published  # a publish that failed is retried at the next step
 
     def _make_state_durable(self) -> None:
@@ -303,18 +195,9 @@ class Writer:
         round may have been cut short by the crash, leaving its bytes in the page cache only: read
         back with the right CRCs, but lost at the next power cut although the resend is answered
         as a replay."""
-        names = [*([self.open.name] if self.open else []), *self._publish]
-        fds = []
+        fds = self.parts.open_all([*([self.open.name] if self.open else []), *self._publish])
         try:
-            for name in names:
-                for candidate in (part_name(name), name):  # not published yet, or published
-                    with contextlib.suppress(FileNotFoundError):
-                        fds.append(os.open(self.directory / candidate, os.O_RDONLY))
-                        break
-            if self._by_filesystem(len(fds) + 1):
-                self.disk.sync_filesystem(self._dir_fd)
-            else:
-                self._fdatasync_all([*fds, self._dir_fd])
+            self.sync.sync_files([*fds, self._dir_fd])
         finally:
             for fd in fds:
                 os.close(fd)
@@ -322,39 +205,16 @@ class Writer:
     def _rows_are_there(self, record: Record) -> bool:
         """Are the bytes a record names all on disk, as written? (Only the last record can lack them.)"""
         for check in record.checks:
-            for name in (part_name(check.name), check.name):  # published already, or not yet
-                try:
-                    with open(self.directory / name, "rb") as f:
-                        f.seek(check.start)
-                        data = f.read(check.end - check.start)
-                    break
-                except FileNotFoundError:
-                    continue
-            else:
-                return False
-            if len(data) != check.end - check.start or zlib.crc32(data) != check.crc:
+            data = self.parts.read_range(check.name, check.start, check.end)
+            if data is None or len(data) != check.end - check.start or zlib.crc32(data) != check.crc:
                 return False
         return True
 
-    def _restore_open_part(self) -> None:
-        if self.open is None:
-            return
-        path = self.directory / part_name(self.open.name)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        actual = os.fstat(fd).st_size
-        if actual > self.open.size:
-            os.ftruncate(fd, self.open.size)
-        elif actual < self.open.size:
-            # Only possible when fsync was off and the machine lost power.
-            log.warning("%s is %d bytes, %d were recorded: keeping what is there", path.name, actual, self.open.size)
-            self.open.size = actual
-        self._open_fd = fd
-
     def _close_fds(self) -> None:
-        for fd in (self._open_fd, self._journal_fd):
-            if fd is not None:
-                os.close(fd)
-        self._open_fd = self._journal_fd = None
+        if self._open_fd is not None:
+            os.close(self._open_fd)
+        self._open_fd = None
+        self.journal.close()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -391,7 +251,7 @@ class Writer:
             self._open_fd = state.created[-1]
         self.open = state.open
         for key, events in state.keys.items():
-            self._remember(key, events)
+            self.keys.remember(key, events)
         self._published(state.publish)
         self._maybe_compact()
         return results
@@ -474,13 +334,13 @@ class Writer:
                 files.append(OpenFile(state.open.name, state.open.start, write.check.end, state.open.rows + count))
             else:
                 if len(state.created) >= _OPEN_PARTS_PER_ROUND:
-                    self._round(state.writes, [])
+                    self.sync.run(state.writes, [])
                     state.writes = []
                     while state.created:
                         os.close(state.created.pop())
-                name = self._choose_name(int(times[segment.first]), state.taken)  # named from its first event
+                name = self.parts.name_for(int(times[segment.first]), state.taken)  # from its first event
                 state.taken.add(name)
-                fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                fd = self.parts.create(name)
                 state.created.append(fd)
                 header = [memoryview(self.header)] if self.header else []
                 write = self._write_for(fd, name, 0, header + chunks)
@@ -494,7 +354,7 @@ class Writer:
         state.publish += [c.name for c in closed]
         return closed
 
-    def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> _Write:
+    def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Write:
         """A write of the chunks at offset (one gzip member when compressing), with its check."""
         if self._encode is not _identity:
             chunks = [memoryview(self._encode(b"".join(chunks)))]
@@ -502,89 +362,21 @@ class Writer:
         if self.fsync:  # what recovery checks; without fsync nothing is promised
             for chunk in chunks:
                 crc = zlib.crc32(chunk, crc)
-        return _Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
+        return Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
-    def _write_one(self, w: _Write, sync: bool) -> None:
-        self.disk.write(w.fd, w.chunks, w.check.start)
-        if sync:
-            self.disk.sync_data(w.fd)
-
-    def _by_filesystem(self, files: int) -> bool:
-        return self.fsync and self.syncfs_from is not None and files >= self.syncfs_from
-
-    def _round(self, writes: list[_Write], fds: list[int], line: bytes = b"") -> None:
-        """Write the files (and the journal line, if any) and make them and `fds` durable in one
-        round: small writes here, then the syncs side by side; large ones each copied (and synced)
-        on its own thread meanwhile. From `syncfs_from` files on, one syncfs() once all is written
-        replaces the per-file syncs."""
-        if line:
-            fds = [self._journal_fd, *fds]
-        writes = _coalesced(writes)  # a group's requests appending to one file: one write, one sync
-        whole = self._by_filesystem(len(writes) + len(fds))
-        tasks = []
-        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
-            for w in writes:
-                self.disk.write(w.fd, w.chunks, w.check.start)
-            fds = [*fds, *(w.fd for w in writes)]
-        else:
-            tasks = [self._io_pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
-        try:
-            if line:
-                self.disk.write(self._journal_fd, [line], self._journal_size)
-            if not whole:
-                self._fdatasync_all(fds)
-        finally:
-            _wait_all(tasks)
-        if whole:
-            self.disk.sync_filesystem(self._dir_fd)
-
-    def _commit(self, record: Record, writes: list[_Write], *, new_entries: bool) -> None:
+    def _commit(self, record: Record, writes: list[Write], *, new_entries: bool) -> None:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
         side by side. The record may reach the disk before the rows: recovery checks for that."""
         line = encode_record(record)
-        assert self._journal_fd is not None
         # The directory too for new part files, or windows published since the last round.
         dirs = [self._dir_fd] if new_entries or self._publish else []
         try:
-            self._round(writes, dirs, line)
+            self.sync.run(writes, dirs, journal=(self.journal.fd, line, self.journal.size))
         except OSError:
-            try:  # the record must not outlive the failed round
-                os.ftruncate(self._journal_fd, self._journal_size)
-            except OSError:
-                pass
+            self.journal.discard_unfinished()
             raise
-        self._journal_size += len(line)
-        self._journal_records += 1
+        self.journal.appended(line)
         self.seq = record.seq
-
-    def _fdatasync_all(self, fds: list[int]) -> None:
-        """fdatasync several files at once: concurrent syncs share the filesystem's journal
-        commits, so a request that fills many windows does not pay one commit per file."""
-        if not self.fsync or not fds:
-            return
-        others = [self._io_pool.submit(self._sync_one, fd) for fd in fds[1:]]
-        try:
-            self._sync_one(fds[0])  # one on this thread: a hand-off less
-        finally:
-            _wait_all(others)
-
-    def _sync_one(self, fd: int) -> None:
-        (self.disk.sync_directory if fd == self._dir_fd else self.disk.sync_data)(fd)
-
-    def _choose_name(self, first_event: int, taken: set[str]) -> str:
-        """Name from the window's first event in UTC."""
-        return self._free_name(f"user-events-{utc_stamp(first_event)}", taken)
-
-    def _free_name(self, stem: str, taken: set[str]) -> str:
-        """stem + suffix, or the first of stem-1, stem-2, ... that no file has and no window reserves."""
-        name = stem + self.suffix
-        n = 0
-        while name in taken or os.path.lexists(self.directory / name) or (
-            self.open is not None and name == self.open.name
-        ):
-            n += 1
-            name = f"{stem}-{n}{self.suffix}"
-        return name
 
     def _published(self, publish: list[str]) -> None:
         """After a round: publish the windows it committed. Names published before it are
@@ -595,87 +387,33 @@ class Writer:
     def _publish_pending(self) -> bool:
         """Step 3: committed part files get their final names. self._publish keeps the names this
         published (or could not), so the next record lists them until a round syncs the directory."""
-        pending = []
+        reserved = {*self._publish, *([self.open.name] if self.open else [])}
         try:
-            for name in self._publish:
-                part = self.directory / part_name(name)
-                final = self.directory / name
-                try:
-                    self.disk.publish(part, final)
-                except FileNotFoundError:
-                    continue  # published already
-                except FileExistsError:
-                    if os.path.samefile(part, final):
-                        os.unlink(part)  # linked before a crash
-                    else:
-                        self._publish_elsewhere(name, part)
-                pending.append(name)
+            self._publish = self.parts.publish(self._publish, reserved)
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
             self.problem = describe(exc)
             log.error("could not publish committed windows yet: %s (%s)", self.problem, exc)
             self._broken = True
             return False
-        self._publish = pending
         return True
-
-    def _publish_elsewhere(self, name: str, part: Path) -> None:
-        """A file this server did not write holds the window's name (it appeared after the name was
-        chosen): publish under the next free -N name, the rule for names taken at creation. The
-        journal keeps the first name; its part file is gone once this rename is durable, which
-        recovery reads as 'published already'."""
-        stem = _NUMBERED.sub("", name[: -len(self.suffix)])
-        free = self._free_name(stem, set(self._publish))
-        self.disk.publish(part, self.directory / free)
-        log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
 
     # -- journal ----------------------------------------------------------------------------
 
     def _write_snapshot(self) -> None:
         """Replace the journal with one record of the whole state (atomically)."""
-        record = Record(self.seq, open=self.open, publish=self._publish, keys=list(self.keys.items()))
-        line = encode_record(record)
-        tmp = self.directory / (JOURNAL + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self.disk.write(fd, [line], 0)
-            if self.fsync:
-                self.disk.sync_data(fd)
-            os.replace(tmp, self.directory / JOURNAL)
-        except OSError:
-            os.close(fd)
-            raise
-        # From the rename on, this descriptor is the journal: switch before anything else can fail.
-        old, self._journal_fd = self._journal_fd, fd
-        self._journal_size = self._snapshot_size = len(line)
-        self._journal_records = 1
-        if old is not None:
-            os.close(old)
-        if self.fsync:
-            self.disk.sync_directory(self._dir_fd)
+        snapshot = Record(self.seq, open=self.open, publish=self._publish, keys=self.keys.items())
+        self.journal.replace(snapshot, self._dir_fd)
 
     def _maybe_compact(self) -> None:
-        """Replace the journal by a snapshot once it has many records (each start replays them) or
-        many bytes (a request spanning many windows writes a record of kilobytes; each start reads
-        the journal whole). Never sooner than twice the snapshot itself, which holds every key."""
-        too_many = self._journal_records > max(1000, 2 * self.max_keys)
-        too_large = self._journal_size > max(self.compact_bytes, 2 * self._snapshot_size)
-        if too_many or too_large:
+        if self.journal.due(self.max_keys):
             try:
                 self._write_snapshot()
             except OSError as exc:
                 log.error("journal compaction failed, will retry: %s (%s)", describe(exc), exc)
 
-    def _remember(self, key: str, events: int) -> None:
-        self.keys[key] = events
-        self.keys.move_to_end(key)
-        while len(self.keys) > self.max_keys:
-            self.keys.popitem(last=False)
-
 
 _OPEN_PARTS_PER_ROUND = 256
-_NUMBERED = re.compile(r"(?<=-\d{6})-\d+$")  # the -N of user-events-YYYYMMDD-HHMMSS-N
-_PARALLEL_WRITES = 1 << 20  # bytes per request from which its files are written side by side
 
 
 @dataclass(slots=True)
@@ -687,39 +425,10 @@ class _RoundState:
     publish: list[str]
     taken: set[str]  # names no new window may take: the open one, those to publish, this round's
     created: list[int] = field(default_factory=list)  # part files created this round (descriptors)
-    writes: list[_Write] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
     events: int = 0
-
-
-@dataclass(slots=True)
-class _Write:
-    fd: int
-    chunks: list[memoryview]
-    check: Check
-
-
-def _coalesced(writes: list[_Write]) -> list[_Write]:
-    """Writes that continue each other in one file, as one (for the I/O only: the record keeps
-    each request's own check)."""
-    out: list[_Write] = []
-    for w in writes:
-        last = out[-1] if out else None
-        if last is not None and last.fd == w.fd and last.check.end == w.check.start:
-            last.chunks.extend(w.chunks)
-            last.check = Check(last.check.name, last.check.start, w.check.end, 0)
-        else:
-            out.append(_Write(w.fd, list(w.chunks), w.check))
-    return out
-
-
-def _wait_all(futures: list) -> None:
-    """Wait for every future, then raise the first error among them."""
-    errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def _identity(data: bytes) -> bytes:

@@ -1,0 +1,121 @@
+"""A window's file through its life, as Flink's FileSink keeps a part file: in progress (the hidden
+`.NAME.inprogress`, which no `*.csv*` glob matches, appended by commit rounds) -> pending (closed
+and listed in the journal, waiting for its final name) -> finished (renamed to `NAME.csv`, never
+replaced, never changed again).
+
+Names follow the reference: the window's first event in UTC, `user-events-YYYYMMDD-HHMMSS`, with
+-1, -2, ... added when a name is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from pathlib import Path
+
+from .storage import LocalDisk
+from .timestamps import utc_stamp
+
+log = logging.getLogger("batched_event_api.writer")
+
+PART_SUFFIX = ".inprogress"
+_NUMBERED = re.compile(r"(?<=-\d{6})-\d+$")  # the -N of user-events-YYYYMMDD-HHMMSS-N
+
+
+def part_name(name: str) -> str:
+    """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
+    return "." + name.split(".", 1)[0] + PART_SUFFIX
+
+
+class PartFiles:
+    """The window files of one directory (`suffix`: `.csv` or `.csv.gz`)."""
+
+    def __init__(self, directory: Path, disk: LocalDisk, suffix: str) -> None:
+        self.directory = directory
+        self.disk = disk
+        self.suffix = suffix
+
+    def name_for(self, first_event: int, reserved: set[str]) -> str:
+        """The name of a window starting with this event: free on disk and not `reserved`."""
+        return self._free_name(f"user-events-{utc_stamp(first_event)}", reserved)
+
+    def _free_name(self, stem: str, reserved: set[str]) -> str:
+        name = stem + self.suffix
+        n = 0
+        while name in reserved or os.path.lexists(self.directory / name):
+            n += 1
+            name = f"{stem}-{n}{self.suffix}"
+        return name
+
+    def create(self, name: str) -> int:
+        """A new, empty in-progress file for the window `name` (a descriptor)."""
+        return os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def reopen(self, name: str, size: int) -> tuple[int, int]:
+        """The in-progress file of `name`, cut to `size` (what a request wrote past its last
+        record goes); returns the descriptor and the size it has, which is less than `size` only
+        when fsync was off and the machine lost power."""
+        fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT, 0o644)
+        actual = os.fstat(fd).st_size
+        if actual > size:
+            os.ftruncate(fd, size)
+        return fd, min(actual, size)
+
+    def read_range(self, name: str, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of the window's file, in progress or finished; None when neither exists."""
+        for candidate in (part_name(name), name):
+            try:
+                with open(self.directory / candidate, "rb") as f:
+                    f.seek(start)
+                    return f.read(end - start)
+            except FileNotFoundError:
+                continue
+        return None
+
+    def open_all(self, names: list[str]) -> list[int]:
+        """Read-only descriptors of these windows' files, wherever they are in their life (to sync them)."""
+        fds = []
+        for name in names:
+            for candidate in (part_name(name), name):
+                with contextlib.suppress(FileNotFoundError):
+                    fds.append(os.open(self.directory / candidate, os.O_RDONLY))
+                    break
+        return fds
+
+    def publish(self, names: list[str], reserved: set[str]) -> list[str]:
+        """Pending -> finished: each window's file gets its final name, never replacing a file. A
+        name some other file took in the meantime makes it the next free -N name (logged). Returns
+        the names renamed now, which stay listed in the journal until a round syncs the directory;
+        raises OSError when the storage refuses (the journal still lists them all: retried later)."""
+        renamed = []
+        for name in names:
+            part = self.directory / part_name(name)
+            final = self.directory / name
+            try:
+                self.disk.publish(part, final)
+            except FileNotFoundError:
+                continue  # finished already, in an earlier round
+            except FileExistsError:
+                if os.path.samefile(part, final):
+                    os.unlink(part)  # linked, not yet unlinked, before a crash
+                else:
+                    self._publish_elsewhere(name, part, reserved)
+            renamed.append(name)
+        return renamed
+
+    def _publish_elsewhere(self, name: str, part: Path, reserved: set[str]) -> None:
+        """The journal keeps the first name; its part file is gone once this rename is durable,
+        which recovery reads as 'finished already'."""
+        free = self._free_name(_NUMBERED.sub("", name[: -len(self.suffix)]), reserved)
+        self.disk.publish(part, self.directory / free)
+        log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
+
+    def remove_strays(self, keep: list[str]) -> None:
+        """Delete in-progress files of no window in `keep`: written by rounds never committed."""
+        wanted = {part_name(name) for name in keep}
+        for entry in os.listdir(self.directory):
+            if entry.endswith(PART_SUFFIX) and entry not in wanted:
+                log.info("removing %s: written by a request that was never acknowledged", entry)
+                os.unlink(self.directory / entry)

@@ -1,0 +1,117 @@
+"""A commit round's I/O: write its files and its journal line, and make them durable together.
+
+Small rounds are written on the calling thread, then every file is fdatasync'ed side by side
+(concurrent syncs share the filesystem's journal commits). A round of 1 MiB or more has each file
+written and synced on its own thread while the journal line is written. From `syncfs_from` files
+on, one syncfs() of the filesystem, once everything is written, replaces the per-file syncs.
+Writes that continue each other in one file (a group's requests appending to the open window)
+are made one write and one sync.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .journal import Check
+from .storage import LocalDisk
+
+SYNCFS_FROM = 8  # files in one round from which one syncfs() replaces their fdatasyncs
+_PARALLEL_WRITES = 1 << 20  # bytes per round from which its files are written side by side
+
+
+@dataclass(slots=True)
+class Write:
+    """Chunks to write into one file at `check.start`; `check` names what the record will say."""
+
+    fd: int
+    chunks: list[memoryview]
+    check: Check
+
+
+class SyncRound:
+    def __init__(self, disk: LocalDisk, *, fsync: bool, syncfs_from: int | None = SYNCFS_FROM) -> None:
+        self.disk = disk
+        self.fsync = fsync
+        # None: never syncfs (asked for, or the kernel lacks a syncfs that reports errors).
+        self.syncfs_from = syncfs_from if disk.has_syncfs else None
+        self.dir_fd: int | None = None  # the directory's descriptor: fsync'ed, not fdatasync'ed
+        # A thread blocked in fdatasync costs nothing; 32 keep many-file rounds side by side.
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
+
+    def run(self, writes: list[Write], fds: list[int], journal: tuple[int, bytes, int] | None = None) -> None:
+        """Write `writes` (and the journal line at its offset: (fd, line, offset)) and make them
+        and the files `fds` durable. Raises the first OSError, after every thread is done."""
+        if journal is not None:
+            fds = [journal[0], *fds]
+        writes = _coalesced(writes)
+        whole = self.by_filesystem(len(writes) + len(fds))
+        tasks = []
+        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
+            for w in writes:
+                self.disk.write(w.fd, w.chunks, w.check.start)
+            fds = [*fds, *(w.fd for w in writes)]
+        else:
+            tasks = [self._pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
+        try:
+            if journal is not None:
+                self.disk.write(journal[0], [journal[1]], journal[2])
+            if not whole:
+                self.sync_all(fds)
+        finally:
+            _wait_all(tasks)
+        if whole:
+            self.disk.sync_filesystem(self.dir_fd)
+
+    def sync_files(self, fds: list[int]) -> None:
+        """Make these files (and the directory, when among them) durable: per file or one syncfs."""
+        if self.by_filesystem(len(fds)):
+            self.disk.sync_filesystem(self.dir_fd)
+        else:
+            self.sync_all(fds)
+
+    def sync_all(self, fds: list[int]) -> None:
+        """fdatasync the files (fsync the directory) side by side."""
+        if not self.fsync or not fds:
+            return
+        others = [self._pool.submit(self._sync_one, fd) for fd in fds[1:]]
+        try:
+            self._sync_one(fds[0])  # one on this thread: a hand-off less
+        finally:
+            _wait_all(others)
+
+    def by_filesystem(self, files: int) -> bool:
+        return self.fsync and self.syncfs_from is not None and files >= self.syncfs_from
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def _write_one(self, w: Write, sync: bool) -> None:
+        self.disk.write(w.fd, w.chunks, w.check.start)
+        if sync:
+            self.disk.sync_data(w.fd)
+
+    def _sync_one(self, fd: int) -> None:
+        (self.disk.sync_directory if fd == self.dir_fd else self.disk.sync_data)(fd)
+
+
+def _coalesced(writes: list[Write]) -> list[Write]:
+    """Writes that continue each other in one file, as one (for the I/O only: the record keeps
+    each request's own check)."""
+    out: list[Write] = []
+    for w in writes:
+        last = out[-1] if out else None
+        if last is not None and last.fd == w.fd and last.check.end == w.check.start:
+            last.chunks.extend(w.chunks)
+            last.check = Check(last.check.name, last.check.start, w.check.end, 0)
+        else:
+            out.append(Write(w.fd, list(w.chunks), w.check))
+    return out
+
+
+def _wait_all(futures: list) -> None:
+    """Wait for every future, then raise the first error among them."""
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
