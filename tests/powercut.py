@@ -24,7 +24,7 @@ class Crash(BaseException):
 
 class PowerCutDisk(LocalDisk):
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.calls = 0  # writes and syncs so far
         self.crash_at: int | None = None  # the call that raises Crash
         self.crashes = 0

@@ -34,6 +34,7 @@ from .pending import Hold, PendingBytes
 from .prepare import SLICE, prepare
 from .render import COLUMNS
 from .windows import WindowPolicy
+from .closing import IdleClose
 from .committer import Committer
 from .syncround import SYNCFS_FROM
 from .writer import Applied, Committed, Request, Writer
@@ -49,7 +50,6 @@ ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/
 # Bodies larger than this are prepared off the event loop, in slices on several threads.
 _INLINE_PREPARE = 256 * 1024
 _SPACE_MARGIN = 1 << 20  # bytes of free space beyond a refused request's size before /readyz says ready
-_IDLE_RETRY_FIRST, _IDLE_RETRY_MAX = 1.0, 60.0  # seconds between retries of a failed idle commit
 _PREPARE_THREADS = min(4, os.cpu_count() or 1)
 _JSON = msgspec.json.Encoder()
 
@@ -78,10 +78,7 @@ class Ingest:
         )
         # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_deadline = 0.0
-        self._idle_task: asyncio.Task[None] | None = None
-        self._idle_retry = _IDLE_RETRY_FIRST
+        self.idle_close = IdleClose(settings.idle_close, self._commit_open)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
 
     async def start(self) -> None:
@@ -89,13 +86,12 @@ class Ingest:
         self._update_open_gauges()
         if self.writer.open is not None or not self.writer.healthy:
             # A window recovered after a crash (or a publish left to retry) gets its idle commit too.
-            self._arm_idle_timer(self.settings.idle_close)
+            self.idle_close.touch()
 
     async def stop(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self.idle_close.stop()
         try:
-            self._record_commits(await self._on_writer(self.writer.commit_open))
+            await self._commit_open()
         except StorageError as exc:
             log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
         await self._on_writer(self.writer.close)
@@ -131,7 +127,7 @@ class Ingest:
             m.late.inc(applied.late)
             self._record_commits(applied.committed)
         if applied.accepted and not applied.replay:
-            self._arm_idle_timer(self.settings.idle_close)
+            self.idle_close.touch()
         return applied
 
     async def unready_reason(self) -> str | None:
@@ -157,34 +153,11 @@ class Ingest:
         self.metrics.open_start.set(w.start / 1e9 if w else 0)
         self.metrics.open_rows.set(w.rows if w else 0)
 
-    def _arm_idle_timer(self, delay: float) -> None:
-        # One timer at a time; a request only moves the deadline, the timer re-arms itself late.
-        loop = asyncio.get_running_loop()
-        self._idle_deadline = loop.time() + delay
-        if self._idle_timer is None:
-            self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
-
-    def _on_idle_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._idle_deadline:
-            self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle_timer)
-            return
-        self._idle_timer = None
-        self._idle_task = loop.create_task(self._idle_commit())  # kept referenced until done
-
-    async def _idle_commit(self) -> None:
-        """Commit the open window and publish what is committed; on a storage error, try again
-        with backoff (a quiet source's last window must not wait for its next request)."""
-        try:
-            self._record_commits(await self._on_writer(self.writer.commit_open))
-            if not self.writer.healthy and not await self._on_writer(self.writer.heal):
-                raise StorageError(self.writer.problem)
-        except StorageError as exc:
-            log.error("idle commit failed, retrying in %gs: %s", self._idle_retry, exc)
-            self._arm_idle_timer(self._idle_retry)
-            self._idle_retry = min(self._idle_retry * 2, _IDLE_RETRY_MAX)
-            return
-        self._idle_retry = _IDLE_RETRY_FIRST
+    async def _commit_open(self) -> None:
+        """Commit the open window (idle, shutdown) and publish what is committed."""
+        self._record_commits(await self._on_writer(self.writer.commit_open))
+        if not self.writer.healthy and not await self._on_writer(self.writer.heal):
+            raise StorageError(self.writer.problem)
 
 
 # -- the raw ASGI ingest route ----------------------------------------------------------------

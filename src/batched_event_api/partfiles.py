@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-from pathlib import Path
 
 from .storage import LocalDisk
 from .timestamps import utc_stamp
@@ -30,10 +28,9 @@ def part_name(name: str) -> str:
 
 
 class PartFiles:
-    """The window files of one directory (`suffix`: `.csv` or `.csv.gz`)."""
+    """The window files of one storage (`suffix`: `.csv` or `.csv.gz`)."""
 
-    def __init__(self, directory: Path, disk: LocalDisk, suffix: str) -> None:
-        self.directory = directory
+    def __init__(self, disk: LocalDisk, suffix: str) -> None:
         self.disk = disk
         self.suffix = suffix
 
@@ -44,34 +41,26 @@ class PartFiles:
     def _free_name(self, stem: str, reserved: set[str]) -> str:
         name = stem + self.suffix
         n = 0
-        while name in reserved or os.path.lexists(self.directory / name):
+        while name in reserved or self.disk.exists(name):
             n += 1
             name = f"{stem}-{n}{self.suffix}"
         return name
 
     def create(self, name: str) -> int:
         """A new, empty in-progress file for the window `name` (a descriptor)."""
-        return os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        return self.disk.create(part_name(name))
 
     def reopen(self, name: str, size: int) -> tuple[int, int]:
         """The in-progress file of `name`, cut to `size` (what a request wrote past its last
         record goes); returns the descriptor and the size it has, which is less than `size` only
         when fsync was off and the machine lost power."""
-        fd = os.open(self.directory / part_name(name), os.O_RDWR | os.O_CREAT, 0o644)
-        actual = os.fstat(fd).st_size
-        if actual > size:
-            os.ftruncate(fd, size)
-        return fd, min(actual, size)
+        return self.disk.reopen(part_name(name), size)
 
     def read_range(self, name: str, start: int, end: int) -> bytes | None:
         """Bytes [start, end) of the window's file, in progress or finished; None when neither exists."""
         for candidate in (part_name(name), name):
-            try:
-                with open(self.directory / candidate, "rb") as f:
-                    f.seek(start)
-                    return f.read(end - start)
-            except FileNotFoundError:
-                continue
+            with contextlib.suppress(FileNotFoundError):
+                return self.disk.read_range(candidate, start, end)
         return None
 
     def open_all(self, names: list[str]) -> list[int]:
@@ -80,7 +69,7 @@ class PartFiles:
         for name in names:
             for candidate in (part_name(name), name):
                 with contextlib.suppress(FileNotFoundError):
-                    fds.append(os.open(self.directory / candidate, os.O_RDONLY))
+                    fds.append(self.disk.open_read(candidate))
                     break
         return fds
 
@@ -91,31 +80,30 @@ class PartFiles:
         raises OSError when the storage refuses (the journal still lists them all: retried later)."""
         renamed = []
         for name in names:
-            part = self.directory / part_name(name)
-            final = self.directory / name
+            part = part_name(name)
             try:
-                self.disk.publish(part, final)
+                self.disk.publish(part, name)
             except FileNotFoundError:
                 continue  # finished already, in an earlier round
             except FileExistsError:
-                if os.path.samefile(part, final):
-                    os.unlink(part)  # linked, not yet unlinked, before a crash
+                if self.disk.same_file(part, name):
+                    self.disk.remove(part)  # linked, not yet unlinked, before a crash
                 else:
                     self._publish_elsewhere(name, part, reserved)
             renamed.append(name)
         return renamed
 
-    def _publish_elsewhere(self, name: str, part: Path, reserved: set[str]) -> None:
+    def _publish_elsewhere(self, name: str, part: str, reserved: set[str]) -> None:
         """The journal keeps the first name; its part file is gone once this rename is durable,
         which recovery reads as 'finished already'."""
         free = self._free_name(_NUMBERED.sub("", name[: -len(self.suffix)]), reserved)
-        self.disk.publish(part, self.directory / free)
+        self.disk.publish(part, free)
         log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
 
     def remove_strays(self, keep: list[str]) -> None:
         """Delete in-progress files of no window in `keep`: written by rounds never committed."""
         wanted = {part_name(name) for name in keep}
-        for entry in os.listdir(self.directory):
+        for entry in self.disk.names():
             if entry.endswith(PART_SUFFIX) and entry not in wanted:
                 log.info("removing %s: written by a request that was never acknowledged", entry)
-                os.unlink(self.directory / entry)
+                self.disk.remove(entry)

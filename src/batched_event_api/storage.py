@@ -1,7 +1,10 @@
-"""The local filesystem calls that decide what survives a crash: writes, syncs and publishing.
+"""Storage: the only code that touches the window files of a directory.
 
-They are one object so that a test double (tests/powercut.py) can stand in for the disk and model
-a power cut: whatever was written but not made durable by one of these syncs is lost.
+`LocalDisk` is a directory on a local filesystem. Its operations are the ones the part files
+need, by name: create, reopen, write at an offset, read a range, list, remove, make durable
+(file data, the directory's names, or the whole filesystem), and publish (give a file its final
+name, never replacing one). A test double (tests/powercut.py) stands in for it to model a power
+cut: whatever was written but not made durable by one of its syncs is lost.
 """
 
 from __future__ import annotations
@@ -16,8 +19,50 @@ _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 
 
 class LocalDisk:
-    """POSIX durability, as the commit protocol relies on it: file data is durable after
-    fdatasync, a name (creation, rename, unlink) after an fsync of its directory."""
+    """A directory, with POSIX durability as the commit protocol relies on it: file data is
+    durable after fdatasync, a name (creation, rename, unlink) after an fsync of its directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    # -- names --------------------------------------------------------------------------------
+
+    def create(self, name: str) -> int:
+        """A new, empty file (an existing one is emptied); its descriptor, open for writing."""
+        return os.open(self.directory / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def reopen(self, name: str, size: int) -> tuple[int, int]:
+        """The file (created if missing) cut to at most `size`; its descriptor and the size it has."""
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+        actual = os.fstat(fd).st_size
+        if actual > size:
+            os.ftruncate(fd, size)
+        return fd, min(actual, size)
+
+    def open_read(self, name: str) -> int:
+        """A read-only descriptor (FileNotFoundError when there is no such file)."""
+        return os.open(self.directory / name, os.O_RDONLY)
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file, fewer where it is shorter (FileNotFoundError when missing)."""
+        with open(self.directory / name, "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    def exists(self, name: str) -> bool:
+        return os.path.lexists(self.directory / name)
+
+    def names(self) -> list[str]:
+        return os.listdir(self.directory)
+
+    def remove(self, name: str) -> None:
+        os.unlink(self.directory / name)
+
+    def same_file(self, a: str, b: str) -> bool:
+        """Are the two names one file (a hard link left by a publish a crash cut short)?"""
+        return os.path.samefile(self.directory / a, self.directory / b)
+
+    # -- bytes and durability -----------------------------------------------------------------
 
     @property
     def has_syncfs(self) -> bool:
@@ -46,10 +91,11 @@ class LocalDisk:
         """Everything written to the filesystem holding fd, durable: data, names, its journal."""
         _checked(_SYNCFS(fd))
 
-    def publish(self, src: Path, dst: Path) -> None:
+    def publish(self, src_name: str, dst_name: str) -> None:
         """Give src's file the name dst instead, never replacing a file there (FileExistsError).
         renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else hard link, then
         unlink (never a moment without either name); else a plain rename."""
+        src, dst = self.directory / src_name, self.directory / dst_name
         if _rename_noreplace(src, dst):
             return
         try:

@@ -4,7 +4,8 @@
 - `Journal` (journal.py): the records, the commit point; snapshots and compaction.
 - `KeyStore` (keys.py): the Idempotency-Keys already applied.
 - `SyncRound` (syncround.py): a round's writes and syncs; `LocalDisk` (storage.py) under all of them.
-- `WindowPolicy` (windows.py, pure): which rows go to which window.
+- `WindowPolicy` (windows.py, pure): which rows go to which window. When a window closes by idle
+  time or shutdown is decided in closing.py; `commit_open` here carries it out.
 
 Commit protocol, one round at a time (a round is a group of requests, see committer.py):
 1. Place the round's requests one after another, as if applied alone in that order: their rows
@@ -101,7 +102,7 @@ class Writer:
         self.directory = Path(directory)
         self.policy = policy
         self.fsync = fsync
-        self.disk = disk or LocalDisk()
+        self.disk = disk or LocalDisk(self.directory)
         # A round with this many files (data, journal, directory) makes them durable with one
         # syncfs() of the output filesystem instead of one fdatasync each; None: never.
         self.sync = SyncRound(self.disk, fsync=fsync, syncfs_from=syncfs_from)
@@ -110,7 +111,7 @@ class Writer:
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
         # stream, so appending and truncating at a recorded size keep the file readable.
-        self.parts = PartFiles(self.directory, self.disk, ".csv.gz" if compress else ".csv")
+        self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv")
         self._encode = _gzip if compress else _identity
         self.open: OpenFile | None = None
         self.keys = KeyStore(max_keys)
