@@ -1,9 +1,12 @@
 """Benchmark: the real server, driven over one keep-alive connection, one request at a time.
 
-Workloads (SPEC, reference figures): W1 400 events per request, W2 20,000 events per request,
-W3 1 event per request; each with fsync on and off. Reports events/s, MB/s, p50/p99 latency and
-the server's peak RSS, and checks that every event landed in the output files. A tenth more
-requests go first to warm the server up and are not measured (their rows are checked too).
+Workloads: W1 400 events per request, W2 20,000 events per request, W3 1 event per request,
+each over one keep-alive connection from Python (W3 also under `wrk -t1 -c1`); W4 64 connections
+of one event per request and W5 64 connections of 40, under wrk, with W4 held against a bare
+uvicorn app that only reads the body (the ceiling). Each with fsync on and off. Reports events/s,
+MB/s, p50/p99 latency and the server's peak RSS, and checks that every event landed in the output
+files. A tenth more requests go first to warm the server up and are not measured (their rows
+are checked too).
 
     make bench                      # all workloads
     .venv/bin/python bench/bench.py --only W1 --fsync always
