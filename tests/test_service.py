@@ -77,9 +77,10 @@ def test_aligned_windows(server_factory):
     assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:04:59Z", "2024-07-01T02:05:00Z")).status_code == 200
     assert server.stop() == 0
     files = csv_files(server.output)
-    # Windows [02:00, 02:05) and [02:05, 02:10); files are still named from their first event.
+    # Windows [02:00, 02:05) and [02:05, 02:10), each file named after its window's start, as
+    # readers of time-partitioned output expect.
     assert {k: v.count(b"\n") for k, v in files.items()} == {
-        "user-events-20240701-020304.csv": 2,
+        "user-events-20240701-020000.csv": 2,
         "user-events-20240701-020500.csv": 1,
     }
 

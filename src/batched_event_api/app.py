@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import openapi
-from .config import Settings
+from .config import Align, Compress, Settings, SyncMany
 from .errors import ClientError, StorageError
 from .metrics import Metrics
 from .pending import Hold, PendingBytes
@@ -57,18 +57,18 @@ _JSON = msgspec.json.Encoder()
 class Ingest:
     """One server's ingest pipeline: body -> events -> rows -> the single writer thread."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = metrics
-        policy = WindowPolicy(settings.interval_ns, aligned=settings.align == "interval")
+        self.metrics = metrics = Metrics()
+        policy = WindowPolicy(settings.interval_ns, aligned=settings.align is Align.INTERVAL)
         self.writer = Writer(
             settings.output,
             policy,
             fsync=settings.fsync,
             header=",".join(COLUMNS) + "\n" if settings.header else "",
             max_keys=settings.max_keys,
-            compress=settings.compress == "gzip",
-            syncfs_from=SYNCFS_FROM if settings.sync_many == "filesystem" else None,
+            compress=settings.compress is Compress.GZIP,
+            syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
@@ -81,8 +81,12 @@ class Ingest:
         self.idle_close = IdleClose(settings.idle_close, self._commit_open)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
 
+    def open(self) -> None:
+        """Take the output directory and recover it (before serving: a problem is one clear line)."""
+        self.writer.start()
+
     async def start(self) -> None:
-        await self._on_writer(self.writer.start)
+        """Serving begins: the directory was opened (open())."""
         self._update_open_gauges()
         if self.writer.open is not None or not self.writer.healthy:
             # A window recovered after a crash (or a publish left to retry) gets its idle commit too.
@@ -306,9 +310,9 @@ async def _send_json(send: Any, status: int, payload: bytes, headers: dict[str, 
 # -- the application --------------------------------------------------------------------------
 
 
-def create_app(settings: Settings) -> Any:
-    metrics = Metrics()
-    ingest = Ingest(settings, metrics)
+def create_app(settings: Settings, ingest: Ingest) -> Any:
+    """The ASGI application over an opened Ingest."""
+    metrics = ingest.metrics
     endpoint = IngestEndpoint(ingest, settings, metrics)
 
     @asynccontextmanager
@@ -385,7 +389,6 @@ def create_app(settings: Settings) -> Any:
         finally:
             _observe(scope, status, time.perf_counter() - started, metrics, routes)
 
-    app.ingest = ingest  # type: ignore[attr-defined]
     return app
 
 

@@ -21,7 +21,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import Settings
+from .config import Align, Compress, Settings, SyncMany
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -89,13 +89,13 @@ def _env(name: str) -> dict[str, Any]:
               help="Length of a window in event time (300, 300s, 5m).", **_env("INTERVAL"))
 @click.option("--idle-close", type=Duration(), default="60s",
               help="Commit the open window after this long (wall clock) without new events.", **_env("IDLE_CLOSE"))
-@click.option("--align", type=click.Choice(["first-event", "interval"]), default="first-event",
+@click.option("--align", type=click.Choice([a.value for a in Align]), default=Align.FIRST_EVENT.value,
               help="Window starts: at the first event (the reference), or on multiples of the interval.",
               **_env("ALIGN"))
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
               help="'always': a 200 means the rows are on disk. 'never': faster, but a power loss can lose "
               "acknowledged rows.", **_env("FSYNC"))
-@click.option("--sync-many", type=click.Choice(["filesystem", "per-file"]), default="filesystem",
+@click.option("--sync-many", type=click.Choice([m.value for m in SyncMany]), default=SyncMany.FILESYSTEM.value,
               help="How a request that writes to 8 or more files makes them durable: 'filesystem', one syncfs() of "
               "the output's filesystem (fastest; it also flushes other programs' pending writes there), or "
               "'per-file', one fdatasync each, side by side.", **_env("SYNC_MANY"))
@@ -123,7 +123,7 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
 @click.option("--header/--no-header", default=False, help="Write a header row at the top of each file.", **_env("HEADER"))
-@click.option("--compress", type=click.Choice(["none", "gzip"]), default="none",
+@click.option("--compress", type=click.Choice([c.value for c in Compress]), default=Compress.NONE.value,
               help="Committed files as .csv.gz (in-progress files stay invisible to *.csv* globs).", **_env("COMPRESS"))
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.",
               **_env("LOG_FORMAT"))
@@ -137,6 +137,8 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
     if auth_token_file is not None:
         options["auth_token"] = auth_token_file.read_text().strip()
     options["fsync"] = options["fsync"] == "always"
+    options["align"], options["sync_many"] = Align(options["align"]), SyncMany(options["sync_many"])
+    options["compress"] = Compress(options["compress"])
     if options["max_pending"] < options["max_body"]:
         raise click.BadParameter("must be at least --max-body (a request of --max-body bytes could never pass)",
                                  param_hint="'--max-pending'")
@@ -152,17 +154,18 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
 
     import uvicorn
 
-    from .app import create_app
+    from .app import Ingest, create_app
     from .protocol import protocol_class
 
     _raise_open_files_limit()
 
-    app = create_app(settings)
+    ingest = Ingest(settings)
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
-        app.ingest.writer.start()
+        ingest.open()
     except (RuntimeError, OSError) as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
+    app = create_app(settings, ingest)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+
+
+class Align(StrEnum):
+    FIRST_EVENT = "first-event"  # a window starts at its first event (the reference)
+    INTERVAL = "interval"  # on multiples of the interval
+
+
+class SyncMany(StrEnum):
+    FILESYSTEM = "filesystem"  # a round with many files: one syncfs()
+    PER_FILE = "per-file"  # one fdatasync each, side by side
+
+
+class Compress(StrEnum):
+    NONE = "none"
+    GZIP = "gzip"  # committed files as .csv.gz
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,15 +29,15 @@ class Settings:
     port: int = 8080
     interval: float = 300.0  # seconds of event time per window
     idle_close: float = 60.0  # wall-clock seconds without events before the open window is committed
-    align: str = "first-event"  # or "interval"
+    align: Align = Align.FIRST_EVENT
     fsync: bool = True
-    sync_many: str = "filesystem"  # or "per-file": how a request writing to many files syncs them
+    sync_many: SyncMany = SyncMany.FILESYSTEM  # how a round writing to many files syncs them
     max_body: int = 64 * 1024 * 1024
     max_line: int = 8 * 1024 * 1024
     max_keys: int = 10_000
     auth_token: str | None = None
     header: bool = False
-    compress: str = "none"  # or "gzip": committed files as .csv.gz
+    compress: Compress = Compress.NONE
     log_format: str = "text"
     log_level: str = "info"
     access_log: bool = True  # one line per request at info level

@@ -3,8 +3,9 @@
 and listed in the journal, waiting for its final name) -> finished (renamed to `NAME.csv`, never
 replaced, never changed again).
 
-Names follow the reference: the window's first event in UTC, `user-events-YYYYMMDD-HHMMSS`, with
--1, -2, ... added when a name is taken.
+Names follow the reference: the window's start in UTC (its first event; with `--align interval`
+the multiple of the interval it begins at), `user-events-YYYYMMDD-HHMMSS`, with -1, -2, ... added
+when a name is taken.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class PartFiles:
         self.disk = disk
         self.suffix = suffix
 
-    def name_for(self, first_event: int, reserved: set[str]) -> str:
-        """The name of a window starting with this event: free on disk and not `reserved`."""
-        return self._free_name(f"user-events-{utc_stamp(first_event)}", reserved)
+    def name_for(self, window_start: int, reserved: set[str]) -> str:
+        """The name of a window starting at this instant: free on disk and not `reserved`."""
+        return self._free_name(f"user-events-{utc_stamp(window_start)}", reserved)
 
     def _free_name(self, stem: str, reserved: set[str]) -> str:
         name = stem + self.suffix

@@ -339,7 +339,9 @@ class Writer:
                     state.writes = []
                     while state.created:
                         os.close(state.created.pop())
-                name = self.parts.name_for(int(times[segment.first]), state.taken)  # from its first event
+                # Named after the window's start: its first event, or with --align interval the
+                # multiple of the interval it begins at.
+                name = self.parts.name_for(segment.window_start, state.taken)
                 state.taken.add(name)
                 fd = self.parts.create(name)
                 state.created.append(fd)
