@@ -164,6 +164,8 @@ def _prepare_native(body: bytes, start: int, end: int, max_line: int) -> _Piece:
 
 
 def _join_times(parts: list[np.ndarray | list[int]]) -> np.ndarray | list[int]:
+    if len(parts) == 1:  # most bodies: one slice the native pass took whole
+        return parts[0]
     if all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     out: list[int] = []
