@@ -66,12 +66,12 @@ class PowerCutDisk(LocalDisk):
         with self._lock:
             self._data[os.fstat(fd).st_ino] = data
 
-    def sync_directory(self, fd: int) -> None:
+    def sync_directory(self) -> None:
         self._step()
         with self._lock:
             self._names = self._current()
 
-    def sync_filesystem(self, fd: int) -> None:
+    def sync_filesystem(self) -> None:
         self._step()
         with self._lock:
             self._settle()

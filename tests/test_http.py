@@ -34,6 +34,18 @@ class Connection:
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return int(status_line.split()[1]), headers, body
 
+    def answer(self) -> tuple[int, object]:
+        """The next response's status and JSON body."""
+        status, _, body = self.response()
+        return status, json.loads(body)
+
+    def head(self) -> bytes:
+        """The next message when it has no body (an interim 100 Continue, an answer to HEAD)."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        return head + b"\r\n\r\n"
+
     def _more(self) -> None:
         chunk = self.sock.recv(65536)
         assert chunk, "the server closed the connection"
@@ -41,6 +53,12 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _assert_stopped_with(server, events: list[dict]) -> None:
+    """The server stops cleanly and its files hold exactly these events."""
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
 
 
 def _post(body: bytes, extra: str = "") -> bytes:
@@ -56,12 +74,9 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(server_factory)
         status, headers, body = conn.response()
         assert (status, json.loads(body)) == (200, {"accepted": 1}) and headers.get("connection") != "close"
     conn.send(_post(ndjson(EVENTS[2:])) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _post(b""))  # pipelined
-    answers = [conn.response() for _ in range(3)]
-    assert [(s, json.loads(b)) for s, _, b in answers] == [(200, {"accepted": 1}), (200, {"status": "ok"}),
-                                                         (200, {"accepted": 0})]
+    assert [conn.answer() for _ in range(3)] == [(200, {"accepted": 1}), (200, {"status": "ok"}), (200, {"accepted": 0})]
     conn.close()
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(EVENTS)
+    _assert_stopped_with(server, EVENTS)
 
 
 def test_a_chunked_body_is_read_whole(server_factory):
@@ -71,11 +86,9 @@ def test_a_chunked_body_is_read_whole(server_factory):
     conn = Connection(server.port)
     conn.send(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
               b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
-    status, _, body = conn.response()
-    assert (status, json.loads(body)) == (200, {"accepted": 3})
+    assert conn.answer() == (200, {"accepted": 3})
     conn.close()
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(EVENTS)
+    _assert_stopped_with(server, EVENTS)
 
 
 def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(server_factory):
@@ -83,13 +96,9 @@ def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(ser
     body = ndjson(EVENTS)
     conn = Connection(server.port)
     conn.send(_post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)))
-    while b"\r\n\r\n" not in conn.buffer:
-        conn._more()
-    assert conn.buffer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # at once, not held back
-    conn.buffer = conn.buffer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    assert conn.head() == b"HTTP/1.1 100 Continue\r\n\r\n"  # at once, not held back
     conn.send(body)
-    status, _, answer = conn.response()
-    assert (status, json.loads(answer)) == (200, {"accepted": 3})
+    assert conn.answer() == (200, {"accepted": 3})
     conn.close()
 
 
@@ -102,7 +111,5 @@ def test_an_oversize_body_is_refused_before_it_is_sent_and_head_requests_are_ans
     conn.close()
     conn = Connection(server.port)
     conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    while b"\r\n\r\n" not in conn.buffer:  # a head with no body still goes out
-        conn._more()
-    assert conn.buffer.startswith(b"HTTP/1.1 ")
+    assert conn.head().startswith(b"HTTP/1.1 200 ")  # a head with no body still goes out
     conn.close()

@@ -27,16 +27,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import openapi
+from .closing import IdleClose
+from .committer import Committer
 from .config import Align, Compress, Settings, SyncMany
 from .errors import ClientError, StorageError
 from .metrics import Metrics
 from .pending import Hold, PendingBytes
 from .prepare import SLICE, prepare
 from .render import COLUMNS
-from .windows import WindowPolicy
-from .closing import IdleClose
-from .committer import Committer
 from .syncround import SYNCFS_FROM
+from .windows import WindowPolicy
 from .writer import Applied, Committed, Request, Writer
 
 log = logging.getLogger("batched_event_api")
@@ -79,6 +79,8 @@ class Ingest:
         # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
         self.idle_close = IdleClose(settings.idle_close, self._commit_open)
+        self.pending = PendingBytes(settings.max_pending)  # bodies received, not yet written
+        metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
 
     def open(self) -> None:
@@ -144,6 +146,8 @@ class Ingest:
             fs = os.statvfs(self.settings.output)
             if fs.f_bavail * fs.f_frsize < self._space_needed:
                 return "storage error: the disk is full"
+        if self.pending.used + self.settings.max_body > self.settings.max_pending:
+            return "pending-bytes limit reached: no room for a request of --max-body bytes"
         return None
 
     def _record_commits(self, committed: list[Committed]) -> None:
@@ -186,8 +190,6 @@ class IngestEndpoint:
         self.settings = settings
         self.metrics = metrics
         self.auth = BearerAuth(settings.auth_token)
-        self.pending = PendingBytes(settings.max_pending)
-        metrics.pending.set_function(lambda: self.pending.used)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         try:
@@ -218,7 +220,7 @@ class IngestEndpoint:
         key = headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
             raise ClientError("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
-        with self.pending.hold() as hold:
+        with self.ingest.pending.hold() as hold:
             body = await read_body(receive, headers, self.settings, hold, gzip=encoding == "gzip")
             self.metrics.bytes.inc(len(body))
             applied = await self.ingest.apply(body, key)
@@ -236,12 +238,13 @@ async def read_body(receive: Any, headers: dict[str, str], settings: Settings, h
     """The whole request body, never holding more than the limit (after decompression), counted
     against the pending-bytes budget: by Content-Length before reading, else as it arrives."""
     limit = settings.max_body
-    declared = headers.get("content-length")
-    known = declared is not None and declared.isdigit() and not gzip
+    declared = headers.get("content-length", "")
+    known = declared.isdigit() and not gzip  # else counted as the (decompressed) body arrives
     if known:
-        if int(declared) > limit:
+        size = int(declared)
+        if size > limit:
             raise _too_large(limit)
-        hold.take(int(declared))
+        hold.take(size)
     gunzip = _Gunzip() if gzip else None
     body = bytearray()  # grows in place: no second copy of a large body
 
@@ -326,8 +329,6 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
 
     async def readyz(request: Request) -> Response:
         reason = await ingest.unready_reason()
-        if reason is None and endpoint.pending.used + settings.max_body > settings.max_pending:
-            reason = "pending-bytes limit reached: no room for a request of --max-body bytes"
         if reason is None:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "unavailable", "error": reason}, status_code=503)

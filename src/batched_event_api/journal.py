@@ -149,7 +149,7 @@ class Journal:
         except OSError:
             pass
 
-    def replace(self, snapshot: Record, dir_fd: int) -> None:
+    def replace(self, snapshot: Record) -> None:
         """Replace the journal by one record of the whole state, atomically (write, sync, rename,
         sync the directory)."""
         line = encode_record(snapshot)
@@ -170,7 +170,7 @@ class Journal:
         if old is not None:
             os.close(old)
         if self.fsync:
-            self.disk.sync_directory(dir_fd)
+            self.disk.sync_directory()
 
     def due(self, max_keys: int) -> bool:
         """Time for a snapshot: many records (each start replays them) or many bytes (a round

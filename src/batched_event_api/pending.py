@@ -7,9 +7,6 @@ chunked and gzip bodies) as soon as what arrived passes it. Used from the event 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from .errors import ClientError
 
 RETRY_AFTER = "1"  # seconds a refused client waits before it tries again
@@ -20,19 +17,23 @@ class PendingBytes:
         self.limit = limit
         self.used = 0
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[Hold]:
-        """A request's share of the budget, given back when the request is done with."""
-        hold = Hold(self)
-        try:
-            yield hold
-        finally:
-            self.used -= hold.taken
+    def hold(self) -> Hold:
+        """A request's share of the budget (`with`): given back when the request is done with."""
+        return Hold(self)
 
 
 class Hold:
+    __slots__ = ("budget", "taken")
+
     def __init__(self, budget: PendingBytes) -> None:
         self.budget = budget
+        self.taken = 0
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.budget.used -= self.taken
         self.taken = 0
 
     def take(self, size: int) -> None:

@@ -103,7 +103,7 @@ def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
         def _body_timed_out(self) -> None:
             self._body_timer = None
             if not self.transport.is_closing():
-                if not self.cycle.response_started:  # else an answer is under way: just close
+                if self.cycle is not None and not self.cycle.response_started:  # else just close
                     self.transport.write(_BODY_TIMED_OUT)
                 self.transport.close()  # the application's next read sees a disconnect
 

@@ -24,6 +24,17 @@ class LocalDisk:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._dir_fd: int | None = None  # the directory itself, for syncing its names
+
+    def open(self) -> None:
+        """Start using the directory (it exists)."""
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     # -- names --------------------------------------------------------------------------------
 
@@ -83,13 +94,13 @@ class LocalDisk:
         """A file's bytes, durable (not its name)."""
         os.fdatasync(fd)
 
-    def sync_directory(self, fd: int) -> None:
-        """The names in a directory, durable."""
-        os.fsync(fd)
+    def sync_directory(self) -> None:
+        """The directory's names (creations, renames, removals), durable."""
+        os.fsync(self._dir_fd)
 
-    def sync_filesystem(self, fd: int) -> None:
-        """Everything written to the filesystem holding fd, durable: data, names, its journal."""
-        _checked(_SYNCFS(fd))
+    def sync_filesystem(self) -> None:
+        """Everything written to the filesystem holding the directory, durable: data, names, its journal."""
+        _checked(_SYNCFS(self._dir_fd))
 
     def publish(self, src_name: str, dst_name: str) -> None:
         """Give src's file the name dst instead, never replacing a file there (FileExistsError).

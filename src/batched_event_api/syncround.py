@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from .journal import Check
 from .storage import LocalDisk
@@ -35,17 +36,16 @@ class SyncRound:
         self.fsync = fsync
         # None: never syncfs (asked for, or the kernel lacks a syncfs that reports errors).
         self.syncfs_from = syncfs_from if disk.has_syncfs else None
-        self.dir_fd: int | None = None  # the directory's descriptor: fsync'ed, not fdatasync'ed
         # A thread blocked in fdatasync costs nothing; 32 keep many-file rounds side by side.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
 
-    def run(self, writes: list[Write], fds: list[int], journal: tuple[int, bytes, int] | None = None) -> None:
+    def run(self, writes: list[Write], *, journal: tuple[int, bytes, int] | None = None, directory: bool = False) -> None:
         """Write `writes` (and the journal line at its offset: (fd, line, offset)) and make them
-        and the files `fds` durable. Raises the first OSError, after every thread is done."""
-        if journal is not None:
-            fds = [journal[0], *fds]
+        durable, and the directory's names too when asked. Raises the first OSError, after every
+        thread is done."""
+        fds = [journal[0]] if journal is not None else []
         writes = _coalesced(writes)
-        whole = self.by_filesystem(len(writes) + len(fds))
+        whole = self.by_filesystem(len(writes) + len(fds) + directory)
         tasks = []
         if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
             for w in writes:
@@ -57,26 +57,29 @@ class SyncRound:
             if journal is not None:
                 self.disk.write(journal[0], [journal[1]], journal[2])
             if not whole:
-                self.sync_all(fds)
+                self.sync_all(fds, directory=directory)
         finally:
             _wait_all(tasks)
         if whole:
-            self.disk.sync_filesystem(self.dir_fd)
+            self.disk.sync_filesystem()
 
-    def sync_files(self, fds: list[int]) -> None:
-        """Make these files (and the directory, when among them) durable: per file or one syncfs."""
-        if self.by_filesystem(len(fds)):
-            self.disk.sync_filesystem(self.dir_fd)
+    def sync_files(self, fds: list[int], *, directory: bool = False) -> None:
+        """Make these files (and the directory's names) durable: per file or one syncfs."""
+        if self.by_filesystem(len(fds) + directory):
+            self.disk.sync_filesystem()
         else:
-            self.sync_all(fds)
+            self.sync_all(fds, directory=directory)
 
-    def sync_all(self, fds: list[int]) -> None:
-        """fdatasync the files (fsync the directory) side by side."""
-        if not self.fsync or not fds:
+    def sync_all(self, fds: list[int], *, directory: bool = False) -> None:
+        """fdatasync the files (and fsync the directory) side by side."""
+        if not self.fsync:
             return
-        others = [self._pool.submit(self._sync_one, fd) for fd in fds[1:]]
+        syncs = [partial(self.disk.sync_data, fd) for fd in fds] + ([self.disk.sync_directory] if directory else [])
+        if not syncs:
+            return
+        others = [self._pool.submit(sync) for sync in syncs[1:]]
         try:
-            self._sync_one(fds[0])  # one on this thread: a hand-off less
+            syncs[0]()  # one on this thread: a hand-off less
         finally:
             _wait_all(others)
 
@@ -90,9 +93,6 @@ class SyncRound:
         self.disk.write(w.fd, w.chunks, w.check.start)
         if sync:
             self.disk.sync_data(w.fd)
-
-    def _sync_one(self, fd: int) -> None:
-        (self.disk.sync_directory if fd == self.dir_fd else self.disk.sync_data)(fd)
 
 
 def _coalesced(writes: list[Write]) -> list[Write]:

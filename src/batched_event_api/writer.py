@@ -118,7 +118,6 @@ class Writer:
         self.seq = 0
         self._publish: list[str] = []
         self._open_fd: int | None = None
-        self._dir_fd: int | None = None
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         self.problem = ""  # the last storage error, as a client may read it
@@ -141,16 +140,16 @@ class Writer:
             os.close(self._lock_fd)
             self._lock_fd = None
             raise RuntimeError(f"{self.directory} is in use by another batched-event-api") from None
-        self._dir_fd = self.sync.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        self.disk.open()
         self.recover(compact=True)
 
     def close(self) -> None:
         self.sync.close()
         self._close_fds()
-        for fd in (self._dir_fd, self._lock_fd):
-            if fd is not None:
-                os.close(fd)
-        self._dir_fd = self._lock_fd = None
+        self.disk.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def recover(self, *, compact: bool = False) -> None:
         """Bring the directory to the state of the last durable journal record."""
@@ -177,7 +176,7 @@ class Writer:
             self._make_state_durable()
         published = self._publish_pending()
         if self.fsync:
-            self.disk.sync_directory(self._dir_fd)  # before any record stops listing them
+            self.disk.sync_directory()  # before any record stops listing them
         if self.open is not None:
             self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
             if size < self.open.size:  # only when fsync was off and the machine lost power
@@ -198,7 +197,7 @@ class Writer:
         as a replay."""
         fds = self.parts.open_all([*([self.open.name] if self.open else []), *self._publish])
         try:
-            self.sync.sync_files([*fds, self._dir_fd])
+            self.sync.sync_files(fds, directory=True)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -228,8 +227,8 @@ class Writer:
         applied one at a time in this order, then one journal record and one sync round for all.
         When this returns, every one is durable (with fsync on); a storage error fails them all
         and leaves the state as it was. A key seen earlier, or earlier in the group, is a replay."""
-        if all(self._is_replay_or_noop(r) for r in requests):
-            return [self._place(r, None) for r in requests]
+        if all(self._is_replay_or_noop(r) for r in requests):  # nothing to write: no round
+            return [Applied(self.keys.get(r.key), replay=True) if r.key is not None else Applied(0) for r in requests]
         self._ensure_healthy()
         state = _RoundState(self.open, self._open_fd, list(self._publish),
                             taken={*self._publish, *([self.open.name] if self.open else [])})
@@ -260,16 +259,14 @@ class Writer:
     def _is_replay_or_noop(self, request: Request) -> bool:
         return (request.key is not None and request.key in self.keys) or (request.key is None and len(request.times) == 0)
 
-    def _place(self, request: Request, state: _RoundState | None) -> Applied:
-        """One request's part of a round (state None: a round that writes nothing)."""
+    def _place(self, request: Request, state: _RoundState) -> Applied:
+        """One request's part of a round: a replay (its key applied before, or earlier in this
+        round), or its rows placed."""
         key = request.key
         if key is not None:
-            known = self.keys.get(key) if state is None else state.keys.get(key, self.keys.get(key))
+            known = state.keys.get(key, self.keys.get(key))
             if known is not None:
                 return Applied(accepted=known, replay=True)
-        if state is None or (len(request.times) == 0 and key is None):
-            return Applied(accepted=0)
-        if key is not None:
             state.keys[key] = len(request.times)
         if len(request.times) == 0:
             return Applied(accepted=0)
@@ -335,7 +332,7 @@ class Writer:
                 files.append(OpenFile(state.open.name, state.open.start, write.check.end, state.open.rows + count))
             else:
                 if len(state.created) >= _OPEN_PARTS_PER_ROUND:
-                    self.sync.run(state.writes, [])
+                    self.sync.run(state.writes)
                     state.writes = []
                     while state.created:
                         os.close(state.created.pop())
@@ -372,9 +369,9 @@ class Writer:
         side by side. The record may reach the disk before the rows: recovery checks for that."""
         line = encode_record(record)
         # The directory too for new part files, or windows published since the last round.
-        dirs = [self._dir_fd] if new_entries or self._publish else []
         try:
-            self.sync.run(writes, dirs, journal=(self.journal.fd, line, self.journal.size))
+            self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size),
+                          directory=new_entries or bool(self._publish))
         except OSError:
             self.journal.discard_unfinished()
             raise
@@ -406,7 +403,7 @@ class Writer:
     def _write_snapshot(self) -> None:
         """Replace the journal with one record of the whole state (atomically)."""
         snapshot = Record(self.seq, open=self.open, publish=self._publish, keys=self.keys.items())
-        self.journal.replace(snapshot, self._dir_fd)
+        self.journal.replace(snapshot)
 
     def _maybe_compact(self) -> None:
         if self.journal.due(self.max_keys):
