@@ -106,10 +106,28 @@ def test_an_oversize_body_is_refused_before_it_is_sent_and_head_requests_are_ans
     server = server_factory("--max-body", "1KiB")
     conn = Connection(server.port)
     conn.send(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
-    status, _, body = conn.response()  # no 100 Continue, no body sent: the answer comes first
+    status, headers, body = conn.response()  # no 100 Continue, no body sent: the answer comes first
     assert status == 413 and "limit of 1024 bytes" in json.loads(body)["error"]
+    # The client may still send the body it held back: that connection is not reused.
+    assert headers["connection"] == "close" and conn.sock.recv(1) == b""
     conn.close()
     conn = Connection(server.port)
     conn.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert conn.head().startswith(b"HTTP/1.1 200 ")  # a head with no body still goes out
     conn.close()
+
+
+def test_the_ingest_route_is_found_as_a_router_would_and_other_methods_get_405(server_factory):
+    server = server_factory()
+    conn = Connection(server.port)
+    conn.send(_post(ndjson(EVENTS[:1])).replace(b"/user/event", b"/user/%65vent?source=a"))  # escaped, with a query
+    assert conn.answer() == (200, {"accepted": 1})
+    conn.send(b"GET /user/event HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = conn.response()
+    assert (status, headers["allow"]) == (405, "POST")
+    conn.send(_post(ndjson(EVENTS[1:]), "Connection: close\r\n"))
+    status, headers, body = conn.response()
+    assert (status, json.loads(body), headers["connection"]) == (200, {"accepted": 2}, "close")
+    assert conn.sock.recv(1) == b""
+    conn.close()
+    _assert_stopped_with(server, EVENTS)

@@ -105,6 +105,19 @@ def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is
     assert csv_files(server.output) == model_files(_events(0, 8, 100_000) + _events(100, 4, 100_000))
 
 
+def test_a_client_that_leaves_mid_body_gives_its_pending_bytes_back(server_factory):
+    server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
+    body = ndjson(_events(0, 4, 100_000))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as leaving:
+        leaving.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                        + body[: len(body) // 2])
+        assert wait_for(lambda: _pending(server) == len(body))
+    assert wait_for(lambda: _pending(server) == 0)
+    assert server.post(body).status_code == 200  # the whole budget is there again
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(_events(0, 4, 100_000))
+
+
 def test_concurrent_large_bodies_are_written_or_refused_whole(server_factory):
     """16 clients at once, 2 MB each, 4 MiB of room: every answer 200 or 503 + Retry-After; the
     rows of every 200 are written, none of a 503."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import GOLDEN, SEED

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from array import array
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batched_event_api.windows import Plan, Segment, WindowPolicy
+from batched_event_api import _native
+from batched_event_api.windows import Plan, Segment, WindowPolicy, scan_window
 
 S = 1_000_000_000
 MIN5 = 300 * S
@@ -115,9 +118,15 @@ def batches_with_an_open_window(draw):
 
 
 @given(batches_with_an_open_window(), st.booleans(), st.sampled_from([MIN5, S, 7 * S, 3600 * S]))
-def test_array_plan_equals_the_event_by_event_plan(batch, aligned, interval):
-    import numpy as np
-
+def test_the_native_scan_plans_as_the_plain_one(batch, aligned, interval):
+    """An int64 buffer (what the native pass hands over) is planned by the C scan, a list by the
+    plain Python loop: the same plan."""
     times, open_start = batch
     p = WindowPolicy(interval, aligned=aligned)
-    assert p.plan(open_start, np.array(times, dtype=np.int64)) == p.plan(open_start, times)
+    assert p.plan(open_start, array("q", times)) == p.plan(open_start, times)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50), st.integers(0, 60),
+       st.integers(-(2**63), 2**63 - 1), st.integers(-(2**64), 2**64))
+def test_native_scan_window_equals_the_plain_scan(times, first, start, bound):
+    assert _native.scan_window(array("q", times), first, start, bound) == scan_window(times, first, start, bound)

@@ -18,7 +18,8 @@ from model import generate_events, ndjson
 from batched_event_api.prepare import Rows, prepare
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.journal import JOURNAL, JournalDamaged
-from batched_event_api.writer import Writer, part_name
+from batched_event_api.partfiles import part_name
+from batched_event_api.writer import Writer
 
 POLICY = WindowPolicy(300 * 10**9)
 

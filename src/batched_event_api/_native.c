@@ -831,7 +831,37 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* scan_window(times, first, start, bound) -> (stop, late): the window policy's inner loop (the
+   plain reference is windows.scan_window). From index `first` of an int64 buffer: the index of
+   the first time at or past `bound`, and how many times before it are earlier than `start`.
+   `bound` may lie beyond int64 (start + interval), then no time reaches it. */
+static PyObject *scan_window(PyObject *self, PyObject *args) {
+    Py_buffer times;
+    Py_ssize_t first;
+    long long start;
+    PyObject *bound_obj;
+    if (!PyArg_ParseTuple(args, "y*nLO", &times, &first, &start, &bound_obj)) return NULL;
+    int overflow = 0;
+    long long bound = PyLong_AsLongLongAndOverflow(bound_obj, &overflow);
+    if (bound == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&times);
+        return NULL;
+    }
+    const char *p = times.buf;
+    Py_ssize_t n = times.len / 8, i = first < 0 ? 0 : first > n ? n : first, late = 0;
+    for (; i < n; i++) {
+        int64_t t;
+        memcpy(&t, p + 8 * i, 8);
+        if (overflow < 0 || (overflow == 0 && t >= bound)) break;
+        late += t < start;
+    }
+    PyBuffer_Release(&times);
+    return Py_BuildValue("nn", i, late);
+}
+
 static PyMethodDef methods[] = {
+    {"scan_window", scan_window, METH_VARARGS,
+     "scan_window(times, first, start, bound) -> (stop, late): the first index at or past bound, and the times before it earlier than start."},
     {"transcode", transcode, METH_VARARGS,
      "transcode(body, max_line) -> (csv, times, ends, stop): the rows of the lines before `stop`."},
     {NULL, NULL, 0, NULL},

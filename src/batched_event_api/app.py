@@ -1,24 +1,21 @@
-"""The HTTP shell: routes, limits, errors and metrics, wired to the pure core and the writer.
+"""The ingest pipeline (body -> events -> rows -> the writer thread) and the ASGI application.
 
-`POST /user/event` is served by a lean ASGI handler (the framework's router costs a visible share
-on one-event requests); Starlette serves everything else, including the OpenAPI document.
+`POST /user/event` is served by the HTTP protocol itself (ingest_route.py, protocol.py) into the
+Ingest below; Starlette serves every other route, including the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import logging
 import os
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,31 +24,29 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import openapi
+from .access import RequestLog
+from .auth import BearerAuth
 from .closing import IdleClose
 from .committer import Committer
 from .config import Align, Compress, Settings, SyncMany
 from .errors import ClientError, StorageError
+from .ingest_route import INGEST_PATH
 from .metrics import Metrics
-from .pending import Hold, PendingBytes
+from .pending import PendingBytes
 from .prepare import SLICE, prepare
 from .render import COLUMNS
+from .serial import SerialThread
 from .syncround import SYNCFS_FROM
 from .windows import WindowPolicy
-from .writer import Applied, Committed, Request, Writer
+from .writer import Applied, Committed, Writer
+from .writer import Request as WriteRequest
 
 log = logging.getLogger("batched_event_api")
-access_log = logging.getLogger("batched_event_api.access")
 
-INGEST_PATH = "/user/event"
-# What curl sends without -H (application/x-www-form-urlencoded) is taken as NDJSON, as the
-# reference did; types that are clearly something else are refused.
-ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain",
-                  "application/x-www-form-urlencoded"}
 # Bodies larger than this are prepared off the event loop, in slices on several threads.
 _INLINE_PREPARE = 256 * 1024
 _SPACE_MARGIN = 1 << 20  # bytes of free space beyond a refused request's size before /readyz says ready
 _PREPARE_THREADS = min(4, os.cpu_count() or 1)
-_JSON = msgspec.json.Encoder()
 
 
 class Ingest:
@@ -71,10 +66,10 @@ class Ingest:
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._writer_thread = SerialThread("writer")
         # Requests that arrive while a round is written are written together in the next one.
-        self.committer: Committer[Request, Applied] = Committer(
-            self.writer.apply_group, self._writer_thread, on_round=metrics.group_size.observe
+        self.committer: Committer[WriteRequest, Applied] = Committer(
+            self.writer.apply_group, self._writer_thread, on_round=self._after_round
         )
         # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
@@ -107,9 +102,10 @@ class Ingest:
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         # Even without fsync the writer gzips windows, writes up to 64 MiB and renames: never on
         # the event loop, where it would stall every connection.
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, fn, *args)
+        return await self._writer_thread.call(fn, *args)
 
     async def apply(self, body: bytes, key: str | None) -> Applied:
+        self.metrics.bytes.inc(len(body))
         max_line = self.settings.max_line
         if len(body) > _INLINE_PREPARE:
             slice_size = min(SLICE, len(body) // _PREPARE_THREADS + 1)
@@ -118,23 +114,37 @@ class Ingest:
         else:
             prepared = prepare(body, max_line)
         try:
-            applied = await self.committer.commit(Request(prepared.times, prepared.rows, key))
+            applied = await self.committer.commit(WriteRequest(prepared.times, prepared.rows, key))
         except StorageError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 # Its rows, plus room for the journal and the blocks of new part files.
                 self._space_needed = len(body) + _SPACE_MARGIN
             raise
         self._space_needed = 0
-        m = self.metrics
-        if applied.replay:
-            m.replays.inc()
-        else:
-            m.events.inc(applied.accepted)
-            m.late.inc(applied.late)
-            self._record_commits(applied.committed)
-        if applied.accepted and not applied.replay:
-            self.idle_close.touch()
         return applied
+
+    def _after_round(self, size: int, outcomes: list[Applied] | None) -> None:
+        """The metrics of a commit round, counted once per round rather than per request."""
+        m = self.metrics
+        m.group_size.observe(size)
+        if outcomes is None:  # the round failed: nothing of it was written
+            return
+        events = late = replays = 0
+        committed: list[Committed] = []
+        for applied in outcomes:
+            if applied.replay:
+                replays += 1
+            else:
+                events += applied.accepted
+                late += applied.late
+                committed += applied.committed
+        if replays:
+            m.replays.inc(replays)
+        if events:
+            m.events.inc(events)
+            m.late.inc(late)
+            self.idle_close.touch()
+        self._record_commits(committed)
 
     async def unready_reason(self) -> str | None:
         """Why the service cannot take a request now, or None when it can."""
@@ -168,155 +178,14 @@ class Ingest:
             raise StorageError(self.writer.problem)
 
 
-# -- the raw ASGI ingest route ----------------------------------------------------------------
-
-
-class BearerAuth:
-    """`Authorization: Bearer <token>` when a token is configured, compared in constant time."""
-
-    def __init__(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
-
-    def check(self, authorization: str) -> None:
-        if self._expected is not None and not hmac.compare_digest(authorization.encode(), self._expected):
-            raise ClientError(
-                "missing or wrong bearer token", status=401, headers={"www-authenticate": 'Bearer realm="batched-event-api"'}
-            )
-
-
-class IngestEndpoint:
-    def __init__(self, ingest: Ingest, settings: Settings, metrics: Metrics) -> None:
-        self.ingest = ingest
-        self.settings = settings
-        self.metrics = metrics
-        self.auth = BearerAuth(settings.auth_token)
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        try:
-            status, body_json, headers, events, size = await self._handle(scope, receive)
-            scope["bea"].update(events=events, bytes=size)
-        except ClientError as exc:
-            status, body_json, headers = exc.status, exc.to_json(), exc.headers
-        except StorageError as exc:
-            status, body_json, headers = 503, {"error": str(exc)}, {}
-        except Exception:
-            log.exception("unexpected error in %s", INGEST_PATH)
-            status, body_json, headers = 500, {"error": "internal error"}, {}
-        await _send_json(send, status, _JSON.encode(body_json), headers)
-
-    async def _handle(self, scope: dict, receive: Any) -> tuple[int, Any, dict[str, str], int, int]:
-        if scope["method"] != "POST":
-            raise ClientError("method not allowed: use POST", status=405, headers={"allow": "POST"})
-        headers = _headers(scope)
-        self.auth.check(headers.get("authorization", ""))
-        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in ACCEPTED_TYPES:
-            raise ClientError(
-                f"unsupported Content-Type {media_type!r}: send NDJSON as application/x-ndjson", status=415
-            )
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", ""):
-            raise ClientError(f"unsupported Content-Encoding {encoding!r}: use gzip or none", status=415)
-        key = headers.get("idempotency-key")
-        if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
-            raise ClientError("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
-        with self.ingest.pending.hold() as hold:
-            body = await read_body(receive, headers, self.settings, hold, gzip=encoding == "gzip")
-            self.metrics.bytes.inc(len(body))
-            applied = await self.ingest.apply(body, key)
-        response: dict[str, Any] = {"accepted": applied.accepted}
-        if applied.replay:
-            response["replay"] = True
-        return 200, response, {}, applied.accepted, len(body)
-
-
-def _headers(scope: dict) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-async def read_body(receive: Any, headers: dict[str, str], settings: Settings, hold: Hold, *, gzip: bool) -> bytearray:
-    """The whole request body, never holding more than the limit (after decompression), counted
-    against the pending-bytes budget: by Content-Length before reading, else as it arrives."""
-    limit = settings.max_body
-    declared = headers.get("content-length", "")
-    known = declared.isdigit() and not gzip  # else counted as the (decompressed) body arrives
-    if known:
-        size = int(declared)
-        if size > limit:
-            raise _too_large(limit)
-        hold.take(size)
-    gunzip = _Gunzip() if gzip else None
-    body = bytearray()  # grows in place: no second copy of a large body
-
-    def take(message: dict) -> bool:
-        if message["type"] == "http.disconnect":
-            raise ClientError("client disconnected", status=400)
-        chunk = message.get("body", b"")
-        if gunzip is not None:
-            chunk = gunzip.feed(chunk, limit - len(body), limit)
-        if len(body) + len(chunk) > limit:
-            raise _too_large(limit)
-        if not known:
-            hold.take(len(chunk))
-        body.extend(chunk)
-        return message.get("more_body", False)
-
-    # --body-timeout is kept by the HTTP protocol (protocol.py): past it, 408 and the connection
-    # closed, which this loop sees as a disconnect.
-    while take(await receive()):
-        pass
-    if gunzip is not None and not gunzip.complete:
-        raise ClientError("truncated gzip body", status=400)
-    return body
-
-
-def _too_large(limit: int) -> ClientError:
-    return ClientError(f"request body larger than the limit of {limit} bytes", status=413)
-
-
-class _Gunzip:
-    """Incremental gzip decoding (several members allowed) that stops at the size limit."""
-
-    def __init__(self) -> None:
-        self._inflater = zlib.decompressobj(wbits=31)
-        self._started = False
-
-    @property
-    def complete(self) -> bool:
-        return not self._started or self._inflater.eof
-
-    def feed(self, data: bytes, room: int, limit: int) -> bytes:
-        out: list[bytes] = []
-        try:
-            while data:
-                if self._inflater.eof:  # another gzip member follows
-                    self._inflater = zlib.decompressobj(wbits=31)
-                self._started = True
-                piece = self._inflater.decompress(data, room + 1)
-                room -= len(piece)
-                if room < 0:
-                    raise _too_large(limit)
-                out.append(piece)
-                data = self._inflater.unconsumed_tail or self._inflater.unused_data
-        except zlib.error as exc:
-            raise ClientError(f"corrupt gzip body: {exc}", status=400) from None
-        return b"".join(out)
-
-
-async def _send_json(send: Any, status: int, payload: bytes, headers: dict[str, str]) -> None:
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
-
-
 # -- the application --------------------------------------------------------------------------
 
 
 def create_app(settings: Settings, ingest: Ingest) -> Any:
     """The ASGI application over an opened Ingest."""
     metrics = ingest.metrics
-    endpoint = IngestEndpoint(ingest, settings, metrics)
+    auth = BearerAuth(settings.auth_token)
+    requests = RequestLog(metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
@@ -335,7 +204,7 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
 
     async def metrics_route(request: Request) -> Response:
         try:
-            endpoint.auth.check(request.headers.get("authorization", ""))
+            auth.check(request.headers.get("authorization", "").encode("latin-1"))
         except ClientError as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -353,8 +222,14 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
         headers = getattr(exc, "headers", None) or {}
         return JSONResponse({"error": "method not allowed"}, status_code=405, headers=headers)
 
+    async def ingest_elsewhere(request: Request) -> Response:
+        # Only other methods reach the app here (405 with Allow: POST): POST is served by the HTTP
+        # protocol (ingest_route.py).
+        raise RuntimeError(f"POST {INGEST_PATH} reached the ASGI application")
+
     framework = Starlette(
         routes=[
+            Route(INGEST_PATH, ingest_elsewhere, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
@@ -366,7 +241,7 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
         lifespan=lifespan,
     )
 
-    routes = {route.path for route in framework.routes} | {INGEST_PATH}
+    routes = {route.path for route in framework.routes}
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -374,7 +249,6 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
             return
         started = time.perf_counter()
         status = 500
-        scope["bea"] = {"events": 0, "bytes": 0}
 
         async def send_and_watch(message: dict) -> None:
             nonlocal status
@@ -383,26 +257,10 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
             await send(message)
 
         try:
-            if scope["path"] == INGEST_PATH:
-                await endpoint(scope, receive, send_and_watch)
-            else:
-                await framework(scope, receive, send_and_watch)
+            await framework(scope, receive, send_and_watch)
         finally:
-            _observe(scope, status, time.perf_counter() - started, metrics, routes)
+            path = scope["path"]
+            requests.record(scope["method"], path, path if path in routes else "other", status,
+                            time.perf_counter() - started)
 
     return app
-
-
-def _observe(scope: dict, status: int, elapsed: float, metrics: Metrics, routes: set[str]) -> None:
-    """One access line and the request metrics (never the body, never the Authorization header)."""
-    path = scope["path"]
-    route = path if path in routes else "other"
-    metrics.observe_request(route, status, elapsed)
-    if access_log.isEnabledFor(logging.INFO):
-        stats = scope["bea"]
-        access_log.info(
-            "%s %s %d events=%d bytes=%d duration_ms=%.2f",
-            scope["method"], path, status, stats["events"], stats["bytes"], elapsed * 1000,
-            extra={"method": scope["method"], "path": path, "status": status, "events": stats["events"],
-                   "bytes": stats["bytes"], "duration_ms": round(elapsed * 1000, 3)},
-        )

@@ -171,7 +171,7 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=protocol_class(settings),
+        http=protocol_class(ingest),
         lifespan="on",
         access_log=False,  # ours is batched_event_api.access, with the events and bytes of each request
         proxy_headers=False,  # no client address is used, so X-Forwarded-For is not read

@@ -10,9 +10,13 @@ that holds their rows is durable. Used from the event loop only.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from typing import Generic, TypeVar
+
+from .serial import SerialThread
+
+log = logging.getLogger("batched_event_api")
 
 R = TypeVar("R")  # a request
 A = TypeVar("A")  # its outcome
@@ -22,13 +26,14 @@ class Committer(Generic[R, A]):
     def __init__(
         self,
         apply_group: Callable[[Sequence[R]], list[A]],
-        executor: Executor,
+        thread: SerialThread,
         *,
         max_group: int = 4096,
-        on_round: Callable[[int], object] = lambda size: None,  # told each round's size
+        # told each round's size and its outcomes (None when the round failed)
+        on_round: Callable[[int, list[A] | None], object] = lambda size, outcomes: None,
     ) -> None:
         self._apply_group = apply_group
-        self._executor = executor
+        self._thread = thread
         self._max_group = max_group
         self._on_round = on_round
         self._waiting: list[tuple[R, asyncio.Future[A]]] = []
@@ -44,15 +49,17 @@ class Committer(Generic[R, A]):
     def _start_round(self) -> None:
         group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
         self._running = True
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._apply_group, [request for request, _ in group])
+        done = self._thread.call(self._apply_group, [request for request, _ in group])
         done.add_done_callback(lambda outcome: self._finish(group, outcome))
 
     def _finish(self, group: list[tuple[R, asyncio.Future[A]]], outcome: asyncio.Future[list[A]]) -> None:
         self._running = False
-        self._on_round(len(group))
         error = outcome.exception()
         results = outcome.result() if error is None else [None] * len(group)
+        try:
+            self._on_round(len(group), None if error is not None else results)
+        except Exception:  # a metrics hook must not leave the round's callers waiting
+            log.exception("after a commit round")
         for (_, future), result in zip(group, results):
             if future.cancelled():
                 continue

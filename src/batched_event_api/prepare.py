@@ -10,29 +10,23 @@ compiler at install time) everything takes the Python path.
 from __future__ import annotations
 
 import bisect
-import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from itertools import accumulate
 
 from .decode import decode, slices
 from .errors import EventError
+from .native import native as _native
 from .render import render_rows
 
-try:
-    from . import _native
-except ImportError:  # pragma: no cover - only without a C compiler at install time
-    _native = None
-
-NATIVE = _native is not None and os.environ.get("BEA_NATIVE", "1") != "0"
+NATIVE = _native is not None
 
 # Bodies are prepared in slices of about this size, so a large body's events never all exist as
 # Python objects at once, and slices can be prepared on several threads.
 SLICE = 4 * 1024 * 1024
 # Lines the Python path takes when the native pass stops, before the native pass tries again.
 _PYTHON_RUN = 64
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +34,7 @@ class RowBlock:
     """Consecutive CSV rows in one buffer; ends[i] is the offset just past row i's newline."""
 
     data: bytes | memoryview
-    ends: np.ndarray
+    ends: Sequence[int]  # an int64 view of the native pass's buffer, or a list
 
     @classmethod
     def from_lines(cls, lines: Sequence[str]) -> RowBlock:
@@ -49,7 +43,7 @@ class RowBlock:
             sizes = [len(line) + 1 for line in lines]
         else:
             sizes = [len(line.encode()) + 1 for line in lines]
-        return cls(data, np.cumsum(sizes, dtype=np.int64))
+        return cls(data, list(accumulate(sizes)))
 
 
 class Rows:
@@ -88,9 +82,9 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Event times (UTC ns: an int64 array, or a list when one lies beyond int64) and rows."""
+    """Event times (UTC ns: int64 from the native pass, or a list of ints) and rows."""
 
-    times: np.ndarray | list[int]
+    times: Sequence[int]
     rows: Rows
 
     def __len__(self) -> int:
@@ -112,7 +106,7 @@ def prepare(
         results = map(lambda b: _prepare_native(body, *b, max_line), bounds)
     else:
         results = (_prepare_python(body, start, end, max_line) for start, end in bounds)
-    times: list[np.ndarray | list[int]] = []
+    times: list[Sequence[int]] = []
     blocks: list[RowBlock] = []
     for piece_times, piece_blocks in results:
         times += piece_times
@@ -120,7 +114,7 @@ def prepare(
     return Prepared(_join_times(times), Rows(blocks))
 
 
-_Piece = tuple[list[np.ndarray | list[int]], list[RowBlock]]
+_Piece = tuple[list[Sequence[int]], list[RowBlock]]
 
 
 def _prepare_python(body: bytes, start: int, end: int, max_line: int) -> _Piece:
@@ -131,21 +125,18 @@ def _prepare_python(body: bytes, start: int, end: int, max_line: int) -> _Piece:
         if exc.line is not None:
             exc.line += body.count(b"\n", 0, start)  # counted only now: errors are rare
         raise
-    times: np.ndarray | list[int] = decoded.times
-    if not times or _INT64[0] <= min(times) and max(times) <= _INT64[1]:
-        times = np.array(times, dtype=np.int64)
-    return [times], [RowBlock.from_lines(render_rows(decoded))]
+    return [decoded.times], [RowBlock.from_lines(render_rows(decoded))]
 
 
 def _prepare_native(body: bytes, start: int, end: int, max_line: int) -> _Piece:
     """body[start:end] through the native pass, with Python runs where it stops."""
-    times: list[np.ndarray | list[int]] = []
+    times: list[Sequence[int]] = []
     blocks: list[RowBlock] = []
     view = memoryview(body)
     while start < end:
         csv, row_times, ends, stop = _native.transcode(view[start:end], max_line)
-        blocks.append(RowBlock(csv, np.frombuffer(ends, dtype=np.int64)))
-        times.append(np.frombuffer(row_times, dtype=np.int64))
+        blocks.append(RowBlock(csv, memoryview(ends).cast("q")))  # views of its buffers: no copies
+        times.append(memoryview(row_times).cast("q"))
         start += stop
         if start == end:
             break
@@ -163,12 +154,12 @@ def _prepare_native(body: bytes, start: int, end: int, max_line: int) -> _Piece:
     return times, blocks
 
 
-def _join_times(parts: list[np.ndarray | list[int]]) -> np.ndarray | list[int]:
+def _join_times(parts: list[Sequence[int]]) -> Sequence[int]:
     if len(parts) == 1:  # most bodies: one slice the native pass took whole
         return parts[0]
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    out: list[int] = []
+    if any(isinstance(p, list) for p in parts):  # the Python path took some lines
+        return [t for p in parts for t in p]
+    joined = array("q")
     for p in parts:
-        out += p.tolist() if isinstance(p, np.ndarray) else p
-    return out
+        joined.frombytes(p.cast("B"))  # type: ignore[union-attr]
+    return joined

@@ -1,4 +1,7 @@
-"""uvicorn's httptools protocol with the limits it lacks, so idle sockets cannot pile up.
+"""uvicorn's httptools protocol, serving the ingest route itself and with the limits it lacks.
+
+- `POST /user/event` is served by the protocol (ingest_route.py): no ASGI cycle on the hot path.
+  Every other request goes to the ASGI application as before.
 
 - A header timeout: from a connection's opening (or a request's first byte on a kept-alive
   connection) to the end of its headers. uvicorn arms no timer until a first response, so a
@@ -20,11 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .config import Settings
+from .ingest_route import INGEST_PATH, IngestExchange, IngestRoute
+
+if TYPE_CHECKING:
+    from .app import Ingest
 
 log = logging.getLogger("batched_event_api")
 
@@ -41,7 +49,9 @@ _BODY_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading
 _TOO_MANY = _response("503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n")
 
 
-def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
+def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
+    settings = ingest.settings
+    route = IngestRoute(ingest)
     header_timeout = settings.header_timeout
     body_timeout = settings.body_timeout
     max_connections = settings.max_connections
@@ -67,14 +77,43 @@ def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
-            super().on_headers_complete()
+            if self._is_ingest():
+                self._begin_ingest()
+            else:
+                super().on_headers_complete()
             self._body_timer = self.loop.call_later(body_timeout, self._body_timed_out)
+
+        def _is_ingest(self) -> bool:
+            if self.parser.get_method() != b"POST" or (self.parser.should_upgrade() and self._should_upgrade()):
+                return False
+            path = httptools.parse_url(self.url).path.decode("ascii")  # as uvicorn reads it
+            return (urllib.parse.unquote(path) if "%" in path else path) == INGEST_PATH
+
+        def _begin_ingest(self) -> None:
+            # uvicorn's on_headers_complete, with an exchange in place of its request cycle.
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            exchange = IngestExchange(route, self, keep_alive, self.expect_100_continue)
+            previous, self.cycle = self.cycle, exchange  # type: ignore[assignment]
+            if previous is None or previous.response_complete:
+                self._start_asgi_task(exchange, None)  # type: ignore[arg-type]
+            else:  # pipelined behind a request still being served
+                self.flow.pause_reading()
+                self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
+
+        def on_body(self, body: bytes) -> None:
+            if type(self.cycle) is IngestExchange:
+                self.cycle.feed(body)
+            else:
+                super().on_body(body)
 
         def on_message_complete(self) -> None:
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
-            super().on_message_complete()
+            if type(self.cycle) is IngestExchange:
+                self.cycle.body_complete()
+            else:
+                super().on_message_complete()
 
         def on_response_complete(self) -> None:
             self.transport.flush()  # a head without a body (HEAD, 204) goes out now
@@ -84,6 +123,12 @@ def protocol_class(settings: Settings) -> type[HttpToolsProtocol]:
             self._cancel_header_timer()
             if self._body_timer is not None:
                 self._body_timer.cancel()
+            for cycle, _ in self.pipeline:
+                if type(cycle) is IngestExchange:
+                    cycle.connection_lost()
+            if type(self.cycle) is IngestExchange:
+                self.cycle.connection_lost()
+                self.cycle = None  # type: ignore[assignment]  # uvicorn would signal its message event
             super().connection_lost(exc)
 
         def _arm_header_timer(self) -> None:
@@ -126,6 +171,11 @@ class _HeadJoiningTransport:
         elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
             self._head = data
             return
+        self._transport.write(data)
+
+    def write_whole(self, data: bytes) -> None:
+        """A whole response, written as it is."""
+        self.flush()
         self._transport.write(data)
 
     def flush(self) -> None:

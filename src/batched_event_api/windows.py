@@ -11,11 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-# From this many events on, an int64 array is planned with array operations.
-_VECTOR_MIN = 64
-_INT64_MAX = 2**63 - 1
+from .native import native
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,50 +44,40 @@ class WindowPolicy:
     def start_for(self, t: int) -> int:
         return t - t % self.interval if self.aligned else t
 
-    def plan(self, open_start: int | None, times: Sequence[int] | np.ndarray) -> Plan:
-        """Split a batch's event times (UTC ns, arrival order) into windows."""
-        if isinstance(times, np.ndarray):
-            if len(times) >= _VECTOR_MIN:
-                return self._plan_array(open_start, times)
-            times = times.tolist()
-        interval = self.interval
-        segments: list[Segment] = []
-        continues_open = open_start is not None
-        start = open_start
-        first = late = 0
-        for i, t in enumerate(times):
-            if start is None or t - start >= interval:
-                if i > first:
-                    segments.append(Segment(first, i, start))
-                elif start is not None:  # the batch's first event already falls beyond the open window
-                    continues_open = False
-                start = self.start_for(t)
-                first = i
-            elif t < start:
-                late += 1
-        if len(times):
-            segments.append(Segment(first, len(times), start))
-        return Plan(segments, continues_open and bool(times), late)
-
-    def _plan_array(self, open_start: int | None, times: np.ndarray) -> Plan:
-        """plan() in array operations: a window ends at the first event at or past start +
-        interval, which is where the running maximum first reaches it (every event before that
-        one is below it), so a binary search on the running maximum finds each window's end."""
-        peak = np.maximum.accumulate(times)
+    def plan(self, open_start: int | None, times: Sequence[int]) -> Plan:
+        """Split a batch's event times (UTC ns, arrival order) into windows. A window ends at the
+        first event at or past its start + interval; the events before that one are its own,
+        counted late when earlier than its start."""
+        # The native scan takes int64 buffers; a list of Python ints (from the Python path, or
+        # beyond int64) takes the plain one.
+        scan = scan_window if native is None or isinstance(times, list) else native.scan_window
         segments: list[Segment] = []
         late = 0
+        if not len(times):
+            return Plan(segments, False, 0)
         continues_open = open_start is not None
         first = 0
-        start = open_start if open_start is not None else self.start_for(int(times[0]))
+        start = open_start if open_start is not None else self.start_for(times[0])
         while True:
-            bound = start + self.interval
-            stop = len(times) if bound > _INT64_MAX else int(np.searchsorted(peak, bound, side="left"))
+            stop, late_here = scan(times, first, start, start + self.interval)
             if stop > first:
                 segments.append(Segment(first, stop, start))
-                late += int(np.count_nonzero(times[first:stop] < start))
+                late += late_here
             else:  # the batch's first event already falls beyond the open window
                 continues_open = False
             if stop == len(times):
-                break
-            first, start = stop, self.start_for(int(times[stop]))
-        return Plan(segments, continues_open, late)
+                return Plan(segments, continues_open, late)
+            first, start = stop, self.start_for(times[stop])
+
+
+def scan_window(times: Sequence[int], first: int, start: int, bound: int) -> tuple[int, int]:
+    """From index `first`: the index of the first time at or past `bound`, and how many times
+    before it are earlier than `start` (the native pass has the same loop)."""
+    late = 0
+    for i in range(first, len(times)):
+        t = times[i]
+        if t >= bound:
+            return i, late
+        if t < start:
+            late += 1
+    return len(times), late

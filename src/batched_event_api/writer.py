@@ -45,7 +45,7 @@ from pathlib import Path
 from .errors import StorageError
 from .journal import COMPACT_BYTES, Check, Journal, OpenFile, Record, encode_record
 from .keys import KeyStore
-from .partfiles import PartFiles, part_name
+from .partfiles import PartFiles
 from .storage import LocalDisk, describe
 from .syncround import SYNCFS_FROM, SyncRound, Write
 from .windows import Plan, WindowPolicy

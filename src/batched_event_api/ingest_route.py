@@ -1,0 +1,265 @@
+"""`POST /user/event`, served by the HTTP protocol itself rather than through an ASGI cycle.
+
+At one event per request the ASGI cycle (a scope, receive and send messages, a response built
+header by header and checked, a task per message wait) was most of the server's time. Here a
+request's head is checked once its headers are in, its body is taken as the parser hands it over,
+and its answer is written in one piece. Every other route is left to the ASGI application on the
+same port. The HTTP rules kept (tests/test_http.py, tests/test_limits.py): keep-alive; pipelined
+requests answered in order (an exchange takes the place of uvicorn's request cycle in the
+connection's queue); chunked bodies; `Expect: 100-continue` answered when the request is next to
+be served and its head was accepted; 413 before an oversize body is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from .access import RequestLog
+from .auth import BearerAuth
+from .errors import ClientError, StorageError
+from .pending import Hold
+
+if TYPE_CHECKING:
+    from .app import Ingest
+
+log = logging.getLogger("batched_event_api")
+
+INGEST_PATH = "/user/event"
+# What curl sends without -H (application/x-www-form-urlencoded) is taken as NDJSON, as the
+# reference did; types that are clearly something else are refused.
+ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain",
+                  "application/x-www-form-urlencoded"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_JSON = msgspec.json.Encoder()
+
+
+class RequestHead(NamedTuple):
+    key: str | None  # the Idempotency-Key
+    gzip: bool
+    length: int | None  # the Content-Length, when given
+
+
+def check_head(headers: list[tuple[bytes, bytes]], auth: BearerAuth, limit: int) -> RequestHead:
+    """What the headers say of an ingest request, or the ClientError it is refused with."""
+    found = {name: value for name, value in headers}  # names come lower-cased from the protocol
+    auth.check(found.get(b"authorization", b""))
+    media_type = found.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+    if media_type not in ACCEPTED_TYPES:
+        raise ClientError(f"unsupported Content-Type {media_type!r}: send NDJSON as application/x-ndjson", status=415)
+    encoding = found.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise ClientError(f"unsupported Content-Encoding {encoding!r}: use gzip or none", status=415)
+    key = found.get(b"idempotency-key")
+    if key is not None:
+        key = key.decode("latin-1")
+        if not (0 < len(key) <= 200 and key.isprintable()):
+            raise ClientError("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
+    declared = found.get(b"content-length", b"")
+    length = int(declared) if declared.isdigit() else None
+    if length is not None and length > limit and encoding != "gzip":
+        raise too_large(limit)
+    return RequestHead(key, encoding == "gzip", length)
+
+
+def too_large(limit: int) -> ClientError:
+    return ClientError(f"request body larger than the limit of {limit} bytes", status=413)
+
+
+class BodyReader:
+    """A request body taken as it arrives, never more than the limit (after decompression),
+    counted against the pending-bytes budget: by Content-Length before any of it is read, else as
+    it arrives."""
+
+    __slots__ = ("_limit", "_hold", "_counted", "_gunzip", "body")
+
+    def __init__(self, limit: int, hold: Hold, head: RequestHead) -> None:
+        self._limit = limit
+        self._hold = hold
+        self._counted = head.length is not None and not head.gzip  # taken whole, up front
+        if self._counted:
+            hold.take(head.length)  # type: ignore[arg-type]
+        self._gunzip = _Gunzip() if head.gzip else None
+        self.body = bytearray()  # grows in place: no second copy of a large body
+
+    def feed(self, chunk: bytes) -> None:
+        if self._gunzip is not None:
+            chunk = self._gunzip.feed(chunk, self._limit - len(self.body), self._limit)
+        if len(self.body) + len(chunk) > self._limit:
+            raise too_large(self._limit)
+        if not self._counted:
+            self._hold.take(len(chunk))
+        self.body += chunk
+
+    def finish(self) -> bytearray:
+        if self._gunzip is not None and not self._gunzip.complete:
+            raise ClientError("truncated gzip body", status=400)
+        return self.body
+
+
+class _Gunzip:
+    """Incremental gzip decoding (several members allowed) that stops at the size limit."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(wbits=31)
+        self._started = False
+
+    @property
+    def complete(self) -> bool:
+        return not self._started or self._inflater.eof
+
+    def feed(self, data: bytes, room: int, limit: int) -> bytes:
+        out: list[bytes] = []
+        try:
+            while data:
+                if self._inflater.eof:  # another gzip member follows
+                    self._inflater = zlib.decompressobj(wbits=31)
+                self._started = True
+                piece = self._inflater.decompress(data, room + 1)
+                room -= len(piece)
+                if room < 0:
+                    raise too_large(limit)
+                out.append(piece)
+                data = self._inflater.unconsumed_tail or self._inflater.unused_data
+        except zlib.error as exc:
+            raise ClientError(f"corrupt gzip body: {exc}", status=400) from None
+        return b"".join(out)
+
+
+class IngestRoute:
+    """What every ingest request of one server shares: the pipeline, the limits, the log."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.max_body = ingest.settings.max_body
+        self.auth = BearerAuth(ingest.settings.auth_token)
+        self.requests = RequestLog(ingest.metrics)
+        self._default_headers: list[tuple[bytes, bytes]] | None = None
+        self._default_head = b""
+
+    def default_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """uvicorn's default headers (date, server) as bytes; uvicorn swaps in a new list each second."""
+        if headers is not self._default_headers:
+            self._default_headers = headers
+            self._default_head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+        return self._default_head
+
+
+class IngestExchange:
+    """One `POST /user/event` on one connection, from its head to its answer.
+
+    It stands in the connection's queue where uvicorn keeps a RequestResponseCycle, so it has the
+    attributes the protocol reads of one (response_started, response_complete, keep_alive) and
+    run_asgi(), which the protocol calls when the request is next to be served.
+    """
+
+    __slots__ = ("route", "protocol", "started", "keep_alive", "response_started", "response_complete",
+                 "disconnected", "more_body", "running", "expect_continue", "hold", "reader", "key", "error",
+                 "_waiter")
+
+    def __init__(self, route: IngestRoute, protocol: Any, keep_alive: bool, expect_continue: bool) -> None:
+        self.route = route
+        self.protocol = protocol
+        self.started = time.perf_counter()
+        self.keep_alive = keep_alive
+        self.response_started = self.response_complete = self.disconnected = self.running = False
+        self.more_body = True
+        self.expect_continue = expect_continue
+        self.hold = route.ingest.pending.hold()
+        self.reader: BodyReader | None = None
+        self.key: str | None = None
+        self.error: ClientError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        try:
+            head = check_head(protocol.headers, route.auth, route.max_body)
+            self.key = head.key
+            self.reader = BodyReader(route.max_body, self.hold, head)
+        except ClientError as exc:
+            self.error = exc
+
+    # -- from the protocol's parser callbacks
+
+    def feed(self, chunk: bytes) -> None:
+        if self.error is None and not self.response_complete:
+            try:
+                self.reader.feed(chunk)  # type: ignore[union-attr]
+            except ClientError as exc:
+                self.error = exc  # answered at once; the rest of the body is dropped as it comes
+                self._wake()
+
+    def body_complete(self) -> None:
+        self.more_body = False
+        self._wake()
+
+    def connection_lost(self) -> None:
+        self.disconnected = True
+        if self.running:
+            self._wake()
+        else:  # never served: its body is let go now
+            self.hold.__exit__()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- serving
+
+    async def run_asgi(self, app: object) -> None:  # uvicorn's name; there is no application to call
+        self.running = True
+        status, headers, events, size = 200, {}, 0, 0
+        with self.hold:
+            try:
+                if self.more_body and self.error is None and not self.disconnected:
+                    if self.expect_continue:
+                        self.protocol.transport.write(_CONTINUE)
+                        self.expect_continue = False
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    await self._waiter
+                if self.disconnected:
+                    return
+                if self.error is not None:
+                    raise self.error
+                body = self.reader.finish()  # type: ignore[union-attr]
+                size = len(body)
+                applied = await self.route.ingest.apply(body, self.key)
+                events = applied.accepted
+                payload: dict[str, Any] = {"accepted": applied.accepted}
+                if applied.replay:
+                    payload["replay"] = True
+            except ClientError as exc:
+                status, payload, headers = exc.status, exc.to_json(), exc.headers
+            except StorageError as exc:
+                status, payload = 503, {"error": str(exc)}
+            except Exception:
+                log.exception("unexpected error in %s", INGEST_PATH)
+                status, payload = 500, {"error": "internal error"}
+        self._answer(status, _JSON.encode(payload), headers)
+        self.route.requests.record("POST", INGEST_PATH, INGEST_PATH, status, time.perf_counter() - self.started,
+                                   events, size)
+
+    def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        protocol = self.protocol
+        if self.disconnected or protocol.transport.is_closing():
+            return
+        if self.expect_continue and self.more_body:
+            # Refused before its body was asked for: the client may still send it, or may not;
+            # either way the connection cannot be reused for a next request.
+            self.keep_alive = False
+        head = [STATUS_LINE[status], self.route.default_head(protocol.server_state.default_headers),
+                b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload)]
+        head += [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()]
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        head.append(payload)
+        self.response_started = self.response_complete = True
+        protocol.transport.write_whole(b"".join(head))
+        if not self.keep_alive:
+            protocol.transport.close()
+        protocol.on_response_complete()
