@@ -34,7 +34,7 @@ sanitize: $(STAMP)
 	PYTHONPATH=$(SANITIZED) ASAN_OPTIONS=detect_leaks=0 \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	    sh -c '$(BIN)/python -c "import batched_event_api._native as n; assert \"$(SANITIZED)\" in n.__file__, n.__file__" && \
-	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py'
+	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py tests/test_windows.py'
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)

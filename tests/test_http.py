@@ -131,3 +131,18 @@ def test_the_ingest_route_is_found_as_a_router_would_and_other_methods_get_405(s
     assert conn.sock.recv(1) == b""
     conn.close()
     _assert_stopped_with(server, EVENTS)
+
+
+def test_a_long_queue_of_pipelined_refusals_is_answered_in_order(server_factory):
+    """Each answer starts the next queued request on a later turn of the loop: a thousand
+    requests refused at once do not become a thousand nested calls."""
+    server = server_factory()
+    conn = Connection(server.port)
+    refused = b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 0\r\n\r\n"
+    conn.send(_post(ndjson(EVENTS)) + refused * 1000 + _post(b""))
+    assert conn.answer() == (200, {"accepted": 3})
+    statuses = [conn.answer()[0] for _ in range(1000)]
+    assert statuses == [415] * 1000
+    assert conn.answer() == (200, {"accepted": 0})
+    conn.close()
+    _assert_stopped_with(server, EVENTS)

@@ -27,13 +27,13 @@ from . import openapi
 from .access import RequestLog
 from .auth import BearerAuth
 from .closing import IdleClose
-from .committer import Committer
+from .committer import Committer, Done
 from .config import Align, Compress, Settings, SyncMany
 from .errors import ClientError, StorageError
 from .ingest_route import INGEST_PATH
 from .metrics import Metrics
 from .pending import PendingBytes
-from .prepare import SLICE, prepare
+from .prepare import SLICE, Prepared, prepare
 from .render import COLUMNS
 from .serial import SerialThread
 from .syncround import SYNCFS_FROM
@@ -91,6 +91,7 @@ class Ingest:
 
     async def stop(self) -> None:
         self.idle_close.stop()
+        await self.committer.drained()  # requests whose clients left are written before the last commit
         try:
             await self._commit_open()
         except StorageError as exc:
@@ -104,24 +105,40 @@ class Ingest:
         # the event loop, where it would stall every connection.
         return await self._writer_thread.call(fn, *args)
 
-    async def apply(self, body: bytes, key: str | None) -> Applied:
+    def submit(self, body: bytearray, key: str | None, done: Done) -> None:
+        """Prepare and commit one request body; then done(applied, None), or done(None, error)
+        with a ClientError (a bad line), a StorageError (the round failed) or a bug."""
         self.metrics.bytes.inc(len(body))
         max_line = self.settings.max_line
-        if len(body) > _INLINE_PREPARE:
-            slice_size = min(SLICE, len(body) // _PREPARE_THREADS + 1)
-            work = partial(prepare, body, max_line, slice_size=slice_size, map=self._prepare_threads.map)
-            prepared = await asyncio.get_running_loop().run_in_executor(None, work)
-        else:
-            prepared = prepare(body, max_line)
-        try:
-            applied = await self.committer.commit(WriteRequest(prepared.times, prepared.rows, key))
-        except StorageError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if len(body) <= _INLINE_PREPARE:
+            try:
+                prepared = prepare(body, max_line)
+            except Exception as exc:
+                done(None, exc)
+                return
+            self._commit(prepared, len(body), key, done)
+            return
+        slice_size = min(SLICE, len(body) // _PREPARE_THREADS + 1)
+        work = partial(prepare, body, max_line, slice_size=slice_size, map=self._prepare_threads.map)
+
+        def prepared(future: asyncio.Future[Prepared]) -> None:
+            if future.exception() is not None:
+                done(None, future.exception())
+            else:
+                self._commit(future.result(), len(body), key, done)
+
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(prepared)
+
+    def _commit(self, prepared: Prepared, size: int, key: str | None, done: Done) -> None:
+        def committed(applied: Applied | None, error: BaseException | None) -> None:
+            if error is None:
+                self._space_needed = 0
+            elif isinstance(error, StorageError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 # Its rows, plus room for the journal and the blocks of new part files.
-                self._space_needed = len(body) + _SPACE_MARGIN
-            raise
-        self._space_needed = 0
-        return applied
+                self._space_needed = size + _SPACE_MARGIN
+            done(applied, error)
+
+        self.committer.submit(WriteRequest(prepared.times, prepared.rows, key), committed)
 
     def _after_round(self, size: int, outcomes: list[Applied] | None) -> None:
         """The metrics of a commit round, counted once per round rather than per request."""

@@ -2,9 +2,10 @@
 
 One round at a time runs on the writer thread (one journal record, one sync round for all its
 requests); meanwhile the event loop keeps receiving and preparing requests. When the round ends,
-every request that arrived since becomes the next round. Each caller gets its own outcome (a
+every request that arrived since becomes the next round. Each caller is told its own outcome (a
 replay, its rows written), or the round's storage error: nobody is answered before the round
-that holds their rows is durable. Used from the event loop only.
+that holds their rows is durable. Callbacks rather than awaits: a one-event request's answer is
+then one event-loop wake-up away from its round's end. Used from the event loop only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ log = logging.getLogger("batched_event_api")
 
 R = TypeVar("R")  # a request
 A = TypeVar("A")  # its outcome
+Done = Callable[[A | None, BaseException | None], object]  # told (outcome, None) or (None, error)
 
 
 class Committer(Generic[R, A]):
@@ -36,36 +38,44 @@ class Committer(Generic[R, A]):
         self._thread = thread
         self._max_group = max_group
         self._on_round = on_round
-        self._waiting: list[tuple[R, asyncio.Future[A]]] = []
+        self._waiting: list[tuple[R, Done]] = []
         self._running = False
+        self._idle: list[asyncio.Future[None]] = []
 
-    async def commit(self, request: R) -> A:
-        future: asyncio.Future[A] = asyncio.get_running_loop().create_future()
-        self._waiting.append((request, future))
+    def submit(self, request: R, done: Done) -> None:
+        """Write `request` in the next round; then done(outcome, None) or done(None, error)."""
+        self._waiting.append((request, done))
         if not self._running:
             self._start_round()
-        return await future
+
+    async def drained(self) -> None:
+        """Return once every request submitted so far is answered."""
+        if self._running:
+            future = asyncio.get_running_loop().create_future()
+            self._idle.append(future)
+            await future
 
     def _start_round(self) -> None:
         group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
         self._running = True
-        done = self._thread.call(self._apply_group, [request for request, _ in group])
-        done.add_done_callback(lambda outcome: self._finish(group, outcome))
+        self._thread.submit(self._apply_group, ([request for request, _ in group],),
+                            lambda outcomes, error: self._finish(group, outcomes, error))
 
-    def _finish(self, group: list[tuple[R, asyncio.Future[A]]], outcome: asyncio.Future[list[A]]) -> None:
+    def _finish(self, group: list[tuple[R, Done]], outcomes: list[A] | None, error: BaseException | None) -> None:
         self._running = False
-        error = outcome.exception()
-        results = outcome.result() if error is None else [None] * len(group)
+        if self._waiting:  # the writer starts on the next round while this one is answered
+            self._start_round()
         try:
-            self._on_round(len(group), None if error is not None else results)
+            self._on_round(len(group), outcomes)
         except Exception:  # a metrics hook must not leave the round's callers waiting
             log.exception("after a commit round")
-        for (_, future), result in zip(group, results):
-            if future.cancelled():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-        if self._waiting:
-            self._start_round()
+        for index, (_, done) in enumerate(group):
+            try:
+                done(None, error) if error is not None else done(outcomes[index], None)  # type: ignore[index]
+            except Exception:
+                log.exception("answering a request of a commit round")
+        if not self._running:
+            for future in self._idle:
+                if not future.done():
+                    future.set_result(None)
+            self._idle.clear()

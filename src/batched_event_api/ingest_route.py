@@ -12,7 +12,6 @@ be served and its head was accepted; 413 before an oversize body is read.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import zlib
@@ -28,6 +27,7 @@ from .pending import Hold
 
 if TYPE_CHECKING:
     from .app import Ingest
+    from .writer import Applied
 
 log = logging.getLogger("batched_event_api")
 
@@ -155,27 +155,29 @@ class IngestExchange:
     """One `POST /user/event` on one connection, from its head to its answer.
 
     It stands in the connection's queue where uvicorn keeps a RequestResponseCycle, so it has the
-    attributes the protocol reads of one (response_started, response_complete, keep_alive) and
-    run_asgi(), which the protocol calls when the request is next to be served.
+    attributes the protocol reads of one (response_started, response_complete, keep_alive); the
+    protocol calls start() when the request is next to be served. Driven by callbacks, not a
+    task: the parser's (body), then the committer's (the round is durable).
     """
 
     __slots__ = ("route", "protocol", "started", "keep_alive", "response_started", "response_complete",
-                 "disconnected", "more_body", "running", "expect_continue", "hold", "reader", "key", "error",
-                 "_waiter")
+                 "disconnected", "more_body", "running", "serving", "expect_continue", "hold", "reader", "key",
+                 "error", "size")
 
     def __init__(self, route: IngestRoute, protocol: Any, keep_alive: bool, expect_continue: bool) -> None:
         self.route = route
         self.protocol = protocol
         self.started = time.perf_counter()
         self.keep_alive = keep_alive
-        self.response_started = self.response_complete = self.disconnected = self.running = False
+        self.response_started = self.response_complete = self.disconnected = False
+        self.running = self.serving = False  # its turn came; its body went on to be written
         self.more_body = True
         self.expect_continue = expect_continue
         self.hold = route.ingest.pending.hold()
         self.reader: BodyReader | None = None
         self.key: str | None = None
         self.error: ClientError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self.size = 0
         try:
             head = check_head(protocol.headers, route.auth, route.max_body)
             self.key = head.key
@@ -183,7 +185,17 @@ class IngestExchange:
         except ClientError as exc:
             self.error = exc
 
-    # -- from the protocol's parser callbacks
+    # -- from the protocol
+
+    def start(self) -> None:
+        """Its turn: serve it once its body is in (or it failed)."""
+        self.running = True
+        if self.more_body and self.error is None and not self.disconnected:
+            if self.expect_continue:
+                self.protocol.transport.write(_CONTINUE)
+                self.expect_continue = False
+            return
+        self._serve()
 
     def feed(self, chunk: bytes) -> None:
         if self.error is None and not self.response_complete:
@@ -191,57 +203,54 @@ class IngestExchange:
                 self.reader.feed(chunk)  # type: ignore[union-attr]
             except ClientError as exc:
                 self.error = exc  # answered at once; the rest of the body is dropped as it comes
-                self._wake()
+                if self.running:
+                    self._serve()
 
     def body_complete(self) -> None:
         self.more_body = False
-        self._wake()
+        if self.running:
+            self._serve()
 
     def connection_lost(self) -> None:
         self.disconnected = True
-        if self.running:
-            self._wake()
-        else:  # never served: its body is let go now
+        if not self.serving:  # its body, whole or not, is let go; one being written is kept
+            self.serving = True
             self.hold.__exit__()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     # -- serving
 
-    async def run_asgi(self, app: object) -> None:  # uvicorn's name; there is no application to call
-        self.running = True
-        status, headers, events, size = 200, {}, 0, 0
-        with self.hold:
-            try:
-                if self.more_body and self.error is None and not self.disconnected:
-                    if self.expect_continue:
-                        self.protocol.transport.write(_CONTINUE)
-                        self.expect_continue = False
-                    self._waiter = asyncio.get_running_loop().create_future()
-                    await self._waiter
-                if self.disconnected:
-                    return
-                if self.error is not None:
-                    raise self.error
-                body = self.reader.finish()  # type: ignore[union-attr]
-                size = len(body)
-                applied = await self.route.ingest.apply(body, self.key)
-                events = applied.accepted
-                payload: dict[str, Any] = {"accepted": applied.accepted}
-                if applied.replay:
-                    payload["replay"] = True
-            except ClientError as exc:
-                status, payload, headers = exc.status, exc.to_json(), exc.headers
-            except StorageError as exc:
-                status, payload = 503, {"error": str(exc)}
-            except Exception:
-                log.exception("unexpected error in %s", INGEST_PATH)
-                status, payload = 500, {"error": "internal error"}
+    def _serve(self) -> None:
+        if self.serving:
+            return
+        self.serving = True
+        if self.error is not None:
+            self._finish(None, self.error)
+            return
+        try:
+            body = self.reader.finish()  # type: ignore[union-attr]
+        except ClientError as exc:
+            self._finish(None, exc)
+            return
+        self.size = len(body)
+        self.route.ingest.submit(body, self.key, self._finish)
+
+    def _finish(self, applied: Applied | None, error: BaseException | None) -> None:
+        self.hold.__exit__()
+        headers: dict[str, str] = {}
+        if applied is not None:
+            status, payload = 200, {"accepted": applied.accepted}
+            if applied.replay:
+                payload["replay"] = True
+        elif isinstance(error, ClientError):
+            status, payload, headers = error.status, error.to_json(), error.headers
+        elif isinstance(error, StorageError):
+            status, payload = 503, {"error": str(error)}
+        else:
+            log.error("unexpected error in %s", INGEST_PATH, exc_info=error)
+            status, payload = 500, {"error": "internal error"}
         self._answer(status, _JSON.encode(payload), headers)
         self.route.requests.record("POST", INGEST_PATH, INGEST_PATH, status, time.perf_counter() - self.started,
-                                   events, size)
+                                   applied.accepted if applied is not None else 0, self.size)
 
     def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         protocol = self.protocol

@@ -95,10 +95,19 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             exchange = IngestExchange(route, self, keep_alive, self.expect_100_continue)
             previous, self.cycle = self.cycle, exchange  # type: ignore[assignment]
             if previous is None or previous.response_complete:
-                self._start_asgi_task(exchange, None)  # type: ignore[arg-type]
+                exchange.start()
             else:  # pipelined behind a request still being served
                 self.flow.pause_reading()
                 self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # uvicorn starts the next request of the queue this way, from the previous one's
+            # answer: a later turn of the loop, so that a queue of requests refused at once is
+            # not answered in one deepening chain of calls.
+            if type(cycle) is IngestExchange:
+                self.loop.call_soon(cycle.start)
+            else:
+                super()._start_asgi_task(cycle, app)
 
         def on_body(self, body: bytes) -> None:
             if type(self.cycle) is IngestExchange:

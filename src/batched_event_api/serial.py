@@ -1,10 +1,10 @@
 """One thread that runs calls in the order they are given, each outcome handed back to the event loop.
 
 All writer calls go through one of these: that is their serialization. It is a one-worker
-ThreadPoolExecutor with less in between: a call is a queue entry and an outcome is one
-call_soon_threadsafe, where run_in_executor adds a concurrent Future with its condition and a
-chained asyncio Future per call. On one connection of one-event requests that hand-off is most of
-a request's time (bench W3: 6,300 against 7,800 requests/s for this, on a bare protocol).
+ThreadPoolExecutor with less in between: a call is a queue entry and its outcome one
+call_soon_threadsafe of the caller's callback, where run_in_executor adds a concurrent Future
+with its condition and a chained asyncio Future per call (bench W3, one connection of one-event
+requests on a bare protocol: 6,300 against 7,800 requests/s for this).
 """
 
 from __future__ import annotations
@@ -16,22 +16,27 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+Done = Callable[[Any, BaseException | None], object]  # told (result, None) or (None, error)
 
 
 class SerialThread:
     def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future, Callable, tuple] | None]
+        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, Done, Callable, tuple] | None]
         self._calls = queue.SimpleQueue()
         # A daemon: a process that exits without shutdown() (it never served) is not held up.
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run fn(*args) on the thread after every call given before it; its result or exception."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._calls.put((loop, future, fn, args))
-        return future
+    def submit(self, fn: Callable[..., T], args: tuple, done: Done) -> None:
+        """Run fn(*args) on the thread after every call given before it; then done(result, error)
+        on the event loop."""
+        self._calls.put((asyncio.get_running_loop(), done, fn, args))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """submit(), awaited."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.submit(fn, args, lambda result, error: _settle(future, result, error))
+        return await future
 
     def shutdown(self) -> None:
         """Wait for the calls given so far, then end the thread."""
@@ -40,12 +45,12 @@ class SerialThread:
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
-            loop, future, fn, args = item
+            loop, done, fn, args = item
             try:
                 outcome, error = fn(*args), None
             except BaseException as exc:  # handed to the caller, as an executor would
                 outcome, error = None, exc
-            loop.call_soon_threadsafe(_settle, future, outcome, error)
+            loop.call_soon_threadsafe(done, outcome, error)
 
 
 def _settle(future: asyncio.Future, outcome: Any, error: BaseException | None) -> None:
