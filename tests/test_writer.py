@@ -7,6 +7,7 @@ is either wholly present or wholly absent, and that carrying on gives the uninte
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -288,3 +289,28 @@ def test_the_journal_is_compacted_by_size_too(tmp_path):
     writer.close()
     assert largest < limit + 4096  # at most one record past the limit before it is compacted
     assert len(csv_files(tmp_path)) == 100 * 20 - 1
+
+
+def test_a_failing_compaction_is_said_once_and_its_recovery_too(tmp_path, monkeypatch, caplog):
+    """Compaction is retried after every round while it fails: one error line, not one a round."""
+    caplog.set_level(logging.INFO, logger="batched_event_api")
+    writer = Writer(tmp_path, POLICY, fsync=False, compact_bytes=256)
+    writer.start()
+    real_replace = writer.journal.replace
+    failing = [True]
+
+    def replace(snapshot):
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        real_replace(snapshot)
+
+    monkeypatch.setattr(writer.journal, "replace", replace)
+    work = batches(n=40)
+    for times, rows in work[:10]:
+        writer.apply(times, rows)
+    failing[0] = False
+    for times, rows in work[10:12]:
+        writer.apply(times, rows)
+    writer.close()
+    said = [r.getMessage() for r in caplog.records if "compaction" in r.getMessage()]
+    assert len(said) == 2 and "compaction failed" in said[0] and "works again" in said[1]

@@ -120,6 +120,7 @@ class Writer:
         self._open_fd: int | None = None
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
+        self._compaction_failing = False  # said once, not after every round that retries it
         self.problem = ""  # the last storage error, as a client may read it
 
     @property
@@ -410,7 +411,14 @@ class Writer:
             try:
                 self._write_snapshot()
             except OSError as exc:
-                log.error("journal compaction failed, will retry: %s (%s)", describe(exc), exc)
+                if not self._compaction_failing:
+                    log.error("journal compaction failed, retried after every round until it works: %s (%s)",
+                              describe(exc), exc)
+                self._compaction_failing = True
+                return
+            if self._compaction_failing:
+                log.info("journal compaction works again")
+                self._compaction_failing = False
 
 
 _OPEN_PARTS_PER_ROUND = 256
