@@ -32,11 +32,12 @@ from .config import Align, Compress, Settings, SyncMany
 from .errors import ClientError, StorageError
 from .ingest_route import INGEST_PATH
 from .metrics import Metrics
-from .pending import PendingBytes
+from .pending import RETRY_AFTER, PendingBytes
 from .prepare import SLICE, Prepared, prepare
 from .render import COLUMNS
 from .serial import SerialThread
 from .syncround import SYNCFS_FROM
+from .upload import Uploader
 from .windows import WindowPolicy
 from .writer import Applied, Committed, Writer
 from .writer import Request as WriteRequest
@@ -77,10 +78,19 @@ class Ingest:
         self.pending = PendingBytes(settings.max_pending)  # bodies received, not yet written
         metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
+        self.uploader: Uploader | None = None
+        if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
+            from .objectstore import S3Bucket  # boto3 is imported only when a bucket is the output
+
+            bucket = S3Bucket(settings.bucket, multipart_from=settings.multipart_threshold,
+                              part_size=settings.multipart_chunksize)
+            self.uploader = Uploader(settings.output, bucket, metrics)
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""
         self.writer.start()
+        if self.uploader is not None:
+            self.uploader.start()
 
     async def start(self) -> None:
         """Serving begins: the directory was opened (open())."""
@@ -98,7 +108,28 @@ class Ingest:
             log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
         await self._on_writer(self.writer.close)
         self._writer_thread.shutdown()
+        if self.uploader is not None:
+            await self._drain_uploads()
         self._prepare_threads.shutdown()
+
+    async def _drain_uploads(self) -> None:
+        uploader = self.uploader
+        assert uploader is not None
+        timeout = self.settings.drain_timeout
+        if not await asyncio.get_running_loop().run_in_executor(None, uploader.drain, timeout):
+            log.warning("%d committed windows (%d bytes) not uploaded within --drain-timeout %gs: they stay in %s "
+                        "and are uploaded at the next start", uploader.backlog_windows, uploader.backlog_bytes,
+                        timeout, self.settings.output)
+        uploader.stop()
+
+    def refusal(self) -> ClientError | None:
+        """Why a new request is refused before its body is read (the upload backlog is full), or None."""
+        if self.uploader is not None and self.uploader.backlog_bytes >= self.settings.max_backlog:
+            return ClientError(
+                f"{self.uploader.backlog_windows} committed windows wait for the bucket (--max-backlog reached); "
+                "retry shortly", status=503, headers={"retry-after": RETRY_AFTER},
+            )
+        return None
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         # Even without fsync the writer gzips windows, writes up to 64 MiB and renames: never on
@@ -175,12 +206,16 @@ class Ingest:
                 return "storage error: the disk is full"
         if self.pending.used + self.settings.max_body > self.settings.max_pending:
             return "pending-bytes limit reached: no room for a request of --max-body bytes"
+        if (refused := self.refusal()) is not None:
+            return f"upload backlog full: {refused.message}"
         return None
 
     def _record_commits(self, committed: list[Committed]) -> None:
         for c in committed:
             self.metrics.windows.inc()
             log.info("committed %s rows=%d bytes=%d", c.name, c.rows, c.size)
+        if committed and self.uploader is not None:
+            self.uploader.wake()
         self._update_open_gauges()
 
     def _update_open_gauges(self) -> None:
@@ -215,9 +250,10 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
 
     async def readyz(request: Request) -> Response:
         reason = await ingest.unready_reason()
-        if reason is None:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "unavailable", "error": reason}, status_code=503)
+        body: dict[str, Any] = {"status": "ready"} if reason is None else {"status": "unavailable", "error": reason}
+        if ingest.uploader is not None:
+            body["backlog"] = {"windows": ingest.uploader.backlog_windows, "bytes": ingest.uploader.backlog_bytes}
+        return JSONResponse(body, status_code=200 if reason is None else 503)
 
     async def metrics_route(request: Request) -> Response:
         try:

@@ -21,7 +21,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import Align, Compress, Settings, SyncMany
+from .config import Align, BucketUrl, Compress, Settings, SyncMany
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -81,8 +81,24 @@ def _env(name: str) -> dict[str, Any]:
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("./data"),
-              help="Directory for the CSV files (created if missing).", **_env("OUTPUT"))
+@click.option("-o", "--output", default="./data",
+              help="Directory for the CSV files (created if missing), or s3://BUCKET/PREFIX/ for a bucket (configured "
+              "by the AWS_* variables; see the README).", **_env("OUTPUT"))
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With a bucket as output: the directory for the journal, the open window and committed windows "
+              "not yet uploaded [default: ./state]. A local output keeps these beside its files.", **_env("STATE_DIR"))
+@click.option("--max-backlog", type=Size(), default="1GiB",
+              help="With a bucket as output: bytes of committed windows waiting for the bucket; beyond it requests are "
+              "answered 503 with Retry-After.", **_env("MAX_BACKLOG"))
+@click.option("--multipart-threshold", type=Size(), default="64MiB",
+              help="With a bucket as output: windows this large or larger go up as multipart uploads streamed from "
+              "their file (the AWS CLI's multipart_threshold).", **_env("MULTIPART_THRESHOLD"))
+@click.option("--multipart-chunksize", type=Size(), default="16MiB",
+              help="With a bucket as output: the size of each part of a multipart upload, at least 5MiB (the AWS "
+              "CLI's multipart_chunksize).", **_env("MULTIPART_CHUNKSIZE"))
+@click.option("--drain-timeout", type=Duration(), default="30s",
+              help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
+              **_env("DRAIN_TIMEOUT"))
 @click.option("--host", default="127.0.0.1", help="Address to listen on.", **_env("HOST"))
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port to listen on.", **_env("PORT"))
 @click.option("--interval", type=Duration(), default="5m",
@@ -132,8 +148,21 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--access-log/--no-access-log", default=True,
               help="One log line per request (method, path, status, events, bytes, duration); off saves a few "
               "microseconds per request under many small requests.", **_env("ACCESS_LOG"))
-def serve(auth_token_file: Path | None, **options: Any) -> None:
-    """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory."""
+def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **options: Any) -> None:
+    """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory (or bucket)."""
+    if options["multipart_chunksize"] < 5 * 1024 * 1024:
+        raise click.BadParameter("must be at least 5MiB (S3's smallest part)", param_hint="'--multipart-chunksize'")
+    if output.startswith("s3://"):
+        try:
+            options["bucket"] = BucketUrl.parse(output)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--output'") from None
+        options["output"] = state_dir or Path("./state")
+    elif state_dir is not None and state_dir.resolve() != Path(output).resolve():
+        raise click.BadParameter("applies to an s3:// output: a local output directory keeps its journal beside "
+                                 "its files", param_hint="'--state-dir'")
+    else:
+        options["output"] = Path(output)
     if auth_token_file is not None:
         options["auth_token"] = auth_token_file.read_text().strip()
     options["fsync"] = options["fsync"] == "always"
@@ -159,7 +188,11 @@ def serve(auth_token_file: Path | None, **options: Any) -> None:
 
     _raise_open_files_limit()
 
-    ingest = Ingest(settings)
+    try:
+        ingest = Ingest(settings)
+    except ValueError as exc:  # the bucket's configuration
+        listener.close()
+        raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
         ingest.open()
     except (RuntimeError, OSError) as exc:
@@ -378,9 +411,10 @@ def _server_class(settings: Settings) -> type:
             await super().startup(sockets)
             if self.started and sockets:
                 host, port = sockets[0].getsockname()[:2]
+                where = f"{settings.bucket} (state in {settings.output})" if settings.bucket else settings.output
                 logging.getLogger("batched_event_api").info(
                     "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
-                    f"[{host}]" if ":" in host else host, port, settings.output, settings.interval,
+                    f"[{host}]" if ":" in host else host, port, where, settings.interval,
                     settings.idle_close, "always" if settings.fsync else "never",
                 )
 

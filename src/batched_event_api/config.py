@@ -23,8 +23,33 @@ class Compress(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class BucketUrl:
+    bucket: str
+    prefix: str  # "" or ending in "/"
+
+    @classmethod
+    def parse(cls, url: str) -> BucketUrl:
+        """`s3://BUCKET/PREFIX/` (the prefix may be empty)."""
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {url!r}: use s3://BUCKET/PREFIX/")
+        prefix = prefix.strip("/")
+        return cls(bucket, prefix + "/" if prefix else "")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    output: Path = Path("./data")
+    output: Path = Path("./data")  # the directory written: the output, or the state directory of a bucket
+    bucket: BucketUrl | None = None  # committed windows go here when set (uploaded from `output`)
+    max_backlog: int = 1024 * 1024 * 1024  # bytes of committed windows waiting for the bucket (503 beyond)
+    drain_timeout: float = 30.0  # seconds a shutdown waits for uploads
+    multipart_threshold: int = 64 * 1024 * 1024  # windows this large go up in parts
+    multipart_chunksize: int = 16 * 1024 * 1024  # bytes per part
     host: str = "127.0.0.1"
     port: int = 8080
     interval: float = 300.0  # seconds of event time per window

@@ -181,7 +181,9 @@ class IngestExchange:
         try:
             head = check_head(protocol.headers, route.auth, route.max_body)
             self.key = head.key
-            self.reader = BodyReader(route.max_body, self.hold, head)
+            self.error = route.ingest.refusal()
+            if self.error is None:
+                self.reader = BodyReader(route.max_body, self.hold, head)
         except ClientError as exc:
             self.error = exc
 

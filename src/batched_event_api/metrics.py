@@ -23,6 +23,13 @@ class Metrics:
             "bea_commit_group_requests", "Requests written together in one commit round (group commit)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096), registry=r,
         )
+        self.backlog_windows = Gauge("bea_upload_backlog_windows", "Committed windows waiting to be uploaded to the bucket", registry=r)
+        self.backlog_bytes = Gauge("bea_upload_backlog_bytes", "Bytes of committed windows waiting to be uploaded", registry=r)
+        self.uploads = Counter("bea_uploads", "Window uploads by result", ["result"], registry=r)
+        self.upload_duration = Histogram(
+            "bea_upload_duration_seconds", "Time to upload one window (all its attempts at names)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
+        )
         self.duration = Histogram(
             "bea_request_duration_seconds",
             "Time from request start to response, by route",

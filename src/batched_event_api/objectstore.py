@@ -1,0 +1,157 @@
+"""A bucket as the destination of committed windows: S3, or any store that speaks its API.
+
+Three operations are all the uploader needs: create an object only if its name is free, say
+what an existing object is (size and our checksum), and nothing else: no rename, no listing, no
+directory to sync. Configured the AWS way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION), with object_store's
+AWS_ALLOW_HTTP=true required for a plain-http endpoint.
+
+boto3 rather than obstore: object_store makes a conditional create (`If-None-Match: *`) only as
+one PUT of the whole object held in memory, while S3 takes the header on CompleteMultipartUpload
+too; with boto3 a large window goes up in parts streamed from its file and is still created only
+if its name is free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import BucketUrl
+
+CHECKSUM_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the window file's SHA-256
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused the request (retried by the uploader)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What is known of an object: enough to recognise a window's own earlier upload."""
+
+    size: int
+    sha256: str | None
+
+
+class S3Bucket:
+    def __init__(
+        self,
+        url: BucketUrl,
+        *,
+        multipart_from: int = 64 * 1024 * 1024,
+        part_size: int = 16 * 1024 * 1024,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.url = url
+        self.multipart_from = multipart_from
+        self.part_size = max(part_size, 5 * 1024 * 1024)  # S3's smallest part but the last
+        endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+        if endpoint and endpoint.startswith("http://") and environ.get("AWS_ALLOW_HTTP", "").lower() not in ("1", "true"):
+            raise ValueError(f"the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it")
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        config = Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": 3},
+            # Checksums only where S3 requires them: several S3-compatible stores reject the
+            # SDK's newer default trailing checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path"} if endpoint else {},
+        )
+        # Keys from these variables when set, else from the SDK's own chain (profile, instance role).
+        session = boto3.session.Session(
+            aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+            region_name=region,
+        )
+        self._s3 = session.client("s3", endpoint_url=endpoint, config=config)
+
+    def key(self, name: str) -> str:
+        return self.url.prefix + name
+
+    def create(self, name: str, path: str, *, size: int, sha256: str, content_type: str,
+               content_encoding: str | None) -> bool:
+        """Upload the file at `path` as object `name` if that name is free: True when created,
+        False when the name is taken (by any object). StoreError when the store fails."""
+        extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
+        if content_encoding:
+            extra["ContentEncoding"] = content_encoding
+        try:
+            if size < self.multipart_from:
+                with open(path, "rb") as body:
+                    self._s3.put_object(Bucket=self.url.bucket, Key=self.key(name), Body=body, ContentLength=size,
+                                        IfNoneMatch="*", **extra)
+            else:
+                self._create_in_parts(name, path, size, extra)
+        except ClientError as exc:
+            if _status(exc) == 412:
+                return False
+            raise StoreError(_describe(exc)) from None
+        except BotoCoreError as exc:
+            raise StoreError(str(exc)) from None
+        return True
+
+    def identity(self, name: str) -> Identity | None:
+        """Size and checksum of object `name`, or None when there is none."""
+        try:
+            head = self._s3.head_object(Bucket=self.url.bucket, Key=self.key(name))
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise StoreError(_describe(exc)) from None
+        except BotoCoreError as exc:
+            raise StoreError(str(exc)) from None
+        return Identity(head["ContentLength"], head.get("Metadata", {}).get(CHECKSUM_KEY))
+
+    def read(self, name: str) -> bytes:
+        """An object's bytes (status and tools)."""
+        return self._s3.get_object(Bucket=self.url.bucket, Key=self.key(name))["Body"].read()
+
+    def names(self) -> list[str]:
+        """Names of the objects under the prefix (status and tools)."""
+        out = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.url.bucket, Prefix=self.url.prefix):
+            out += [item["Key"][len(self.url.prefix):] for item in page.get("Contents", [])]
+        return out
+
+    def _create_in_parts(self, name: str, path: str, size: int, extra: dict[str, Any]) -> None:
+        """A multipart upload streamed from the file, one part in memory at a time; completed
+        only if the name is free (If-None-Match on the completion), aborted on any failure."""
+        bucket, key = self.url.bucket, self.key(name)
+        upload = self._s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        try:
+            parts = []
+            with open(path, "rb") as body:
+                number = 1
+                while chunk := body.read(self.part_size):
+                    etag = self._s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+                                                Body=chunk)["ETag"]
+                    parts.append({"PartNumber": number, "ETag": etag})
+                    number += 1
+            self._s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, IfNoneMatch="*",
+                                               MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            except (ClientError, BotoCoreError):
+                pass  # the bucket's lifecycle rule for incomplete uploads cleans it up
+            raise
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _describe(exc: ClientError) -> str:
+    """The operation and the store's error code and message (never a key or a signature)."""
+    error = exc.response.get("Error", {})
+    return f"{exc.operation_name}: {error.get('Code', _status(exc))} {error.get('Message', '')}".strip()

@@ -1,0 +1,168 @@
+"""Committed windows into the bucket, off the request path, each exactly once.
+
+With a bucket as output the writer publishes finished windows into the state directory as it
+does into a local output directory; those files are the upload queue. This thread uploads each
+one with a conditional create and then removes it (the removal made durable): a file still there
+is a window not known to be uploaded. A name already taken in the bucket is either this window's
+own earlier upload (a crash came between the upload and the removal: same size and SHA-256 in its
+metadata), and then it is done, or another window's (another instance's, for the same five
+minutes), and then the window takes the next free -N name, as local publishing does. So every
+committed window ends up in the bucket once, under SIGKILL or power loss at any point.
+
+A store outage does not stop ingest: uploads are retried with backoff, and the queue's size is
+the backlog that --max-backlog bounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .metrics import Metrics
+from .objectstore import Identity, S3Bucket, StoreError
+
+log = logging.getLogger("batched_event_api.upload")
+
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store fails
+_FINISHED = re.compile(r"^(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)$")  # local -N dropped for the bucket
+
+
+class Uploader:
+    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 8) -> None:
+        self.directory = Path(directory)
+        self.bucket = bucket
+        self.metrics = metrics
+        self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
+        # What the event loop reads (ints: a read never sees a half-changed dict).
+        self.backlog_windows = self.backlog_bytes = 0
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stopping = False
+        self._retry = RETRY_FIRST
+        self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
+        # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
+        self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
+        self._lock = threading.Lock()  # the queue, between the workers
+        metrics.backlog_windows.set_function(lambda: self.backlog_windows)
+        metrics.backlog_bytes.set_function(lambda: self.backlog_bytes)
+
+    def start(self) -> None:
+        self._scan()
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Windows were published: look for them now."""
+        self._wake.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the queue to empty; True when it did."""
+        self._scan()  # what was just published counts, even before the thread looks
+        self.wake()
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.backlog_windows:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        self._workers.shutdown(cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            names = self._scan()
+            try:
+                outcomes = [self._workers.submit(self._upload, name) for name in names]
+                errors = [e for e in (outcome.exception() for outcome in outcomes) if e is not None]  # all done
+                if errors:
+                    raise errors[0]
+            except (StoreError, OSError) as exc:
+                self.metrics.uploads.labels("failed").inc()
+                log.error("upload failed, retrying in %gs (%d windows, %d bytes waiting): %s",
+                          self._retry, self.backlog_windows, self.backlog_bytes, exc)
+                self._wake.wait(self._retry)
+                self._retry = min(self._retry * 2, RETRY_MAX)
+                continue
+            self._retry = RETRY_FIRST
+            if not names:
+                self._wake.wait()
+
+    def _scan(self) -> list[str]:
+        """The finished windows in the state directory, oldest name first."""
+        queue = {}
+        for entry in os.scandir(self.directory):
+            if _FINISHED.match(entry.name):
+                try:
+                    queue[entry.name] = entry.stat().st_size
+                except FileNotFoundError:  # uploaded and removed by a worker meanwhile
+                    pass
+        with self._lock:
+            self._queue = queue
+            self._count()
+        return sorted(queue)
+
+    def _count(self) -> None:
+        self.backlog_windows, self.backlog_bytes = len(self._queue), sum(self._queue.values())
+        if not self._queue:
+            with self._idle:
+                self._idle.notify_all()
+
+    def _upload(self, name: str) -> None:
+        if self._stopping:
+            return
+        path = self.directory / name
+        size = path.stat().st_size
+        digest = _sha256(path)
+        stem, suffix = _FINISHED.match(name).groups()  # type: ignore[union-attr]
+        gzip = suffix.endswith(".gz")
+        started = time.perf_counter()
+        n = 0
+        while True:
+            target = f"{stem}-{n}{suffix}" if n else f"{stem}{suffix}"
+            if self.bucket.create(target, str(path), size=size, sha256=digest, content_type="text/csv",
+                                  content_encoding="gzip" if gzip else None):
+                result = "created" if n == 0 else "next_name"
+                break
+            if self.bucket.identity(target) == Identity(size, digest):
+                result = "already_there"  # this window's own upload, before a crash
+                break
+            n += 1
+        self.metrics.upload_duration.observe(time.perf_counter() - started)
+        self.metrics.uploads.labels(result).inc()
+        if n:
+            log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
+        else:
+            log.info("uploaded %s to %s (%s)", name, self.bucket.url, result)
+        self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """The local copy goes, durably: until then the window counts as not uploaded."""
+        os.unlink(self.directory / name)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._queue.pop(name, None)
+            self._count()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

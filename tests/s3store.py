@@ -1,0 +1,107 @@
+"""A real S3 API server on loopback (moto's standalone server), buckets on it, and a TCP relay in
+front of it that a test cuts and restores to play a store outage."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+KEY_ID, SECRET = "AKIDTESTONLY", "s3cr3t-never-logged"
+
+
+class MotoServer:
+    def __init__(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, self.port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class Bucket:
+    """A fresh bucket, what a server needs in its environment to use it, and what it holds."""
+
+    def __init__(self, endpoint: str, prefix: str = "events/") -> None:
+        self.name = f"bea-{uuid.uuid4().hex[:12]}"
+        self.prefix = prefix
+        self.url = f"s3://{self.name}/{prefix}"
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+        self.client.create_bucket(Bucket=self.name)
+        self.endpoint = endpoint
+
+    def env(self, endpoint: str | None = None) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": endpoint or self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object under the prefix, by name (as csv_files gives a directory's files)."""
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                body = self.client.get_object(Bucket=self.name, Key=item["Key"])["Body"].read()
+                out[item["Key"][len(self.prefix):]] = body
+        return dict(sorted(out.items()))
+
+    def head(self, name: str) -> dict:
+        return self.client.head_object(Bucket=self.name, Key=self.prefix + name)
+
+
+class Relay:
+    """Forwards TCP connections to the store; cut() drops every connection and refuses new ones
+    until restore()."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._open = threading.Event()
+        self._open.set()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.refused = 0  # connections turned away while cut: the faults that landed
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._open.clear()
+        with self._lock:
+            for s in self._sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            if not self._open.is_set():
+                self.refused += 1
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,232 @@
+"""A bucket as output, against a real S3 API server on loopback (moto's), with the real server as
+a subprocess: the same names and bytes as local output, exactly once across SIGKILL, nothing lost
+while the store is cut off, two instances on one bucket, multipart uploads of large windows."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import os
+import random
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import GOLDEN, SEED, Server, csv_files, wait_for
+from model import generate_events, model_files, ndjson
+from s3store import SECRET, Bucket, MotoServer, Relay
+
+from batched_event_api.config import BucketUrl
+from batched_event_api.metrics import Metrics
+from batched_event_api.objectstore import CHECKSUM_KEY, S3Bucket
+from batched_event_api.upload import Uploader, _sha256
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto) -> Bucket:
+    return Bucket(moto.endpoint)
+
+
+def _serve(bucket: Bucket, tmp_path: Path, *args: str, state: str = "state", endpoint: str | None = None) -> Server:
+    return Server(bucket.url, "--state-dir", str(tmp_path / state), *args, env=bucket.env(endpoint),  # type: ignore[arg-type]
+                  log_dir=tmp_path).start()
+
+
+def _backlog(server: Server) -> dict:
+    return server.client.get("/readyz").json()["backlog"]
+
+
+GOLDEN_REPLAYS = {
+    "seed-datasets": ([SEED / "initial-dataset-01.ndjson", SEED / "initial-dataset-02.ndjson"], GOLDEN / "seed-datasets"),
+    "tricky": (sorted((GOLDEN / "tricky" / "requests").glob("*.ndjson")), GOLDEN / "tricky" / "expected"),
+}
+
+
+@pytest.mark.parametrize("replay", sorted(GOLDEN_REPLAYS))
+def test_golden_replays_land_in_the_bucket_byte_identical(bucket, tmp_path, replay):
+    requests, expected = GOLDEN_REPLAYS[replay]
+    server = _serve(bucket, tmp_path)
+    for path in requests:
+        assert server.post(path.read_bytes()).status_code == 200
+    assert server.stop() == 0  # commits the open window and waits for its upload
+    objects = bucket.objects()
+    assert objects == csv_files(expected)
+    head = bucket.head(next(iter(objects)))
+    assert head["ContentType"] == "text/csv" and "ContentEncoding" not in head
+    # Nothing stays behind in the state directory but the journal and the lock.
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
+    assert SECRET not in server.log.read_text()  # credentials never logged
+
+
+def test_gzip_windows_carry_their_encoding(bucket, tmp_path):
+    server = _serve(bucket, tmp_path, "--compress", "gzip")
+    requests, expected = GOLDEN_REPLAYS["seed-datasets"]
+    for path in requests:
+        assert server.post(path.read_bytes()).status_code == 200
+    assert server.stop() == 0
+    objects = bucket.objects()
+    golden = csv_files(expected)
+    assert sorted(objects) == sorted(name + ".gz" for name in golden)
+    for name, data in objects.items():
+        assert gzip.decompress(data) == golden[name[:-3]]
+        head = bucket.head(name)
+        assert (head["ContentType"], head["ContentEncoding"]) == ("text/csv", "gzip")
+
+
+@pytest.mark.parametrize("seed", [int(s) for s in os.environ.get("BEA_S3_CRASH_SEEDS", "5").split(",")])
+def test_sigkill_at_any_point_with_resends_leaves_the_bucket_as_a_clean_run(bucket, tmp_path, seed):
+    rng = random.Random(seed)
+    events = generate_events(rng, 3000)
+    bodies, i = [], 0
+    while i < len(events):
+        n = rng.choice([1, 20, 100, 200])
+        bodies.append(ndjson(events[i : i + n]))
+        i += n
+    server = _serve(bucket, tmp_path, "--drain-timeout", "120s")
+    kills, landed = 0, collections.Counter()
+    index = 0
+    try:
+        while index < len(bodies):
+            timer = None
+            if rng.random() < 0.35:
+                timer = threading.Timer(rng.uniform(0, 0.02), server.proc.kill)
+                timer.start()
+            try:
+                response = server.post(bodies[index], headers={"Idempotency-Key": f"req-{index}"})
+            except httpx.TransportError:
+                response = None
+            if timer is not None:
+                timer.join()
+            if response is not None:
+                assert response.status_code == 200, response.text
+                index += 1
+            if server.proc.poll() is not None or timer is not None:
+                waiting = [p for p in (tmp_path / "state").iterdir() if not p.name.startswith(".")]
+                landed["with windows waiting for upload" if waiting else "with nothing to upload"] += 1
+                server.kill()
+                kills += 1
+                server = _serve(bucket, tmp_path, "--drain-timeout", "120s")  # the same state: recover, resume uploads
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+    found_own = sum(log.read_text().count("(already_there)") for log in tmp_path.glob("server-*.log"))
+    print(f"seed {seed}: {len(bodies)} requests, {kills} kills; landed: {dict(landed)}; "
+          f"uploads found already done after a kill: {found_own}")
+    assert kills >= 10 and landed["with windows waiting for upload"] >= 1
+    assert bucket.objects() == model_files(events)
+
+
+def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, moto, tmp_path):
+    relay = Relay(moto.port)
+    server = _serve(bucket, tmp_path, "--max-backlog", "4KiB", endpoint=relay.endpoint)
+    events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h, "description": "x" * 900} for h in range(12)]
+    relay.cut()
+    accepted = []
+    refused = None
+    for event in events:  # one window each: every request commits the previous window
+        response = server.post(ndjson([event]))
+        if response.status_code == 503:
+            refused = response
+            break
+        assert response.status_code == 200
+        accepted.append(event)
+        if len(accepted) >= 2:  # wait until the commit has been tried against the cut store
+            assert wait_for(lambda: _backlog(server)["windows"] == len(accepted) - 1)
+    assert refused is not None and refused.headers["retry-after"] == "1"
+    assert "--max-backlog" in refused.json()["error"]
+    readiness = server.client.get("/readyz")
+    assert readiness.status_code == 503 and readiness.json()["error"].startswith("upload backlog full")
+    assert readiness.json()["backlog"]["bytes"] >= 4096
+    assert relay.refused >= 1  # the outage was met
+    relay.restore()
+    assert wait_for(lambda: _backlog(server)["windows"] == 0, timeout=60)  # retried with backoff
+    assert server.post(ndjson(events[len(accepted):])).status_code == 200  # room again
+    metrics = server.client.get("/metrics").text
+    assert 'bea_uploads_total{result="failed"}' in metrics
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+
+
+def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_uploads_the_rest(bucket, moto, tmp_path):
+    relay = Relay(moto.port)
+    events = [{"time": "2024-07-01T02:00:00Z", "id": 1}, {"time": "2024-07-01T03:00:00Z", "id": 2}]
+    server = _serve(bucket, tmp_path, "--drain-timeout", "1s", endpoint=relay.endpoint)
+    relay.cut()
+    assert server.post(ndjson(events)).status_code == 200
+    assert server.stop() == 0
+    assert "not uploaded within --drain-timeout" in server.log.read_text()
+    assert bucket.objects() == {}
+    relay.restore()
+    server = _serve(bucket, tmp_path, endpoint=relay.endpoint)  # uploads what the last run left
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+
+
+def test_two_instances_on_one_bucket_write_every_event_once_and_replace_nothing(bucket, tmp_path):
+    first = _serve(bucket, tmp_path, state="state-a")
+    second = _serve(bucket, tmp_path, state="state-b")
+    a = [{"time": "2024-07-01T02:00:0%dZ" % i, "id": i} for i in range(5)]
+    b = [{"time": "2024-07-01T02:00:0%dZ" % i, "id": 100 + i} for i in range(5)]  # the same five minutes
+    assert first.post(ndjson(a)).status_code == 200
+    assert second.post(ndjson(b)).status_code == 200
+    assert first.stop() == 0 and second.stop() == 0
+    objects = bucket.objects()
+    assert sorted(objects) == ["user-events-20240701-020000-1.csv", "user-events-20240701-020000.csv"]
+    # Each instance's window whole under one name: nothing replaced, every event once.
+    assert sorted(objects.values()) == sorted(model_files(e)["user-events-20240701-020000.csv"] for e in (a, b))
+
+
+def test_a_large_window_goes_up_in_parts(bucket, tmp_path):
+    server = _serve(bucket, tmp_path, "--multipart-threshold", "5MiB", "--multipart-chunksize", "5MiB")
+    events = [{"time": "2024-07-01T02:00:00Z", "id": i, "description": "y" * 1000} for i in range(12_000)]
+    for i in range(0, len(events), 3000):
+        assert server.post(ndjson(events[i : i + 3000])).status_code == 200
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+    name = "user-events-20240701-020000.csv"
+    assert len(bucket.objects()[name]) > 10 * 1024 * 1024
+    assert bucket.head(name)["ETag"].strip('"').endswith("-3")  # three parts
+
+
+def test_the_uploader_finds_its_own_earlier_upload_and_steps_past_a_foreign_one(bucket, tmp_path):
+    """A crash between an upload and the local removal: the object there is this window's own
+    (size and SHA-256), so it is done, not uploaded twice. Another window's object under the
+    same name makes it take the next free -N name."""
+    state = tmp_path / "state"
+    state.mkdir()
+    own, foreign = state / "user-events-20240701-020000.csv", state / "user-events-20240701-030000.csv"
+    own.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    foreign.write_bytes(b"2024-07-01T03:00:00Z,,2,false,,,,0\n")
+    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + own.name, Body=own.read_bytes(),
+                             Metadata={CHECKSUM_KEY: _sha256(own)})
+    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + foreign.name, Body=b"someone else's\n")
+    metrics = Metrics()
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, metrics)
+    uploader.start()
+    assert uploader.drain(30)
+    uploader.stop()
+    assert bucket.objects() == {
+        own.name: b"2024-07-01T02:00:00Z,,1,false,,,,0\n",
+        foreign.name: b"someone else's\n",
+        "user-events-20240701-030000-1.csv": b"2024-07-01T03:00:00Z,,2,false,,,,0\n",
+    }
+    assert list(state.iterdir()) == []
+    results = {s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")}
+    assert results == {"already_there": 1.0, "next_name": 1.0}
+
+
+def test_a_plain_http_endpoint_needs_aws_allow_http(bucket, tmp_path):
+    env = {**bucket.env(), "AWS_ALLOW_HTTP": ""}
+    server = Server(bucket.url, "--state-dir", str(tmp_path / "state"), env=env, log_dir=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="set AWS_ALLOW_HTTP=true"):
+        server.start()
