@@ -3,7 +3,9 @@
 Workloads: W1 400 events per request, W2 20,000 events per request, W3 1 event per request,
 each over one keep-alive connection from Python (W3 also under `wrk -t1 -c1`); W4 64 connections
 of one event per request and W5 64 connections of 40, under wrk, with W4 held against a bare
-uvicorn app that only reads the body (the ceiling). Each with fsync on and off. Reports events/s,
+uvicorn app that only reads the body (the ceiling). Each with fsync on and off. W1 and W2 run
+once more with a bucket as output (a moto S3 server on loopback, in its own process): the ingest
+rate against local output, and how fast the uploads drained. Reports events/s,
 MB/s, p50/p99 latency and the server's peak RSS, and checks that every event landed in the output
 files. A tenth more requests go first to warm the server up and are not measured (their rows
 are checked too).
@@ -112,20 +114,81 @@ def disk_probe(directory: Path, rounds: int = 20) -> tuple[float, float]:
 
 
 @dataclass
+class Bucket:
+    """A bucket on an S3 API server (moto's, in its own process) for the runs with a bucket as output."""
+
+    endpoint: str
+    name: str = "bench"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+
+    def client(self):  # noqa: ANN201
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="bench", aws_secret_access_key="bench")
+
+    def objects(self, prefix: str) -> Iterator[bytes]:
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield client.get_object(Bucket=self.name, Key=item["Key"])["Body"].read()
+
+
+@contextlib.contextmanager
+def bucket_server() -> Iterator[Bucket]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        bucket = Bucket(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                bucket.client().create_bucket(Bucket=bucket.name)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)  # polling for the server to listen
+        yield bucket
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@dataclass
 class Served:
     workdir: Path
     port: int
     pid: int
     fsync_ms: float  # the disk probes, just before the server started
     create_ms: float
+    bucket: Bucket | None = None
 
     def rows(self) -> int:
         """Rows in the committed files (after the server stopped)."""
-        return sum(p.read_bytes().count(b"\n") for p in (self.workdir / "out").glob("*.csv"))
+        return sum(data.count(b"\n") for data in self.committed())
+
+    def committed(self) -> Iterator[bytes]:
+        """The committed files' bytes: the run's objects in the bucket, or its output directory's files."""
+        if self.bucket is not None:
+            return self.bucket.objects(self.workdir.name + "/")
+        return (p.read_bytes() for p in (self.workdir / "out").glob("*.csv"))
+
+    def backlog(self) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port)
+        conn.request("GET", "/readyz")
+        answer = json.loads(conn.getresponse().read())
+        conn.close()
+        return answer["backlog"]
 
 
 @contextlib.contextmanager
-def served(fsync: str, prefill: int = 0) -> Iterator[Served]:
+def served(fsync: str, prefill: int = 0, bucket: Bucket | None = None) -> Iterator[Served]:
     """A fresh run directory (deleted at the very end), the disk probes, and the real server on it."""
     workdir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
     FINISHED.append(workdir)
@@ -133,20 +196,25 @@ def served(fsync: str, prefill: int = 0) -> Iterator[Served]:
     (workdir / "out").mkdir()
     for i in range(prefill):  # an output directory that already holds many committed files
         (workdir / "out" / f"user-events-20000101-000000-{i}.csv").write_bytes(b"")
-    server, port = start_server(workdir / "out", "--fsync", fsync)
+    if bucket is None:
+        server, port = start_server(str(workdir / "out"), "--fsync", fsync)
+    else:
+        server, port = start_server(f"s3://{bucket.name}/{workdir.name}/", "--fsync", fsync,
+                                    "--state-dir", str(workdir / "out"), env=bucket.env)
     try:
-        yield Served(workdir, port, server.pid, *probe)
+        yield Served(workdir, port, server.pid, *probe, bucket=bucket)
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        server.wait(timeout=120)
 
 
-def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
+def run(name: str, fsync: str, rng: random.Random, prefill: int = 0, bucket: Bucket | None = None) -> dict:
     per_request, requests = WORKLOADS[name]
     warmup = max(1, int(requests * WARMUP))
     lines, _ = generate(per_request * (warmup + requests), rng, 1_720_000_000 * 10**9)
     bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
-    with served(fsync, prefill) as server:
+    drained = None
+    with served(fsync, prefill, bucket) as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port)
         headers = {"Content-Type": "application/x-ndjson"}
         latencies = []
@@ -166,9 +234,15 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
         elapsed = time.perf_counter() - started
         rss = peak_rss_mib(server.pid)
         conn.close()
-    rows = server.rows()
+        if bucket is not None:  # every committed window uploaded: the upload rate, end to end
+            while server.backlog()["windows"]:
+                time.sleep(0.05)  # polling the server's own count
+            drained = time.perf_counter() - started
+    sizes = [(data.count(b"\n"), len(data)) for data in server.committed()]
+    rows = sum(n for n, _ in sizes)
     events = per_request * requests
-    name = f"{name} ({per_request}/req)" + (f", {prefill:,} files already there" if prefill else "")
+    name = (f"{name} ({per_request}/req)" + (f", {prefill:,} files already there" if prefill else "")
+            + (", bucket output" if bucket else ""))
     if rows != per_request * (warmup + requests):
         raise RuntimeError(f"{name}: {rows} rows written for {per_request * (warmup + requests)} events sent")
     q = statistics.quantiles(latencies, n=100)
@@ -184,6 +258,8 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0) -> dict:
         "rows checked": rows,
         "fsync ms": server.fsync_ms,
         "create ms": server.create_ms,
+        "uploads drained s": drained,
+        "uploaded MB": sum(size for _, size in sizes) / 1e6,
     }
 
 
@@ -266,11 +342,11 @@ def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seco
             "p50 ms": latency("50"), "p99 ms": latency("99")}
 
 
-def start_server(output: Path, *options: str) -> tuple[subprocess.Popen, int]:
+def start_server(output: str, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     """The real server on a free port, once it answers /healthz."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", str(output),
-                               "--port", str(port), "--log-level", "warning", *options])
+    server = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", output,
+                               "--port", str(port), "--log-level", "warning", *options], env={**os.environ, **(env or {})})
     _wait_healthy(port)
     return server, port
 
@@ -313,6 +389,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=WORKDIR, help=f"where the runs write (default {WORKDIR})")
     parser.add_argument("--prefill", type=int, default=10_000,
                         help="also run W1 (fsync on) with this many files already in the output directory (0: skip)")
+    parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run W1 and W2 (fsync on) with a bucket as output (a moto S3 server on loopback)")
     args = parser.parse_args()
     WORKDIR = args.dir
     WORKDIR.mkdir(parents=True, exist_ok=True)
@@ -325,17 +403,34 @@ def main() -> None:
     # creating and deleting many files leaves this filesystem (mounted with online discard)
     # creating files up to 30 times slower for minutes (the probe columns show it), which would
     # otherwise land on whichever workload comes next.
-    plan = [(name, fsync, 0) for name in args.only for fsync in args.fsync]
+    plan: list[tuple[str, str, int | str]] = [(name, fsync, 0) for name in args.only for fsync in args.fsync]
+    if args.bucket and "always" in args.fsync:
+        plan += [(name, "always", "bucket") for name in ("W1", "W2") if name in args.only]
     if "W1" in args.only and "always" in args.fsync and args.prefill:
         plan.append(("W1", "always", args.prefill))
+    local: dict[str, dict] = {}  # W1/W2 fsync on, local output: what the bucket runs are held against
+    against_local: list[str] = []
     w4: list[dict] = []  # W4's runs and the ceiling they are held against
     ceiling: dict | None = None
     try:
-        for name, fsync, prefill in plan:
+        for name, fsync, extra in plan:
             results = []
-            if name in WORKLOADS:
+            prefill = extra if isinstance(extra, int) else 0
+            if extra == "bucket":
+                with bucket_server() as bucket:
+                    r = median(lambda: run(name, fsync, random.Random(1), bucket=bucket), args.repeat)
+                results.append(r)
+                base = local.get(name)
+                against_local.append(
+                    f"{name} with a bucket as output: ingest {r['events/s']:,.0f} events/s"
+                    + (f", {r['events/s'] / base['events/s']:.2f}x local output ({base['events/s']:,.0f})" if base else "")
+                    + f"; {r['uploaded MB']:.0f} MB of windows all uploaded {r['uploads drained s']:.1f} s after the "
+                    f"first measured request ({r['uploaded MB'] / r['uploads drained s']:.1f} MB/s end to end)")
+            elif name in WORKLOADS:
                 results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))
-            if name in WRK_WORKLOADS and not prefill:
+                if fsync == "always" and not prefill:
+                    local[name] = results[-1]
+            if name in WRK_WORKLOADS and not extra:
                 results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))
             if name == "W4" and ceiling is None:  # the ceiling W4 is held against, once
                 ceiling = median(lambda: run_bare(name, random.Random(1)), args.repeat)
@@ -349,6 +444,8 @@ def main() -> None:
                       f"{r['create ms']:.3f} |", flush=True)
                 if r["workload"].startswith("W4 wrk"):
                     w4.append(r)
+        for line in against_local:
+            print(line)
         if ceiling is not None:
             for r in w4:
                 print(f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "

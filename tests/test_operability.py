@@ -116,6 +116,26 @@ def _sent(*args: str) -> str:
     return out
 
 
+def test_send_spreads_chunks_over_several_servers_and_fails_over_when_one_is_down(server_factory, tmp_path):
+    first = server_factory(output=tmp_path / "a")
+    second = server_factory(output=tmp_path / "b")
+    with socket.socket() as dead:  # a port nothing listens on: its chunks go to the next server
+        dead.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+    events = [{"time": "2024-07-01T02:03:%02dZ" % (i % 60), "id": i} for i in range(900)]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(events))
+    out = _sent("--url", first.url, "--url", dead_url, "--url", second.url, "--batch-lines", "100", str(path))
+    assert "sent 900 events" in out
+    assert first.stop() == 0 and second.stop() == 0
+    rows = {name: content.decode().splitlines() for o in (first, second) for name, content in
+            ((f"{o.output.name}/{n}", c) for n, c in csv_files(o.output).items())}
+    ids = sorted(int(line.split(",")[2]) for lines in rows.values() for line in lines)
+    assert ids == list(range(900))  # every event once across the two
+    on_first = sum(len(lines) for name, lines in rows.items() if name.startswith("a/"))
+    assert on_first == 300  # chunks 0, 3, 6: round-robin; the dead server's went to the second
+
+
 @pytest.mark.parametrize("gzip_file", [False, True], ids=["ndjson", "ndjson.gz"])
 def test_send_streams_a_file_larger_than_a_chunk(server_factory, tmp_path, gzip_file):
     server = server_factory()

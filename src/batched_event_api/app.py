@@ -84,7 +84,7 @@ class Ingest:
 
             bucket = S3Bucket(settings.bucket, multipart_from=settings.multipart_threshold,
                               part_size=settings.multipart_chunksize)
-            self.uploader = Uploader(settings.output, bucket, metrics)
+            self.uploader = Uploader(settings.output, bucket, metrics, concurrency=settings.upload_concurrency)
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""

@@ -96,6 +96,9 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--multipart-chunksize", type=Size(), default="16MiB",
               help="With a bucket as output: the size of each part of a multipart upload, at least 5MiB (the AWS "
               "CLI's multipart_chunksize).", **_env("MULTIPART_CHUNKSIZE"))
+@click.option("--upload-concurrency", type=click.IntRange(1, 64), default=4,
+              help="With a bucket as output: windows uploaded side by side (the AWS CLI's max_concurrent_requests).",
+              **_env("UPLOAD_CONCURRENCY"))
 @click.option("--drain-timeout", type=Duration(), default="30s",
               help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
               **_env("DRAIN_TIMEOUT"))
@@ -237,7 +240,10 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 @main.command()
-@click.option("--url", default="http://127.0.0.1:8080", help="The service (its /user/event is used).", **_env("URL"))
+@click.option("--url", "urls", multiple=True, default=["http://127.0.0.1:8080"],
+              help="The service (its /user/event is used). Repeat for several instances: chunks go round-robin, and "
+              "a chunk whose server refuses the connection moves to the next one (BEA_URL: space-separated).",
+              **_env("URL"))
 @click.option("--batch-lines", type=click.IntRange(1), default=10_000, help="Most lines per request.",
               **_env("BATCH_LINES"))
 @click.option("--batch-bytes", type=Size(), default="8MiB", help="Most bytes per request (a longer line goes alone).",
@@ -253,21 +259,22 @@ def _listen(host: str, port: int) -> socket.socket:
               **_env("KEY_PREFIX"))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
-def send(files: tuple[str, ...], url: str, batch_lines: int, batch_bytes: int, use_gzip: bool,
+def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_bytes: int, use_gzip: bool,
          auth_token: str | None, retries: int, timeout: float, key_prefix: str | None, progress: bool | None) -> None:
     """Post NDJSON FILES (- for stdin) in ordered chunks, each retried with its own Idempotency-Key."""
     from .send import Sender, SendError, total_bytes
 
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (like http://127.0.0.1:8080)",
-                                 param_hint="'--url'")
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (like http://127.0.0.1:8080)",
+                                     param_hint="'--url'")
     for path in files:
         if path != "-" and not Path(path).is_file():
             raise click.BadParameter(f"{path} is not a file", param_hint="FILES")
     tty = sys.stderr.isatty() if progress is None else progress
     options: dict[str, Any] = {"key_prefix": key_prefix} if key_prefix else {}
-    sender = Sender(url, batch_lines=batch_lines, batch_bytes=batch_bytes, gzip=use_gzip, auth_token=auth_token,
+    sender = Sender(list(urls), batch_lines=batch_lines, batch_bytes=batch_bytes, gzip=use_gzip, auth_token=auth_token,
                     retries=retries, timeout=timeout, **options)
     # With this prefix, a resend of the same files skips every chunk the server already applied.
     click.echo(f"idempotency key prefix: {sender.key_prefix}", err=True)

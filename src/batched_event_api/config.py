@@ -50,6 +50,7 @@ class Settings:
     drain_timeout: float = 30.0  # seconds a shutdown waits for uploads
     multipart_threshold: int = 64 * 1024 * 1024  # windows this large go up in parts
     multipart_chunksize: int = 16 * 1024 * 1024  # bytes per part
+    upload_concurrency: int = 4  # windows uploaded side by side
     host: str = "127.0.0.1"
     port: int = 8080
     interval: float = 300.0  # seconds of event time per window

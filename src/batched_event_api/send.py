@@ -1,7 +1,10 @@
 """The `send` client: stream NDJSON files to the service in ordered chunks, retrying safely.
 
 Each chunk carries an Idempotency-Key made of a per-run prefix, the file's index and the chunk's
-index, so a chunk retried after a timeout or a server restart is applied once.
+index, so a chunk retried after a timeout or a server restart is applied once. With several
+servers (instances behind no load balancer) the chunks go round-robin; a chunk moves to the next
+server only when its own refused the connection (it never got the chunk): a server that may have
+applied it is the only one that can answer its resend as a replay, so otherwise it stays there.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def chunks(stream: BinaryIO, max_lines: int, max_bytes: int) -> Iterator[Chunk]:
 
 @dataclass
 class Sender:
-    url: str
+    urls: list[str]
     batch_lines: int = 10_000
     batch_bytes: int = 8 * 1024 * 1024
     gzip: bool = False
@@ -84,7 +87,8 @@ class Sender:
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
         self._client = httpx.Client(headers=headers, timeout=self.timeout)
-        self.endpoint = self.url.rstrip("/") + ("" if self.url.rstrip("/").endswith("/user/event") else "/user/event")
+        self.endpoints = [url.rstrip("/") + ("" if url.rstrip("/").endswith("/user/event") else "/user/event")
+                          for url in self.urls]
 
     def close(self) -> None:
         self._client.close()
@@ -92,24 +96,37 @@ class Sender:
     def send_files(self, paths: list[str]) -> Summary:
         summary = Summary()
         started = time.monotonic()
+        sequence = 0  # chunks of every file, in order: the round-robin
         for index, path in enumerate(paths):
             with open_input(path) as stream:
                 for number, chunk in enumerate(chunks(stream, self.batch_lines, self.batch_bytes)):
-                    self._send_chunk(chunk, f"{self.key_prefix}:{index}:{number}", path, summary)
+                    server = sequence % len(self.endpoints)
+                    self._send_chunk(chunk, f"{self.key_prefix}:{index}:{number}", path, summary, server)
+                    sequence += 1
             summary.files += 1
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _send_chunk(self, chunk: Chunk, key: str, path: str, summary: Summary) -> None:
+    def _send_chunk(self, chunk: Chunk, key: str, path: str, summary: Summary, server: int) -> None:
         body = gzip_module.compress(chunk.data, compresslevel=5) if self.gzip else chunk.data
         delay = 0.2
+        refused = 0  # servers in a row that refused the connection
         for attempt in range(self.retries + 1):
             problem = ""
             wait = delay
+            endpoint = self.endpoints[server]
             try:
-                response = self._client.post(self.endpoint, content=body, headers={"Idempotency-Key": key})
+                response = self._client.post(endpoint, content=body, headers={"Idempotency-Key": key})
+            except httpx.ConnectError as exc:  # never sent: the next server may take it
+                problem = f"{endpoint}: {type(exc).__name__}: {exc}"
+                server = (server + 1) % len(self.endpoints)
+                refused += 1
+                if refused < len(self.endpoints):
+                    wait = 0.0  # another server is still untried
+                else:
+                    refused = 0
             except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{endpoint}: {type(exc).__name__}: {exc}"
             else:
                 if response.status_code == 200:
                     answer = response.json()

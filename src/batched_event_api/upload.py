@@ -34,7 +34,7 @@ _FINISHED = re.compile(r"^(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)$") 
 
 
 class Uploader:
-    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 8) -> None:
+    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 4) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
         self.metrics = metrics
