@@ -44,6 +44,7 @@ class Uploader:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopping = False
+        self._stopped = threading.Event()
         self._retry = RETRY_FIRST
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
         # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
@@ -75,6 +76,7 @@ class Uploader:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         self._thread.join()
         self._workers.shutdown(cancel_futures=True)
@@ -88,11 +90,12 @@ class Uploader:
                 errors = [e for e in (outcome.exception() for outcome in outcomes) if e is not None]  # all done
                 if errors:
                     raise errors[0]
-            except (StoreError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say it
                 self.metrics.uploads.labels("failed").inc()
                 log.error("upload failed, retrying in %gs (%d windows, %d bytes waiting): %s",
-                          self._retry, self.backlog_windows, self.backlog_bytes, exc)
-                self._wake.wait(self._retry)
+                          self._retry, self.backlog_windows, self.backlog_bytes, exc,
+                          exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
+                self._stopped.wait(self._retry)  # new windows do not cut the backoff short
                 self._retry = min(self._retry * 2, RETRY_MAX)
                 continue
             self._retry = RETRY_FIRST
