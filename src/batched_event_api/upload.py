@@ -45,6 +45,7 @@ class Uploader:
         self._idle = threading.Condition()
         self._stopping = False
         self._stopped = threading.Event()
+        self._failed = False  # an upload of the current batch failed
         self._retry = RETRY_FIRST
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
         # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
@@ -85,6 +86,7 @@ class Uploader:
         while not self._stopping:
             self._wake.clear()
             names = self._scan()
+            self._failed = False
             try:
                 outcomes = [self._workers.submit(self._upload, name) for name in names]
                 errors = [e for e in (outcome.exception() for outcome in outcomes) if e is not None]  # all done
@@ -123,8 +125,15 @@ class Uploader:
                 self._idle.notify_all()
 
     def _upload(self, name: str) -> None:
-        if self._stopping:
+        if self._stopping or self._failed:  # after a failure the rest of the batch waits for the retry
             return
+        try:
+            self._upload_one(name)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _upload_one(self, name: str) -> None:
         path = self.directory / name
         size = path.stat().st_size
         digest = _sha256(path)
