@@ -4,13 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench sanitize browser docker-check clean
+.PHONY: run test python-path bench sanitize browser docker-check clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
 
-test: $(STAMP) sanitize browser
+test: $(STAMP) sanitize python-path browser
 	$(BIN)/python -m pytest
+
+# The Python path alone (BEA_NATIVE=0, what runs where no C compiler is): the golden replays and
+# the rendering, decoding, window and commit tests, servers included.
+python-path: $(STAMP)
+	BEA_NATIVE=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_golden.py tests/test_vectors.py \
+	    tests/test_decode.py tests/test_render.py tests/test_windows.py tests/test_writer.py tests/test_group_commit.py \
+	    tests/test_generated.py
 
 # The /docs test renders the page in a headless Chromium (Debian's package): installed when missing.
 browser:

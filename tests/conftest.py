@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,24 @@ def server_factory(tmp_path: Path) -> Iterator:
     for server in started:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
+
+
+def post_maybe_killed(server: Server, body: bytes, key: str, rng: Any, *, chance: float = 0.35,
+                      within: float = 0.015) -> tuple[httpx.Response | None, bool]:
+    """Post with an Idempotency-Key; with probability `chance` a SIGKILL lands at a random instant
+    within `within` seconds of the start: before, during or after the request. Returns the answer
+    (None when the connection broke) and whether a kill was armed."""
+    timer = None
+    if rng.random() < chance:
+        timer = threading.Timer(rng.uniform(0, within), server.proc.kill)  # type: ignore[union-attr]
+        timer.start()
+    try:
+        response: httpx.Response | None = server.post(body, headers={"Idempotency-Key": key})
+    except httpx.TransportError:
+        response = None
+    if timer is not None:
+        timer.join()
+    return response, timer is not None
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> bool:

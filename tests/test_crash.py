@@ -13,7 +13,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import Server, csv_files, wait_for
+from conftest import Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, ndjson
 
 SEEDS = [int(s) for s in os.environ.get("BEA_CRASH_SEEDS", "1,2").split(",")]
@@ -53,16 +53,7 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
     unanswered: str | None = None
     try:
         while index < len(bodies):
-            timer = None
-            if rng.random() < 0.35:  # a kill at a random instant: before, during or after this request
-                timer = threading.Timer(rng.uniform(0, 0.015), server.proc.kill)
-                timer.start()
-            try:
-                response = server.post(bodies[index], headers={"Idempotency-Key": f"req-{index}"})
-            except httpx.TransportError:
-                response = None
-            if timer is not None:
-                timer.join()
+            response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng)
             if response is not None:
                 assert response.status_code == 200, response.text
                 replayed = bool(response.json().get("replay"))
@@ -70,7 +61,7 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
                     landed["after the commit, before the answer" if replayed else unanswered] += 1
                     unanswered = None
                 index += 1
-            if server.proc.poll() is not None or timer is not None:
+            if server.proc.poll() is not None or killed:
                 server.kill()
                 kills += 1
                 if response is not None:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from batched_event_api import timestamps
 from batched_event_api.errors import EventError
-from batched_event_api.prepare import _native, prepare
+from batched_event_api.native import module as _native  # built, whether BEA_NATIVE switches it off or not
+from batched_event_api.prepare import prepare
 from batched_event_api.render import csv_line, go_float
 
 LIMIT = 1 << 20

@@ -8,12 +8,10 @@ import collections
 import gzip
 import os
 import random
-import threading
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import GOLDEN, SEED, Server, csv_files, wait_for
+from conftest import GOLDEN, SEED, Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, model_files, ndjson
 from s3store import SECRET, Bucket, MotoServer, Relay
 
@@ -95,20 +93,11 @@ def test_sigkill_at_any_point_with_resends_leaves_the_bucket_as_a_clean_run(buck
     index = 0
     try:
         while index < len(bodies):
-            timer = None
-            if rng.random() < 0.35:
-                timer = threading.Timer(rng.uniform(0, 0.02), server.proc.kill)
-                timer.start()
-            try:
-                response = server.post(bodies[index], headers={"Idempotency-Key": f"req-{index}"})
-            except httpx.TransportError:
-                response = None
-            if timer is not None:
-                timer.join()
+            response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng, within=0.02)
             if response is not None:
                 assert response.status_code == 200, response.text
                 index += 1
-            if server.proc.poll() is not None or timer is not None:
+            if server.proc.poll() is not None or killed:
                 waiting = [p for p in (tmp_path / "state").iterdir() if not p.name.startswith(".")]
                 landed["with windows waiting for upload" if waiting else "with nothing to upload"] += 1
                 server.kill()

@@ -85,66 +85,53 @@ class S3Bucket:
         extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
         if content_encoding:
             extra["ContentEncoding"] = content_encoding
-        try:
-            if size < self.multipart_from:
-                with open(path, "rb") as body:
-                    self._s3.put_object(Bucket=self.url.bucket, Key=self.key(name), Body=body, ContentLength=size,
-                                        IfNoneMatch="*", **extra)
-            else:
-                self._create_in_parts(name, path, size, extra)
-        except ClientError as exc:
-            if _status(exc) == 412:
-                return False
-            raise StoreError(_describe(exc)) from None
-        except BotoCoreError as exc:
-            raise StoreError(str(exc)) from None
-        return True
+        if size < self.multipart_from:
+            with open(path, "rb") as body:
+                return self._call("put_object", tolerated=412, Bucket=self.url.bucket, Key=self.key(name), Body=body,
+                                  ContentLength=size, IfNoneMatch="*", **extra) is not None
+        return self._create_in_parts(name, path, extra)
 
     def identity(self, name: str) -> Identity | None:
         """Size and checksum of object `name`, or None when there is none."""
+        head = self._call("head_object", tolerated=404, Bucket=self.url.bucket, Key=self.key(name))
+        if head is None:
+            return None
+        return Identity(head["ContentLength"], head.get("Metadata", {}).get(CHECKSUM_KEY))
+
+    def _call(self, operation: str, *, tolerated: int = 0, **params: Any) -> Any:
+        """One S3 request: its answer, or None for the `tolerated` status (412: the name is taken;
+        404: no such object); any other failure is a StoreError naming the operation and code."""
         try:
-            head = self._s3.head_object(Bucket=self.url.bucket, Key=self.key(name))
+            return getattr(self._s3, operation)(**params)
         except ClientError as exc:
-            if _status(exc) == 404:
+            if _status(exc) == tolerated:
                 return None
             raise StoreError(_describe(exc)) from None
         except BotoCoreError as exc:
             raise StoreError(str(exc)) from None
-        return Identity(head["ContentLength"], head.get("Metadata", {}).get(CHECKSUM_KEY))
 
-    def read(self, name: str) -> bytes:
-        """An object's bytes (status and tools)."""
-        return self._s3.get_object(Bucket=self.url.bucket, Key=self.key(name))["Body"].read()
-
-    def names(self) -> list[str]:
-        """Names of the objects under the prefix (status and tools)."""
-        out = []
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.url.bucket, Prefix=self.url.prefix):
-            out += [item["Key"][len(self.url.prefix):] for item in page.get("Contents", [])]
-        return out
-
-    def _create_in_parts(self, name: str, path: str, size: int, extra: dict[str, Any]) -> None:
+    def _create_in_parts(self, name: str, path: str, extra: dict[str, Any]) -> bool:
         """A multipart upload streamed from the file, one part in memory at a time; completed
-        only if the name is free (If-None-Match on the completion), aborted on any failure."""
-        bucket, key = self.url.bucket, self.key(name)
-        upload = self._s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        only if the name is free (If-None-Match on the completion), aborted otherwise."""
+        where = {"Bucket": self.url.bucket, "Key": self.key(name)}
+        upload = self._call("create_multipart_upload", **where, **extra)["UploadId"]
+        created = False
         try:
             parts = []
             with open(path, "rb") as body:
-                number = 1
                 while chunk := body.read(self.part_size):
-                    etag = self._s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
-                                                Body=chunk)["ETag"]
-                    parts.append({"PartNumber": number, "ETag": etag})
-                    number += 1
-            self._s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, IfNoneMatch="*",
-                                               MultipartUpload={"Parts": parts})
-        except BaseException:
-            try:
-                self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
-            except (ClientError, BotoCoreError):
-                pass  # the bucket's lifecycle rule for incomplete uploads cleans it up
-            raise
+                    number = len(parts) + 1
+                    answer = self._call("upload_part", **where, UploadId=upload, PartNumber=number, Body=chunk)
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            created = self._call("complete_multipart_upload", tolerated=412, **where, UploadId=upload,
+                                 IfNoneMatch="*", MultipartUpload={"Parts": parts}) is not None
+            return created
+        finally:
+            if not created:  # best effort: the bucket's lifecycle rule for incomplete uploads cleans up
+                try:
+                    self._call("abort_multipart_upload", **where, UploadId=upload)
+                except StoreError:
+                    pass
 
 
 def _status(exc: ClientError) -> int:

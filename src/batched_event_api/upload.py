@@ -43,7 +43,6 @@ class Uploader:
         self.backlog_windows = self.backlog_bytes = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._stopping = False
         self._stopped = threading.Event()
         self._failed = False  # an upload of the current batch failed
         self._retry = RETRY_FIRST
@@ -76,14 +75,13 @@ class Uploader:
         return True
 
     def stop(self) -> None:
-        self._stopping = True
         self._stopped.set()
         self._wake.set()
         self._thread.join()
         self._workers.shutdown(cancel_futures=True)
 
     def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopped.is_set():
             self._wake.clear()
             names = self._scan()
             self._failed = False
@@ -125,7 +123,7 @@ class Uploader:
                 self._idle.notify_all()
 
     def _upload(self, name: str) -> None:
-        if self._stopping or self._failed:  # after a failure the rest of the batch waits for the retry
+        if self._stopped.is_set() or self._failed:  # after a failure the rest of the batch waits for the retry
             return
         try:
             self._upload_one(name)
