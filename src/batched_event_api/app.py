@@ -199,7 +199,7 @@ class Ingest:
         if not (self.writer.healthy or await self._on_writer(self.writer.heal)):
             return f"storage error: {self.writer.problem}"
         if not os.access(self.settings.output, os.W_OK):
-            return "the output directory is not writable"
+            return f"the {'state' if self.uploader else 'output'} directory is not writable"
         if self._space_needed:
             fs = os.statvfs(self.settings.output)
             if fs.f_bavail * fs.f_frsize < self._space_needed:
