@@ -44,6 +44,7 @@ class Uploader:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopped = threading.Event()
+        self._hurry = threading.Event()  # ends a retry's backoff early: a drain, a stop
         self._failed = False  # an upload of the current batch failed
         self._retry = RETRY_FIRST
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
@@ -65,6 +66,7 @@ class Uploader:
         """Wait up to `timeout` seconds for the queue to empty; True when it did."""
         self._scan()  # what was just published counts, even before the thread looks
         self.wake()
+        self._hurry.set()  # a shutdown tries the store now, not after the current backoff
         deadline = time.monotonic() + timeout
         with self._idle:
             while self.backlog_windows:
@@ -76,6 +78,7 @@ class Uploader:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._hurry.set()
         self._wake.set()
         self._thread.join()
         self._workers.shutdown(cancel_futures=True)
@@ -95,7 +98,8 @@ class Uploader:
                 log.error("upload failed, retrying in %gs (%d windows, %d bytes waiting): %s",
                           self._retry, self.backlog_windows, self.backlog_bytes, exc,
                           exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
-                self._stopped.wait(self._retry)  # new windows do not cut the backoff short
+                self._hurry.wait(self._retry)  # new windows do not cut the backoff short
+                self._hurry.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX)
                 continue
             self._retry = RETRY_FIRST
