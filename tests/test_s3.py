@@ -219,3 +219,22 @@ def test_a_plain_http_endpoint_needs_aws_allow_http(bucket, tmp_path):
     server = Server(bucket.url, "--state-dir", str(tmp_path / "state"), env=env, log_dir=tmp_path)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="set AWS_ALLOW_HTTP=true"):
         server.start()
+
+
+def test_an_uploaded_window_stays_while_the_last_journal_record_names_it(bucket, tmp_path):
+    """Recovery reads the last record's windows back: an uploaded window's file must not vanish
+    while that record names it, or an acknowledged round would look torn and be rolled back."""
+    state = tmp_path / "state"
+    state.mkdir()
+    window = state / "user-events-20240701-020000.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    pinned = {window.name}
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, Metrics(), pinned=lambda: frozenset(pinned))
+    uploader.start()
+    assert wait_for(lambda: uploader.awaiting_release == 1)
+    assert bucket.objects() == {window.name: window.read_bytes()} and window.exists()
+    pinned.clear()  # a later record no longer names it
+    assert uploader.drain(30)
+    uploader.stop()
+    assert not window.exists()

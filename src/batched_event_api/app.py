@@ -84,7 +84,8 @@ class Ingest:
 
             bucket = S3Bucket(settings.bucket, multipart_from=settings.multipart_threshold,
                               part_size=settings.multipart_chunksize)
-            self.uploader = Uploader(settings.output, bucket, metrics, concurrency=settings.upload_concurrency)
+            self.uploader = Uploader(settings.output, bucket, metrics, concurrency=settings.upload_concurrency,
+                                     pinned=lambda: self.writer.pinned)
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""
@@ -214,8 +215,8 @@ class Ingest:
         for c in committed:
             self.metrics.windows.inc()
             log.info("committed %s rows=%d bytes=%d", c.name, c.rows, c.size)
-        if committed and self.uploader is not None:
-            self.uploader.wake()
+        if self.uploader is not None and (committed or self.uploader.awaiting_release):
+            self.uploader.wake()  # new windows to upload, or uploaded ones the journal may have let go
         self._update_open_gauges()
 
     def _update_open_gauges(self) -> None:
@@ -225,7 +226,10 @@ class Ingest:
 
     async def _commit_open(self) -> None:
         """Commit the open window (idle, shutdown) and publish what is committed."""
-        self._record_commits(await self._on_writer(self.writer.commit_open))
+        committed = await self._on_writer(self.writer.commit_open)
+        if self.uploader is not None:  # no more rounds may come: let the uploader remove what it uploads
+            await self._on_writer(self.writer.settle)
+        self._record_commits(committed)
         if not self.writer.healthy and not await self._on_writer(self.writer.heal):
             raise StorageError(self.writer.problem)
 

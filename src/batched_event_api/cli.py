@@ -90,7 +90,7 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--max-backlog", type=Size(), default="1GiB",
               help="With a bucket as output: bytes of committed windows waiting for the bucket; beyond it requests are "
               "answered 503 with Retry-After.", **_env("MAX_BACKLOG"))
-@click.option("--multipart-threshold", type=Size(), default="64MiB",
+@click.option("--multipart-threshold", type=Size(), default="16MiB",
               help="With a bucket as output: windows this large or larger go up as multipart uploads streamed from "
               "their file (the AWS CLI's multipart_threshold).", **_env("MULTIPART_THRESHOLD"))
 @click.option("--multipart-chunksize", type=Size(), default="16MiB",

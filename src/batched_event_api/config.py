@@ -48,7 +48,7 @@ class Settings:
     bucket: BucketUrl | None = None  # committed windows go here when set (uploaded from `output`)
     max_backlog: int = 1024 * 1024 * 1024  # bytes of committed windows waiting for the bucket (503 beyond)
     drain_timeout: float = 30.0  # seconds a shutdown waits for uploads
-    multipart_threshold: int = 64 * 1024 * 1024  # windows this large go up in parts
+    multipart_threshold: int = 16 * 1024 * 1024  # windows this large go up in parts (smaller ones: one PUT from memory)
     multipart_chunksize: int = 16 * 1024 * 1024  # bytes per part
     upload_concurrency: int = 4  # windows uploaded side by side
     host: str = "127.0.0.1"

@@ -6,10 +6,12 @@ directory to sync. Configured the AWS way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION), with object_store's
 AWS_ALLOW_HTTP=true required for a plain-http endpoint.
 
-boto3 rather than obstore: object_store makes a conditional create (`If-None-Match: *`) only as
-one PUT of the whole object held in memory, while S3 takes the header on CompleteMultipartUpload
-too; with boto3 a large window goes up in parts streamed from its file and is still created only
-if its name is free.
+Two clients, each for what it does right. obstore (Rust object_store) makes the single-PUT
+conditional creates and the HEADs: its signing and HTTP run without the GIL, 0.62 ms of CPU per
+100 KB PUT against boto3's 1.98 (measured against moto), which matters because the event loop
+shares the process. But it makes a conditional create only as one PUT of the whole object in
+memory; S3 also takes `If-None-Match` on CompleteMultipartUpload, which boto3 sends, so windows
+of --multipart-threshold or more go up in parts through boto3, streamed from their file.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import boto3
+import obstore
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from obstore.exceptions import AlreadyExistsError
+from obstore.store import S3Store
 
 from .config import BucketUrl
 
@@ -45,7 +51,7 @@ class S3Bucket:
         self,
         url: BucketUrl,
         *,
-        multipart_from: int = 64 * 1024 * 1024,
+        multipart_from: int = 16 * 1024 * 1024,
         part_size: int = 16 * 1024 * 1024,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
@@ -53,9 +59,23 @@ class S3Bucket:
         self.multipart_from = multipart_from
         self.part_size = max(part_size, 5 * 1024 * 1024)  # S3's smallest part but the last
         endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
-        if endpoint and endpoint.startswith("http://") and environ.get("AWS_ALLOW_HTTP", "").lower() not in ("1", "true"):
+        allow_http = environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true")
+        if endpoint and endpoint.startswith("http://") and not allow_http:
             raise ValueError(f"the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it")
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        keys = {name: environ[variable] for name, variable in (
+            ("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("token", "AWS_SESSION_TOKEN")) if environ.get(variable)}
+        self._store = S3Store(
+            url.bucket, region=region, **keys, **({"endpoint": endpoint} if endpoint else {}),
+            virtual_hosted_style_request=not endpoint,
+            client_options={"allow_http": allow_http, "connect_timeout": timedelta(seconds=5),
+                            "timeout": timedelta(seconds=60)},
+            # A few quick retries per request; the uploader's own backoff handles an outage.
+            retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=30),
+                          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
+                                      "base": 2}},
+        )
         config = Config(
             connect_timeout=5,
             read_timeout=60,
@@ -85,18 +105,30 @@ class S3Bucket:
         extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
         if content_encoding:
             extra["ContentEncoding"] = content_encoding
-        if size < self.multipart_from:
-            with open(path, "rb") as body:
-                return self._call("put_object", tolerated=412, Bucket=self.url.bucket, Key=self.key(name), Body=body,
-                                  ContentLength=size, IfNoneMatch="*", **extra) is not None
-        return self._create_in_parts(name, path, extra)
+        if size >= self.multipart_from:
+            return self._create_in_parts(name, path, extra)
+        with open(path, "rb") as body:
+            data = body.read()  # below the multipart threshold: one PUT, held in memory
+        attributes = {"Content-Type": content_type, CHECKSUM_KEY: sha256}
+        if content_encoding:
+            attributes["Content-Encoding"] = content_encoding
+        try:
+            obstore.put(self._store, self.key(name), data, mode="create", attributes=attributes)  # type: ignore[arg-type]
+        except AlreadyExistsError:
+            return False
+        except Exception as exc:  # obstore's errors: the store failed or refused
+            raise StoreError(f"PutObject: {type(exc).__name__}: {_first_line(exc)}") from None
+        return True
 
     def identity(self, name: str) -> Identity | None:
         """Size and checksum of object `name`, or None when there is none."""
-        head = self._call("head_object", tolerated=404, Bucket=self.url.bucket, Key=self.key(name))
-        if head is None:
+        try:
+            head = obstore.get(self._store, self.key(name), options={"head": True})
+        except FileNotFoundError:
             return None
-        return Identity(head["ContentLength"], head.get("Metadata", {}).get(CHECKSUM_KEY))
+        except Exception as exc:
+            raise StoreError(f"HeadObject: {type(exc).__name__}: {_first_line(exc)}") from None
+        return Identity(head.meta["size"], head.attributes.get(CHECKSUM_KEY))  # type: ignore[arg-type]
 
     def _call(self, operation: str, *, tolerated: int = 0, **params: Any) -> Any:
         """One S3 request: its answer, or None for the `tolerated` status (412: the name is taken;
@@ -132,6 +164,10 @@ class S3Bucket:
                     self._call("abort_multipart_upload", **where, UploadId=upload)
                 except StoreError:
                     pass
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
 def _status(exc: ClientError) -> int:

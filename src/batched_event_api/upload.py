@@ -9,6 +9,10 @@ metadata), and then it is done, or another window's (another instance's, for the
 minutes), and then the window takes the next free -N name, as local publishing does. So every
 committed window ends up in the bucket once, under SIGKILL or power loss at any point.
 
+A window's local file stays, though uploaded, while the last journal record still names it
+(`pinned`): recovery after a crash reads the last record's windows back, and an uploaded window
+must not look like a write that never reached the disk.
+
 A store outage does not stop ingest: uploads are retried with backoff, and the queue's size is
 the backlog that --max-backlog bounds.
 """
@@ -22,6 +26,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 from .metrics import Metrics
@@ -34,13 +39,16 @@ _FINISHED = re.compile(r"^(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)$") 
 
 
 class Uploader:
-    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 4) -> None:
+    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 4,
+                 pinned: Callable[[], frozenset[str]] = frozenset) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
         self.metrics = metrics
+        self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
+        self._uploaded: set[str] = set()  # uploaded, kept while pinned
         # What the event loop reads (ints: a read never sees a half-changed dict).
-        self.backlog_windows = self.backlog_bytes = 0
+        self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopped = threading.Event()
@@ -51,6 +59,7 @@ class Uploader:
         # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
         self._lock = threading.Lock()  # the queue, between the workers
+        self._releasing = threading.Lock()
         metrics.backlog_windows.set_function(lambda: self.backlog_windows)
         metrics.backlog_bytes.set_function(lambda: self.backlog_bytes)
 
@@ -69,7 +78,7 @@ class Uploader:
         self._hurry.set()  # a shutdown tries the store now, not after the current backoff
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self.backlog_windows:
+            while self.backlog_windows or self.awaiting_release:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -86,6 +95,7 @@ class Uploader:
     def _run(self) -> None:
         while not self._stopped.is_set():
             self._wake.clear()
+            self._release()
             names = self._scan()
             self._failed = False
             try:
@@ -110,7 +120,7 @@ class Uploader:
         """The finished windows in the state directory, oldest name first."""
         queue = {}
         for entry in os.scandir(self.directory):
-            if _FINISHED.match(entry.name):
+            if _FINISHED.match(entry.name) and entry.name not in self._uploaded:
                 try:
                     queue[entry.name] = entry.stat().st_size
                 except FileNotFoundError:  # uploaded and removed by a worker meanwhile
@@ -122,7 +132,8 @@ class Uploader:
 
     def _count(self) -> None:
         self.backlog_windows, self.backlog_bytes = len(self._queue), sum(self._queue.values())
-        if not self._queue:
+        self.awaiting_release = len(self._uploaded)
+        if not self._queue and not self._uploaded:
             with self._idle:
                 self._idle.notify_all()
 
@@ -159,19 +170,33 @@ class Uploader:
             log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
         else:
             log.info("uploaded %s to %s (%s)", name, self.bucket.url, result)
-        self._remove(name)
+        self._uploaded_now(name)
 
-    def _remove(self, name: str) -> None:
-        """The local copy goes, durably: until then the window counts as not uploaded."""
-        os.unlink(self.directory / name)
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _uploaded_now(self, name: str) -> None:
+        """The object exists: the local copy goes now, or once the journal stops naming it."""
         with self._lock:
             self._queue.pop(name, None)
-            self._count()
+            self._uploaded.add(name)
+        self._release()
+
+    def _release(self) -> None:
+        """Remove the uploaded windows no longer pinned, durably: until then a window counts as
+        not uploaded, and a crash before the removal uploads it again (recognised as its own)."""
+        with self._releasing:  # one at a time: workers call it after each upload
+            pinned = self.pinned()
+            with self._lock:
+                free = [name for name in self._uploaded if name not in pinned]
+            if free:
+                for name in free:
+                    os.unlink(self.directory / name)
+                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            with self._lock:
+                self._uploaded.difference_update(free)
+                self._count()
 
 
 def _sha256(path: Path) -> str:

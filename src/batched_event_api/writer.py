@@ -121,6 +121,9 @@ class Writer:
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         self._compaction_failing = False  # said once, not after every round that retries it
+        # Windows the last durable record names (its checks and publish list): recovery reads
+        # them back, so their finished files must stay (an uploader waits for them to leave).
+        self.pinned: frozenset[str] = frozenset()
         self.problem = ""  # the last storage error, as a client may read it
 
     @property
@@ -170,6 +173,7 @@ class Writer:
             for key, events in record.applied:
                 self.keys.remember(key, events)
         last = records[-1] if records else Record(seq=0)
+        self._pin(last)
         self.seq = last.seq
         self.open = last.open
         self._publish = list(last.publish)
@@ -377,7 +381,22 @@ class Writer:
             self.journal.discard_unfinished()
             raise
         self.journal.appended(line)
+        self._pin(record)
         self.seq = record.seq
+
+    def _pin(self, record: Record) -> None:
+        self.pinned = frozenset([*(check.name for check in record.checks), *record.publish])
+
+    def settle(self) -> None:
+        """Make the published names durable and replace the journal with a snapshot that names no
+        finished window (an idle or final commit): nothing stays pinned."""
+        if not self.healthy or not self._publish_pending():
+            return
+        with self._storage_step():
+            if self.fsync:
+                self.disk.sync_directory()
+            self._publish = []  # every name in it is renamed (healthy), and now durable
+            self._write_snapshot()
 
     def _published(self, publish: list[str]) -> None:
         """After a round: publish the windows it committed. Names published before it are
@@ -405,6 +424,7 @@ class Writer:
         """Replace the journal with one record of the whole state (atomically)."""
         snapshot = Record(self.seq, open=self.open, publish=self._publish, keys=self.keys.items())
         self.journal.replace(snapshot)
+        self._pin(snapshot)
 
     def _maybe_compact(self) -> None:
         if self.journal.due(self.max_keys):
