@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import collections
 import gzip
+import json
 import os
+import subprocess
+import sys
 import random
 from pathlib import Path
 
@@ -154,6 +157,9 @@ def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_u
     assert server.stop() == 0
     assert "not uploaded within --drain-timeout" in server.log.read_text()
     assert bucket.objects() == {}
+    status = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
+                             str(tmp_path / "state"), "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout)["committed_files"] == 2  # what the bucket still lacks, server down
     relay.restore()
     server = _serve(bucket, tmp_path, endpoint=relay.endpoint)  # uploads what the last run left
     assert server.stop() == 0

@@ -313,17 +313,22 @@ def _resume_command(prefix: str) -> str:
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("./data"),
-              help="The output directory to describe.", **_env("OUTPUT"))
+@click.option("-o", "--output", default="./data",
+              help="The output directory to describe; for an s3:// output, its --state-dir is described.",
+              **_env("OUTPUT"))
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The state directory of a bucket output [default: ./state].", **_env("STATE_DIR"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def status(output: Path, as_json: bool) -> None:
+def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     """What an output directory holds: the open window, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
     from .status import read_status
     from .journal import JournalDamaged
 
+    bucket = output.startswith("s3://")
+    directory = (state_dir or Path("./state")) if bucket else Path(output)
     try:
-        state = read_status(output)
+        state = read_status(directory)
     except (FileNotFoundError, JournalDamaged) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -333,7 +338,8 @@ def status(output: Path, as_json: bool) -> None:
     click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
     click.echo(f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
                f"last written {w.idle_seconds:g}s ago" if w else "open window:       none")
-    click.echo(f"committed files:   {state.committed_files:,} ({state.committed_bytes:,} bytes)"
+    click.echo(f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
+               f"({state.committed_bytes:,} bytes)"
                + (f", newest {state.newest_committed}" if state.newest_committed else ""))
     click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
     click.echo(f"journal:           {state.journal_bytes:,} bytes, {state.journal_records:,} records")
