@@ -76,6 +76,8 @@ class Ingest:
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
         self.idle_close = IdleClose(settings.idle_close, self._commit_open)
         self.pending = PendingBytes(settings.max_pending)  # bodies received, not yet written
+        self.auth = BearerAuth(settings.auth_token)  # ingest and /metrics
+        self.requests = RequestLog(metrics)  # every route's metrics and access line
         metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self.uploader: Uploader | None = None
@@ -239,9 +241,7 @@ class Ingest:
 
 def create_app(settings: Settings, ingest: Ingest) -> Any:
     """The ASGI application over an opened Ingest."""
-    metrics = ingest.metrics
-    auth = BearerAuth(settings.auth_token)
-    requests = RequestLog(metrics)
+    metrics, auth, requests = ingest.metrics, ingest.auth, ingest.requests
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202

@@ -155,17 +155,7 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory (or bucket)."""
     if options["multipart_chunksize"] < 5 * 1024 * 1024:
         raise click.BadParameter("must be at least 5MiB (S3's smallest part)", param_hint="'--multipart-chunksize'")
-    if output.startswith("s3://"):
-        try:
-            options["bucket"] = BucketUrl.parse(output)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--output'") from None
-        options["output"] = state_dir or Path("./state")
-    elif state_dir is not None and state_dir.resolve() != Path(output).resolve():
-        raise click.BadParameter("applies to an s3:// output: a local output directory keeps its journal beside "
-                                 "its files", param_hint="'--state-dir'")
-    else:
-        options["output"] = Path(output)
+    options["output"], options["bucket"] = _directory_and_bucket(output, state_dir)
     if auth_token_file is not None:
         options["auth_token"] = auth_token_file.read_text().strip()
     options["fsync"] = options["fsync"] == "always"
@@ -219,6 +209,20 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     server.run(sockets=[listener])
     if not server.started:
         sys.exit(3)
+
+
+def _directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, BucketUrl | None]:
+    """The directory a server writes (the output, or the state directory of a bucket output) and
+    the bucket, from -o and --state-dir."""
+    if output.startswith("s3://"):
+        try:
+            return state_dir or Path("./state"), BucketUrl.parse(output)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--output'") from None
+    if state_dir is not None and state_dir.resolve() != Path(output).resolve():
+        raise click.BadParameter("applies to an s3:// output: a local output directory keeps its journal beside "
+                                 "its files", param_hint="'--state-dir'")
+    return Path(output), None
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -325,8 +329,7 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     from .status import read_status
     from .journal import JournalDamaged
 
-    bucket = output.startswith("s3://")
-    directory = (state_dir or Path("./state")) if bucket else Path(output)
+    directory, bucket = _directory_and_bucket(output, state_dir)
     try:
         state = read_status(directory)
     except (FileNotFoundError, JournalDamaged) as exc:

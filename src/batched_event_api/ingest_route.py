@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .access import RequestLog
 from .auth import BearerAuth
 from .errors import ClientError, StorageError
 from .pending import Hold
@@ -138,8 +137,8 @@ class IngestRoute:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         self.max_body = ingest.settings.max_body
-        self.auth = BearerAuth(ingest.settings.auth_token)
-        self.requests = RequestLog(ingest.metrics)
+        self.auth = ingest.auth
+        self.requests = ingest.requests
         self._default_headers: list[tuple[bytes, bytes]] | None = None
         self._default_head = b""
 
@@ -217,7 +216,7 @@ class IngestExchange:
         self.disconnected = True
         if not self.serving:  # its body, whole or not, is let go; one being written is kept
             self.serving = True
-            self.hold.__exit__()
+            self.hold.release()
 
     # -- serving
 
@@ -237,7 +236,7 @@ class IngestExchange:
         self.route.ingest.submit(body, self.key, self._finish)
 
     def _finish(self, applied: Applied | None, error: BaseException | None) -> None:
-        self.hold.__exit__()
+        self.hold.release()
         headers: dict[str, str] = {}
         if applied is not None:
             status, payload = 200, {"accepted": applied.accepted}

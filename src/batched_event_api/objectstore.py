@@ -63,6 +63,7 @@ class S3Bucket:
         if endpoint and endpoint.startswith("http://") and not allow_http:
             raise ValueError(f"the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it")
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        # Keys from these variables when set, else from each client's own chain (profile, instance role).
         keys = {name: environ[variable] for name, variable in (
             ("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
             ("token", "AWS_SESSION_TOKEN")) if environ.get(variable)}
@@ -86,11 +87,10 @@ class S3Bucket:
             response_checksum_validation="when_required",
             s3={"addressing_style": "path"} if endpoint else {},
         )
-        # Keys from these variables when set, else from the SDK's own chain (profile, instance role).
         session = boto3.session.Session(
-            aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+            aws_access_key_id=keys.get("access_key_id"),
+            aws_secret_access_key=keys.get("secret_access_key"),
+            aws_session_token=keys.get("token"),
             region_name=region,
         )
         self._s3 = session.client("s3", endpoint_url=endpoint, config=config)
@@ -98,17 +98,17 @@ class S3Bucket:
     def key(self, name: str) -> str:
         return self.url.prefix + name
 
-    def create(self, name: str, path: str, *, size: int, sha256: str, content_type: str,
+    def create(self, name: str, path: str, data: bytes | None, *, sha256: str, content_type: str,
                content_encoding: str | None) -> bool:
-        """Upload the file at `path` as object `name` if that name is free: True when created,
-        False when the name is taken (by any object). StoreError when the store fails."""
-        extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
-        if content_encoding:
-            extra["ContentEncoding"] = content_encoding
-        if size >= self.multipart_from:
+        """Create object `name` if that name is free: from `data` in one PUT, or, when it is None
+        (a window of `multipart_from` bytes or more), in parts streamed from the file at `path`.
+        True when created, False when the name is taken (by any object); StoreError when the
+        store fails."""
+        if data is None:
+            extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
+            if content_encoding:
+                extra["ContentEncoding"] = content_encoding
             return self._create_in_parts(name, path, extra)
-        with open(path, "rb") as body:
-            data = body.read()  # below the multipart threshold: one PUT, held in memory
         attributes = {"Content-Type": content_type, CHECKSUM_KEY: sha256}
         if content_encoding:
             attributes["Content-Encoding"] = content_encoding

@@ -11,8 +11,10 @@ when a name is taken.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
+from collections.abc import Iterator
 
 from .storage import LocalDisk
 from .timestamps import utc_stamp
@@ -20,7 +22,22 @@ from .timestamps import utc_stamp
 log = logging.getLogger("batched_event_api.writer")
 
 PART_SUFFIX = ".inprogress"
-_NUMBERED = re.compile(r"(?<=-\d{6})-\d+$")  # the -N of user-events-YYYYMMDD-HHMMSS-N
+_FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)")
+
+
+def finished_stem(name: str) -> tuple[str, str] | None:
+    """`user-events-YYYYMMDD-HHMMSS` and `.csv` or `.csv.gz` of a finished window's file name, its
+    -N dropped; None for any other name."""
+    match = _FINISHED.fullmatch(name)
+    return match.group(1, 2) if match else None
+
+
+def names_from(stem: str, suffix: str) -> Iterator[str]:
+    """A window's name, then the -1, -2, ... names it takes when that one is taken (the rule for
+    a directory and for a bucket alike)."""
+    yield stem + suffix
+    for n in itertools.count(1):
+        yield f"{stem}-{n}{suffix}"
 
 
 def part_name(name: str) -> str:
@@ -40,12 +57,7 @@ class PartFiles:
         return self._free_name(f"user-events-{utc_stamp(window_start)}", reserved)
 
     def _free_name(self, stem: str, reserved: set[str]) -> str:
-        name = stem + self.suffix
-        n = 0
-        while name in reserved or self.disk.exists(name):
-            n += 1
-            name = f"{stem}-{n}{self.suffix}"
-        return name
+        return next(name for name in names_from(stem, self.suffix) if name not in reserved and not self.disk.exists(name))
 
     def create(self, name: str) -> int:
         """A new, empty in-progress file for the window `name` (a descriptor)."""
@@ -97,7 +109,8 @@ class PartFiles:
     def _publish_elsewhere(self, name: str, part: str, reserved: set[str]) -> None:
         """The journal keeps the first name; its part file is gone once this rename is durable,
         which recovery reads as 'finished already'."""
-        free = self._free_name(_NUMBERED.sub("", name[: -len(self.suffix)]), reserved)
+        stem, _ = finished_stem(name)  # type: ignore[misc]  # names come from name_for
+        free = self._free_name(stem, reserved)
         self.disk.publish(part, free)
         log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
 

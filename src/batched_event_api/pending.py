@@ -18,7 +18,7 @@ class PendingBytes:
         self.used = 0
 
     def hold(self) -> Hold:
-        """A request's share of the budget (`with`): given back when the request is done with."""
+        """A request's share of the budget, given back with release() when the request is done with."""
         return Hold(self)
 
 
@@ -29,10 +29,8 @@ class Hold:
         self.budget = budget
         self.taken = 0
 
-    def __enter__(self) -> Hold:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
+        """Give the share back (again: nothing more)."""
         self.budget.used -= self.taken
         self.taken = 0
 

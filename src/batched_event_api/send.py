@@ -117,16 +117,15 @@ class Sender:
             endpoint = self.endpoints[server]
             try:
                 response = self._client.post(endpoint, content=body, headers={"Idempotency-Key": key})
-            except httpx.ConnectError as exc:  # never sent: the next server may take it
-                problem = f"{endpoint}: {type(exc).__name__}: {exc}"
-                server = (server + 1) % len(self.endpoints)
-                refused += 1
-                if refused < len(self.endpoints):
-                    wait = 0.0  # another server is still untried
-                else:
-                    refused = 0
             except httpx.TransportError as exc:
                 problem = f"{endpoint}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, httpx.ConnectError):  # never sent: the next server may take it
+                    server = (server + 1) % len(self.endpoints)
+                    refused += 1
+                    if refused < len(self.endpoints):
+                        wait = 0.0  # another server is still untried
+                    else:
+                        refused = 0
             else:
                 if response.status_code == 200:
                     answer = response.json()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +30,12 @@ from pathlib import Path
 
 from .metrics import Metrics
 from .objectstore import Identity, S3Bucket, StoreError
+from .partfiles import finished_stem, names_from
+from .storage import LocalDisk
 
 log = logging.getLogger("batched_event_api.upload")
 
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store fails
-_FINISHED = re.compile(r"^(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)$")  # local -N dropped for the bucket
 
 
 class Uploader:
@@ -45,6 +45,7 @@ class Uploader:
         self.bucket = bucket
         self.metrics = metrics
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
+        self.disk = LocalDisk(self.directory)  # removals, made durable (its own handle: it outlives the writer's)
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
         self._uploaded: set[str] = set()  # uploaded, kept while pinned
         # What the event loop reads (ints: a read never sees a half-changed dict).
@@ -64,6 +65,7 @@ class Uploader:
         metrics.backlog_bytes.set_function(lambda: self.backlog_bytes)
 
     def start(self) -> None:
+        self.disk.open()
         self._scan()
         self._thread.start()
 
@@ -91,6 +93,7 @@ class Uploader:
         self._wake.set()
         self._thread.join()
         self._workers.shutdown(cancel_futures=True)
+        self.disk.close()
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -120,7 +123,7 @@ class Uploader:
         """The finished windows in the state directory, oldest name first."""
         queue = {}
         for entry in os.scandir(self.directory):
-            if _FINISHED.match(entry.name) and entry.name not in self._uploaded:
+            if finished_stem(entry.name) is not None and entry.name not in self._uploaded:
                 try:
                     queue[entry.name] = entry.stat().st_size
                 except FileNotFoundError:  # uploaded and removed by a worker meanwhile
@@ -149,27 +152,23 @@ class Uploader:
     def _upload_one(self, name: str) -> None:
         path = self.directory / name
         size = path.stat().st_size
-        digest = _sha256(path)
-        stem, suffix = _FINISHED.match(name).groups()  # type: ignore[union-attr]
-        gzip = suffix.endswith(".gz")
+        # Below the multipart threshold the file is read once, for its hash and for its PUT.
+        data = path.read_bytes() if size < self.bucket.multipart_from else None
+        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+        stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
+        encoding = "gzip" if suffix.endswith(".gz") else None
         started = time.perf_counter()
-        n = 0
-        while True:
-            target = f"{stem}-{n}{suffix}" if n else f"{stem}{suffix}"
-            if self.bucket.create(target, str(path), size=size, sha256=digest, content_type="text/csv",
-                                  content_encoding="gzip" if gzip else None):
+        for n, target in enumerate(names_from(stem, suffix)):  # the bucket's name: the local -N dropped
+            if self.bucket.create(target, str(path), data, sha256=digest, content_type="text/csv",
+                                  content_encoding=encoding):
                 result = "created" if n == 0 else "next_name"
                 break
             if self.bucket.identity(target) == Identity(size, digest):
                 result = "already_there"  # this window's own upload, before a crash
                 break
-            n += 1
         self.metrics.upload_duration.observe(time.perf_counter() - started)
         self.metrics.uploads.labels(result).inc()
-        if n:
-            log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
-        else:
-            log.info("uploaded %s to %s (%s)", name, self.bucket.url, result)
+        log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
         self._uploaded_now(name)
 
     def _uploaded_now(self, name: str) -> None:
@@ -188,12 +187,8 @@ class Uploader:
                 free = [name for name in self._uploaded if name not in pinned]
             if free:
                 for name in free:
-                    os.unlink(self.directory / name)
-                fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                    self.disk.remove(name)
+                self.disk.sync_directory()
             with self._lock:
                 self._uploaded.difference_update(free)
                 self._count()

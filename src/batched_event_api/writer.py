@@ -37,10 +37,9 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from pathlib import Path
-
+from typing import TYPE_CHECKING
 
 from .errors import StorageError
 from .journal import COMPACT_BYTES, Check, Journal, OpenFile, Record, encode_record
