@@ -10,15 +10,18 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# /data: the output directory; /state: the state directory with a bucket as output
+# (BEA_STATE_DIR=/state). Both exist here, owned by the image's user, so that a named volume
+# mounted on either is created writable for it.
 RUN useradd --create-home --uid 10001 app \
-    && mkdir /data && chown app:app /data
+    && mkdir /data /state && chown app:app /data /state
 WORKDIR /app
 COPY requirements.lock ./
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir -r requirements.lock && pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 
 USER app
-VOLUME ["/data"]
+VOLUME ["/data", "/state"]
 # Configured through the environment (every option has a BEA_ variable), so that the health check
 # reads the same port as the server: set BEA_PORT, not --port, to move it.
 ENV BEA_OUTPUT=/data BEA_HOST=0.0.0.0 BEA_PORT=8080

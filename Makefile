@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test python-path bench sanitize browser docker-check clean
+.PHONY: run test python-path bench sanitize browser docker-check several-instances-check clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
@@ -53,6 +53,10 @@ $(STAMP):
 # Needs a running Docker engine (not part of make test): see scripts/docker-check.sh.
 docker-check:
 	bash scripts/docker-check.sh
+
+# Needs a Docker engine with a bridge network (not part of make test): see scripts/several-instances-check.sh.
+several-instances-check:
+	bash scripts/several-instances-check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -4,8 +4,9 @@ Workloads: W1 400 events per request, W2 20,000 events per request, W3 1 event p
 each over one keep-alive connection from Python (W3 also under `wrk -t1 -c1`); W4 64 connections
 of one event per request and W5 64 connections of 40, under wrk, with W4 held against a bare
 uvicorn app that only reads the body (the ceiling). Each with fsync on and off. W1 and W2 run
-once more with a bucket as output (a moto S3 server on loopback, in its own process): the ingest
-rate against local output, and how fast the uploads drained. Reports events/s,
+once more with a bucket as output (a moto S3 server on loopback, in its own process at
+--store-nice), each bucket run beside a local one: the ingest rate against local output, and how
+fast the uploads drained. Reports events/s,
 MB/s, p50/p99 latency and the server's peak RSS, and checks that every event landed in the output
 files. A tenth more requests go first to warm the server up and are not measured (their rows
 are checked too).
@@ -139,9 +140,11 @@ class Bucket:
 
 
 @contextlib.contextmanager
-def bucket_server() -> Iterator[Bucket]:
+def bucket_server(nice: int = 0) -> Iterator[Bucket]:
+    """moto's S3 server in its own process, at CPU priority `nice` (19: what it uses of these two
+    cores is taken only when the service does not need them, as a store on other machines would)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         bucket = Bucket(f"http://127.0.0.1:{port}")
@@ -368,7 +371,12 @@ def _wait_healthy(port: int) -> None:
 
 def median(measure, repeat: int) -> dict | None:
     """The run with the median events/s of `repeat` runs (None when the tool is missing)."""
-    runs = [r for r in (measure() for _ in range(max(1, repeat))) if r is not None]
+    return median_of([measure() for _ in range(max(1, repeat))])
+
+
+def median_of(runs: list[dict | None]) -> dict | None:
+    """The run with the median events/s, with the range of all (None when there is none)."""
+    runs = [r for r in runs if r is not None]
     if not runs:
         return None
     runs.sort(key=lambda r: r["events/s"])
@@ -391,6 +399,9 @@ def main() -> None:
                         help="also run W1 (fsync on) with this many files already in the output directory (0: skip)")
     parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True,
                         help="also run W1 and W2 (fsync on) with a bucket as output (a moto S3 server on loopback)")
+    parser.add_argument("--store-nice", type=int, default=19, metavar="N",
+                        help="the S3 server's CPU priority for the bucket runs (default 19: a store on other "
+                             "machines takes no CPU from the service; 0: it competes for these cores as an equal)")
     args = parser.parse_args()
     WORKDIR = args.dir
     WORKDIR.mkdir(parents=True, exist_ok=True)
@@ -408,7 +419,6 @@ def main() -> None:
         plan += [(name, "always", "bucket") for name in ("W1", "W2") if name in args.only]
     if "W1" in args.only and "always" in args.fsync and args.prefill:
         plan.append(("W1", "always", args.prefill))
-    local: dict[str, dict] = {}  # W1/W2 fsync on, local output: what the bucket runs are held against
     against_local: list[str] = []
     w4: list[dict] = []  # W4's runs and the ceiling they are held against
     ceiling: dict | None = None
@@ -417,19 +427,24 @@ def main() -> None:
             results = []
             prefill = extra if isinstance(extra, int) else 0
             if extra == "bucket":
-                with bucket_server() as bucket:
-                    r = median(lambda: run(name, fsync, random.Random(1), bucket=bucket), args.repeat)
+                # Each bucket run beside a local one, alternating: this disk drifts over minutes,
+                # and a ratio of neighbouring runs is what it can show.
+                pairs = []
+                with bucket_server(args.store_nice) as bucket:
+                    for _ in range(max(1, args.repeat)):
+                        pairs.append((run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), bucket=bucket)))
+                r = median_of([b for _, b in pairs])
+                base = median_of([a for a, _ in pairs])
+                ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
                 results.append(r)
-                base = local.get(name)
                 against_local.append(
-                    f"{name} with a bucket as output: ingest {r['events/s']:,.0f} events/s"
-                    + (f", {r['events/s'] / base['events/s']:.2f}x local output ({base['events/s']:,.0f})" if base else "")
-                    + f"; {r['uploaded MB']:.0f} MB of windows all uploaded {r['uploads drained s']:.1f} s after the "
+                    f"{name} with a bucket as output (S3 server at nice {args.store_nice}): ingest {r['events/s']:,.0f} "
+                    f"events/s against {base['events/s']:,.0f} with local output in the runs beside them; bucket/local "
+                    f"of each pair: median {statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}); "
+                    f"{r['uploaded MB']:.0f} MB of windows all uploaded {r['uploads drained s']:.1f} s after the "
                     f"first measured request ({r['uploaded MB'] / r['uploads drained s']:.1f} MB/s end to end)")
             elif name in WORKLOADS:
                 results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))
-                if fsync == "always" and not prefill:
-                    local[name] = results[-1]
             if name in WRK_WORKLOADS and not extra:
                 results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))
             if name == "W4" and ceiling is None:  # the ceiling W4 is held against, once

@@ -42,9 +42,12 @@ class PowerCutDisk(LocalDisk):
         self._data: dict[int, bytes] = {}
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False):
-                ino = entry.inode()
-                self._names[entry.name] = ino
-                self._data[ino] = Path(entry.path).read_bytes()
+                try:
+                    data = Path(entry.path).read_bytes()
+                except FileNotFoundError:  # removed meanwhile (the uploader, on its own thread)
+                    continue
+                self._names[entry.name] = entry.inode()
+                self._data[entry.inode()] = data
 
     def _step(self) -> None:
         with self._lock:
@@ -87,6 +90,11 @@ class PowerCutDisk(LocalDisk):
             elif data != self._data.get(ino, b""):
                 lost += max(len(data), len(self._data.get(ino, b"")))
         return lost + sum(1 for name in self._names if name not in current)
+
+    def unsynced_removals(self) -> set[str]:
+        """Names removed since the directory was last synced: a power cut now brings them back."""
+        with self._lock:
+            return set(self._names) - set(self._current())
 
     def power_cut(self) -> int:
         """Drop everything not durable; returns unsynced() before the cut (0: nothing to drop)."""

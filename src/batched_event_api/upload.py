@@ -2,12 +2,14 @@
 
 With a bucket as output the writer publishes finished windows into the state directory as it
 does into a local output directory; those files are the upload queue. This thread uploads each
-one with a conditional create and then removes it (the removal made durable): a file still there
-is a window not known to be uploaded. A name already taken in the bucket is either this window's
-own earlier upload (a crash came between the upload and the removal: same size and SHA-256 in its
-metadata), and then it is done, or another window's (another instance's, for the same five
-minutes), and then the window takes the next free -N name, as local publishing does. So every
-committed window ends up in the bucket once, under SIGKILL or power loss at any point.
+one with a conditional create and then removes it: a file still there is a window not known to
+be uploaded. A name already taken in the bucket is either this window's own earlier upload (a
+crash came between the upload and the removal, or a power cut undid the removal: same size and
+SHA-256 in its metadata), and then it is done, or another window's (another instance's, for the
+same five minutes), and then the window takes the next free -N name, as local publishing does. So
+every committed window ends up in the bucket once, under SIGKILL or power loss at any point, and
+the removal need not be synced: one lost to a power cut costs a HEAD at the next start, while a
+directory fsync per window would share the disk with the journal's.
 
 A window's local file stays, though uploaded, while the last journal record still names it
 (`pinned`): recovery after a crash reads the last record's windows back, and an uploaded window
@@ -40,12 +42,12 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store f
 
 class Uploader:
     def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 4,
-                 pinned: Callable[[], frozenset[str]] = frozenset) -> None:
+                 pinned: Callable[[], frozenset[str]] = frozenset, disk: LocalDisk | None = None) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
         self.metrics = metrics
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
-        self.disk = LocalDisk(self.directory)  # removals, made durable (its own handle: it outlives the writer's)
+        self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
         self._uploaded: set[str] = set()  # uploaded, kept while pinned
         # What the event loop reads (ints: a read never sees a half-changed dict).
@@ -65,7 +67,6 @@ class Uploader:
         metrics.backlog_bytes.set_function(lambda: self.backlog_bytes)
 
     def start(self) -> None:
-        self.disk.open()
         self._scan()
         self._thread.start()
 
@@ -93,7 +94,6 @@ class Uploader:
         self._wake.set()
         self._thread.join()
         self._workers.shutdown(cancel_futures=True)
-        self.disk.close()
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -130,12 +130,14 @@ class Uploader:
                     pass
         with self._lock:
             self._queue = queue
+            self.backlog_bytes = sum(queue.values())
             self._count()
         return sorted(queue)
 
     def _count(self) -> None:
-        self.backlog_windows, self.backlog_bytes = len(self._queue), sum(self._queue.values())
-        self.awaiting_release = len(self._uploaded)
+        """The counts the event loop reads (backlog_bytes is kept as the queue changes: a sum per
+        upload would cost O(backlog) each while an outage's backlog is thousands of windows)."""
+        self.backlog_windows, self.awaiting_release = len(self._queue), len(self._uploaded)
         if not self._queue and not self._uploaded:
             with self._idle:
                 self._idle.notify_all()
@@ -174,13 +176,13 @@ class Uploader:
     def _uploaded_now(self, name: str) -> None:
         """The object exists: the local copy goes now, or once the journal stops naming it."""
         with self._lock:
-            self._queue.pop(name, None)
+            self.backlog_bytes -= self._queue.pop(name, 0)
             self._uploaded.add(name)
         self._release()
 
     def _release(self) -> None:
-        """Remove the uploaded windows no longer pinned, durably: until then a window counts as
-        not uploaded, and a crash before the removal uploads it again (recognised as its own)."""
+        """Remove the uploaded windows no longer pinned (not synced: a removal a power cut undoes
+        uploads the window again, recognised as its own)."""
         with self._releasing:  # one at a time: workers call it after each upload
             pinned = self.pinned()
             with self._lock:
@@ -188,7 +190,6 @@ class Uploader:
             if free:
                 for name in free:
                     self.disk.remove(name)
-                self.disk.sync_directory()
             with self._lock:
                 self._uploaded.difference_update(free)
                 self._count()
@@ -200,3 +201,4 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
