@@ -252,6 +252,34 @@ def test_a_large_window_goes_up_in_parts(bucket, tmp_path):
     assert bucket.head(name)["ETag"].strip('"').endswith("-3")  # three parts
 
 
+def test_a_multipart_upload_holds_one_part_in_memory_not_the_window(bucket, tmp_path):
+    """A 40 MiB window in 5 MiB parts, uploaded in a process of its own (moto's server here
+    keeps every part in this one): the upload's peak Python allocation stays at about two parts, so
+    memory is flat whatever the window's size (10 MiB for 40 MiB and for 120 MiB); the object is the file, byte for byte."""
+    window = tmp_path / "user-events-20240701-020000.csv"
+    with open(window, "wb") as f:
+        for i in range(40):
+            f.write(bytes([48 + i % 10]) * (1 << 20))
+    upload = f"""
+import tracemalloc
+from batched_event_api.config import BucketUrl
+from batched_event_api.objectstore import S3Bucket
+from batched_event_api.upload import _sha256
+store = S3Bucket(BucketUrl.parse({bucket.url!r}), multipart_from=5 << 20, part_size=5 << 20)
+digest = _sha256({str(window)!r})
+tracemalloc.start()
+assert store.create({window.name!r}, {str(window)!r}, None, sha256=digest, content_type="text/csv", content_encoding=None)
+print(tracemalloc.get_traced_memory()[1])
+"""
+    done = subprocess.run([sys.executable, "-c", upload], env={**os.environ, **bucket.env()}, capture_output=True,
+                          text=True, check=True)
+    peak = int(done.stdout)
+    print(f"peak traced memory {peak / 2**20:.1f} MiB for a 40 MiB window in 5 MiB parts")
+    assert peak < 3 * (5 << 20)  # the part read from the file and a copy on its way out; not the window's 8
+    assert bucket.objects()[window.name] == window.read_bytes()
+    assert bucket.head(window.name)["ETag"].strip('"').endswith("-8")
+
+
 def test_the_uploader_finds_its_own_earlier_upload_and_steps_past_a_foreign_one(bucket, tmp_path):
     """A crash between an upload and the local removal: the object there is this window's own
     (size and SHA-256), so it is done, not uploaded twice. Another window's object under the

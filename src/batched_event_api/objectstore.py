@@ -143,7 +143,7 @@ class S3Bucket:
             raise StoreError(str(exc)) from None
 
     def _create_in_parts(self, name: str, path: str, extra: dict[str, Any]) -> bool:
-        """A multipart upload streamed from the file, one part in memory at a time; completed
+        """A multipart upload streamed from the file, one part read at a time; completed
         only if the name is free (If-None-Match on the completion), aborted otherwise."""
         where = {"Bucket": self.url.bucket, "Key": self.key(name)}
         upload = self._call("create_multipart_upload", **where, **extra)["UploadId"]
