@@ -252,10 +252,11 @@ def test_a_large_window_goes_up_in_parts(bucket, tmp_path):
     assert bucket.head(name)["ETag"].strip('"').endswith("-3")  # three parts
 
 
-def test_a_multipart_upload_holds_one_part_in_memory_not_the_window(bucket, tmp_path):
-    """A 40 MiB window in 5 MiB parts, uploaded in a process of its own (moto's server here
-    keeps every part in this one): the upload's peak Python allocation stays at about two parts, so
-    memory is flat whatever the window's size (10 MiB for 40 MiB and for 120 MiB); the object is the file, byte for byte."""
+def test_a_multipart_upload_holds_about_two_parts_in_memory_not_the_window(bucket, tmp_path):
+    """A 40 MiB window in 5 MiB parts, uploaded in a process of its own (moto's server here keeps
+    every part in this one): the upload's peak Python allocation stays at about two parts, so
+    memory is flat whatever the window's size (10 MiB for 40 MiB and for 120 MiB); the object is
+    the file, byte for byte."""
     window = tmp_path / "user-events-20240701-020000.csv"
     with open(window, "wb") as f:
         for i in range(40):
