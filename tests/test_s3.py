@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from batched_event_api.config import BucketUrl
 from batched_event_api.metrics import Metrics
 from batched_event_api.objectstore import CHECKSUM_KEY, S3Bucket
 from batched_event_api.prepare import prepare
-from batched_event_api.upload import Uploader, _sha256
+from batched_event_api.upload import UploadReport, Uploader, _sha256
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.writer import Writer
 
@@ -143,7 +144,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     def started() -> tuple[Writer, Uploader]:
         writer = Writer(state, WindowPolicy(300 * 10**9), disk=disk)
         writer.start()
-        uploader = Uploader(state, store, metrics, pinned=lambda: writer.pinned, disk=disk)
+        uploader = Uploader(state, store, UploadReport(metrics), pinned=lambda: writer.pinned, disk=disk)
         uploader.start()
         return writer, uploader
 
@@ -175,6 +176,48 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     assert results.get("already_there") == brought_back and "next_name" not in results
     assert bucket.objects() == model_files(events)
     assert sorted(p.name for p in state.iterdir() if not p.name.startswith(".")) == []
+
+
+def _upload_process(server: Server) -> int | None:
+    """The pid of the server's upload process (its only child), or None between two."""
+    children = []
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():  # any thread may have started it
+        try:
+            children += (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return int(children[0]) if children else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is_killed(bucket, tmp_path):
+    """Uploads run in a child process. Killed alone, it is replaced and
+    the windows still land, once; a SIGKILLed server takes it along, so it never removes files
+    under the next server's recovery."""
+    events = generate_events(random.Random(3), 600)
+    server = _serve(bucket, tmp_path)
+    assert server.post(ndjson(events[:300])).status_code == 200
+    first = _upload_process(server)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: _upload_process(server) not in (None, first))
+    assert server.post(ndjson(events[300:])).status_code == 200
+    assert server.stop() == 0
+    assert "the upload process exited (status -9); starting another" in server.log.read_text()
+    assert bucket.objects() == model_files(events)
+
+    server = _serve(bucket, tmp_path)
+    child = _upload_process(server)
+    assert child is not None and _alive(child)
+    server.kill()
+    assert wait_for(lambda: not _alive(child))
 
 
 def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, moto, tmp_path):
@@ -295,7 +338,7 @@ def test_the_uploader_finds_its_own_earlier_upload_and_steps_past_a_foreign_one(
     bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + foreign.name, Body=b"someone else's\n")
     metrics = Metrics()
     store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
-    uploader = Uploader(state, store, metrics)
+    uploader = Uploader(state, store, UploadReport(metrics))
     uploader.start()
     assert uploader.drain(30)
     uploader.stop()
@@ -325,7 +368,7 @@ def test_an_uploaded_window_stays_while_the_last_journal_record_names_it(bucket,
     window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
     pinned = {window.name}
     store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
-    uploader = Uploader(state, store, Metrics(), pinned=lambda: frozenset(pinned))
+    uploader = Uploader(state, store, UploadReport(Metrics()), pinned=lambda: frozenset(pinned))
     uploader.start()
     assert wait_for(lambda: uploader.awaiting_release == 1)
     assert bucket.objects() == {window.name: window.read_bytes()} and window.exists()

@@ -37,7 +37,7 @@ from .prepare import SLICE, Prepared, prepare
 from .render import COLUMNS
 from .serial import SerialThread
 from .syncround import SYNCFS_FROM
-from .upload import Uploader
+from .upload_process import UploadProcess
 from .windows import WindowPolicy
 from .writer import Applied, Committed, Writer
 from .writer import Request as WriteRequest
@@ -80,14 +80,15 @@ class Ingest:
         self.requests = RequestLog(metrics)  # every route's metrics and access line
         metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
-        self.uploader: Uploader | None = None
+        self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
-            from .objectstore import S3Bucket  # boto3 is imported only when a bucket is the output
-
-            bucket = S3Bucket(settings.bucket, multipart_from=settings.multipart_threshold,
-                              part_size=settings.multipart_chunksize)
-            self.uploader = Uploader(settings.output, bucket, metrics, concurrency=settings.upload_concurrency,
-                                     pinned=lambda: self.writer.pinned)
+            self.uploader = UploadProcess(settings.output, settings.bucket, metrics,
+                                          concurrency=settings.upload_concurrency,
+                                          multipart_from=settings.multipart_threshold,
+                                          part_size=settings.multipart_chunksize, pinned=lambda: self.writer.pinned,
+                                          log_format=settings.log_format, log_level=settings.log_level)
+            metrics.backlog_windows.set_function(lambda: self.uploader.backlog_windows)  # type: ignore[union-attr]
+            metrics.backlog_bytes.set_function(lambda: self.uploader.backlog_bytes)  # type: ignore[union-attr]
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""

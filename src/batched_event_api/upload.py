@@ -40,12 +40,30 @@ log = logging.getLogger("batched_event_api.upload")
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store fails
 
 
+class UploadReport:
+    """What an uploader tells as it goes, here into the metrics; an upload process tells the
+    server instead (upload_process.py)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def uploaded(self, result: str, seconds: float) -> None:
+        self.metrics.upload_duration.observe(seconds)
+        self.metrics.uploads.labels(result).inc()
+
+    def failed(self) -> None:
+        self.metrics.uploads.labels("failed").inc()
+
+    def counted(self, windows: int, size: int, awaiting_release: int) -> None:
+        """The backlog changed (the metrics read the uploader's own counts)."""
+
+
 class Uploader:
-    def __init__(self, directory: Path, bucket: S3Bucket, metrics: Metrics, *, concurrency: int = 4,
+    def __init__(self, directory: Path, bucket: S3Bucket, report: UploadReport, *, concurrency: int = 4,
                  pinned: Callable[[], frozenset[str]] = frozenset, disk: LocalDisk | None = None) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
-        self.metrics = metrics
+        self.report = report
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
         self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
@@ -62,9 +80,6 @@ class Uploader:
         # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
         self._lock = threading.Lock()  # the queue, between the workers
-        self._releasing = threading.Lock()
-        metrics.backlog_windows.set_function(lambda: self.backlog_windows)
-        metrics.backlog_bytes.set_function(lambda: self.backlog_bytes)
 
     def start(self) -> None:
         self._scan()
@@ -107,7 +122,7 @@ class Uploader:
                 if errors:
                     raise errors[0]
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say it
-                self.metrics.uploads.labels("failed").inc()
+                self.report.failed()
                 log.error("upload failed, retrying in %gs (%d windows, %d bytes waiting): %s",
                           self._retry, self.backlog_windows, self.backlog_bytes, exc,
                           exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
@@ -138,6 +153,7 @@ class Uploader:
         """The counts the event loop reads (backlog_bytes is kept as the queue changes: a sum per
         upload would cost O(backlog) each while an outage's backlog is thousands of windows)."""
         self.backlog_windows, self.awaiting_release = len(self._queue), len(self._uploaded)
+        self.report.counted(self.backlog_windows, self.backlog_bytes, self.awaiting_release)
         if not self._queue and not self._uploaded:
             with self._idle:
                 self._idle.notify_all()
@@ -168,31 +184,31 @@ class Uploader:
             if self.bucket.identity(target) == Identity(size, digest):
                 result = "already_there"  # this window's own upload, before a crash
                 break
-        self.metrics.upload_duration.observe(time.perf_counter() - started)
-        self.metrics.uploads.labels(result).inc()
+        self.report.uploaded(result, time.perf_counter() - started)
         log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
         self._uploaded_now(name)
 
     def _uploaded_now(self, name: str) -> None:
-        """The object exists: the local copy goes now, or once the journal stops naming it."""
+        """The object exists: the local copy goes after the batch (the next turn of _run), or
+        once the journal stops naming it."""
         with self._lock:
             self.backlog_bytes -= self._queue.pop(name, 0)
             self._uploaded.add(name)
-        self._release()
+            self._count()
 
     def _release(self) -> None:
         """Remove the uploaded windows no longer pinned (not synced: a removal a power cut undoes
         uploads the window again, recognised as its own)."""
-        with self._releasing:  # one at a time: workers call it after each upload
-            pinned = self.pinned()
-            with self._lock:
-                free = [name for name in self._uploaded if name not in pinned]
-            if free:
-                for name in free:
-                    self.disk.remove(name)
-            with self._lock:
-                self._uploaded.difference_update(free)
-                self._count()
+        if not self._uploaded:
+            return
+        pinned = self.pinned()
+        with self._lock:
+            free = [name for name in self._uploaded if name not in pinned]
+        for name in free:
+            self.disk.remove(name)
+        with self._lock:
+            self._uploaded.difference_update(free)
+            self._count()
 
 
 def _sha256(path: Path) -> str:
