@@ -181,13 +181,12 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
 
     _raise_open_files_limit()
 
-    try:
-        ingest = Ingest(settings)
-    except ValueError as exc:  # the bucket's configuration
-        listener.close()
-        raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
+    ingest = Ingest(settings)
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
         ingest.open()
+    except ValueError as exc:  # the bucket's configuration, as the upload process found it
+        listener.close()
+        raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
     except (RuntimeError, OSError) as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None

@@ -16,7 +16,8 @@ A window's local file stays, though uploaded, while the last journal record stil
 must not look like a write that never reached the disk.
 
 A store outage does not stop ingest: uploads are retried with backoff, and the queue's size is
-the backlog that --max-backlog bounds.
+the backlog that --max-backlog bounds. The server runs the uploader in a process of its own
+(upload_process.py).
 """
 
 from __future__ import annotations

@@ -63,12 +63,9 @@ class UploadProcess:
         self._stopping = threading.Event()
         self._reader: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     def start(self) -> None:
-        """Start the child and wait until it runs (RuntimeError with its reason when it cannot)."""
+        """Start the child and wait until it runs: ValueError when the bucket's configuration is
+        wrong, RuntimeError when the child could not start."""
         self._spawn()
         self._reader = threading.Thread(target=self._read, name="upload-process", daemon=True)
         self._reader.start()
@@ -80,10 +77,8 @@ class UploadProcess:
         """Wait up to `timeout` seconds for the child's queue to empty; True when it did."""
         reply: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._drain_reply = reply
-        if not self._send(("drain", timeout)):
-            return False
         try:
-            return reply.get(timeout=timeout + 5)
+            return self._send(("drain", timeout)) and reply.get(timeout=timeout + 5)
         except queue.Empty:
             return False
         finally:
@@ -105,19 +100,21 @@ class UploadProcess:
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
         args = json.dumps({**self._args, "parent": os.getpid()})
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "batched_event_api.upload_process", str(theirs.fileno()), args],
             pass_fds=[theirs.fileno()])
         theirs.close()
-        self._conn = Connection(ours.detach())
+        conn = Connection(ours.detach())
         try:
-            first = self._conn.recv()
+            first = conn.recv()
         except EOFError:
-            first = ("error", f"the upload process exited with status {self._proc.wait()}")
+            first = ("exited", f"the upload process exited with status {proc.wait()}")
         if first[0] != "ready":
-            self._conn.close()
-            self._proc.wait()
-            raise RuntimeError(first[1])
+            conn.close()
+            proc.wait()
+            raise (ValueError if first[0] == "error" else RuntimeError)(first[1])  # error: the bucket's configuration
+        with self._send_lock:  # the event loop never waits for a child to start
+            self._proc, self._conn = proc, conn
 
     def _send(self, message: tuple) -> bool:
         with self._send_lock:
@@ -152,16 +149,18 @@ class UploadProcess:
 
     def _replace(self) -> bool:
         """The child died alone: say so and start another (False once the server stops)."""
+        with self._send_lock:
+            if self._conn is not None:
+                self._conn.close()
         status = self._proc.wait() if self._proc else None
         log.error("the upload process exited (status %s); starting another in %gs", status, RESTART_AFTER)
         if (reply := self._drain_reply) is not None:
             reply.put(False)  # a drain under way will not hear from this child
         while not self._stopping.wait(RESTART_AFTER):
             try:
-                with self._send_lock:
-                    self._spawn()
+                self._spawn()
                 return True
-            except (RuntimeError, OSError) as exc:
+            except (ValueError, RuntimeError, OSError) as exc:
                 log.error("could not start the upload process: %s", exc)
         return False
 
@@ -241,7 +240,7 @@ def _child(fd: int, args: dict[str, Any]) -> None:
                           part_size=args["part_size"])
         uploader = Uploader(Path(args["directory"]), bucket, report, concurrency=args["concurrency"], pinned=pinned)
     except ValueError as exc:
-        send(("error", f"cannot use {args['bucket']}: {exc}"))
+        send(("error", str(exc)))
         return
     send(("ready",))
     uploader.start()
