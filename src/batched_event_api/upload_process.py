@@ -61,6 +61,7 @@ class UploadProcess:
         self._send_lock = threading.Lock()
         self._drain_reply: queue.SimpleQueue[bool] | None = None  # where the drain under way hears back
         self._stopping = threading.Event()
+        self._running = threading.Event()  # a child is up (cleared from its end to its replacement's start)
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
@@ -74,28 +75,36 @@ class UploadProcess:
         self._send(("wake",))
 
     def drain(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the child's queue to empty; True when it did."""
-        reply: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        self._drain_reply = reply
-        try:
-            return self._send(("drain", timeout)) and reply.get(timeout=timeout + 5)
-        except queue.Empty:
-            return False
-        finally:
-            self._drain_reply = None
+        """Wait up to `timeout` seconds for the child's queue to empty; True when it did. A child
+        that dies meanwhile is waited for and asked again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
+            self._drain_reply = reply
+            try:
+                if self._send(("drain", max(0.0, deadline - time.monotonic()))):
+                    done = reply.get(timeout=max(0.0, deadline - time.monotonic()) + 5)
+                    if done is not None:
+                        return done
+            except queue.Empty:
+                return False
+            finally:
+                self._drain_reply = None
+            if not self._running.wait(max(0.0, deadline - time.monotonic())) or time.monotonic() >= deadline:
+                return False
 
     def stop(self) -> None:
         self._stopping.set()
         self._send(("stop",))
-        proc = self._proc
-        if proc is not None:
-            try:
-                proc.wait(timeout=70)  # an upload under way ends within its request timeout
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._conn is not None:
-            self._conn.close()
+        if self._reader is not None:  # it ends when the child does (a replacement under way is stopped too)
+            self._reader.join(timeout=70)  # an upload under way ends within its request timeout
+        with self._send_lock:
+            proc, conn = self._proc, self._conn
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if conn is not None:
+            conn.close()
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
@@ -115,6 +124,7 @@ class UploadProcess:
             raise (ValueError if first[0] == "error" else RuntimeError)(first[1])  # error: the bucket's configuration
         with self._send_lock:  # the event loop never waits for a child to start
             self._proc, self._conn = proc, conn
+        self._running.set()
 
     def _send(self, message: tuple) -> bool:
         with self._send_lock:
@@ -130,7 +140,10 @@ class UploadProcess:
             try:
                 message = self._conn.recv()  # type: ignore[union-attr]
             except (EOFError, OSError):
+                self._running.clear()
                 if self._stopping.is_set() or not self._replace():
+                    if self._proc is not None:
+                        self._proc.wait()
                     return
                 continue
             kind = message[0]
@@ -155,10 +168,14 @@ class UploadProcess:
         status = self._proc.wait() if self._proc else None
         log.error("the upload process exited (status %s); starting another in %gs", status, RESTART_AFTER)
         if (reply := self._drain_reply) is not None:
-            reply.put(False)  # a drain under way will not hear from this child
+            reply.put(None)  # a drain under way will not hear from this child: it asks the next
         while not self._stopping.wait(RESTART_AFTER):
             try:
                 self._spawn()
+                if self._stopping.is_set():  # stop() came while it started
+                    self._send(("stop",))
+                    return True  # _read sees it end
+                self._send(("wake",))  # windows published while no child listened
                 return True
             except (ValueError, RuntimeError, OSError) as exc:
                 log.error("could not start the upload process: %s", exc)
