@@ -189,6 +189,10 @@ def _upload_process(server: Server) -> int | None:
     return int(children[0]) if children else None
 
 
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -198,14 +202,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is_killed(bucket, tmp_path):
-    """Uploads run in a child process. Killed alone, it is replaced and
-    the windows still land, once; a SIGKILLed server takes it along, so it never removes files
-    under the next server's recovery."""
+    """Uploads run in a child process, --upload-nice below the server. Killed alone, it is
+    replaced and the windows still land, once; a SIGKILLed server takes it along, so it never
+    removes files under the next server's recovery."""
     events = generate_events(random.Random(3), 600)
     server = _serve(bucket, tmp_path)
     assert server.post(ndjson(events[:300])).status_code == 200
     first = _upload_process(server)
-    assert first is not None
+    assert first is not None and _nice(first) == _nice(server.proc.pid) + 10
     os.kill(first, signal.SIGKILL)
     assert wait_for(lambda: _upload_process(server) not in (None, first))
     assert server.post(ndjson(events[300:])).status_code == 200
@@ -213,9 +217,9 @@ def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is
     assert "the upload process exited (status -9); starting another" in server.log.read_text()
     assert bucket.objects() == model_files(events)
 
-    server = _serve(bucket, tmp_path)
+    server = _serve(bucket, tmp_path, "--upload-nice", "3")
     child = _upload_process(server)
-    assert child is not None and _alive(child)
+    assert child is not None and _alive(child) and _nice(child) == _nice(server.proc.pid) + 3
     server.kill()
     assert wait_for(lambda: not _alive(child))
 

@@ -83,7 +83,7 @@ class Ingest:
         self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
             self.uploader = UploadProcess(settings.output, settings.bucket, metrics,
-                                          concurrency=settings.upload_concurrency,
+                                          concurrency=settings.upload_concurrency, nice=settings.upload_nice,
                                           multipart_from=settings.multipart_threshold,
                                           part_size=settings.multipart_chunksize, pinned=lambda: self.writer.pinned,
                                           log_format=settings.log_format, log_level=settings.log_level)

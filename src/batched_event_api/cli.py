@@ -99,6 +99,10 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--upload-concurrency", type=click.IntRange(1, 64), default=4,
               help="With a bucket as output: windows uploaded side by side (the AWS CLI's max_concurrent_requests).",
               **_env("UPLOAD_CONCURRENCY"))
+@click.option("--upload-nice", type=click.IntRange(0, 19), default=10,
+              help="With a bucket as output: how much lower the upload process's CPU priority is than the "
+              "server's (nice), so that uploads take the CPU ingest leaves; 0: the same priority.",
+              **_env("UPLOAD_NICE"))
 @click.option("--drain-timeout", type=Duration(), default="30s",
               help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
               **_env("DRAIN_TIMEOUT"))

@@ -51,6 +51,7 @@ class Settings:
     multipart_threshold: int = 16 * 1024 * 1024  # windows this large go up in parts (smaller ones: one PUT from memory)
     multipart_chunksize: int = 16 * 1024 * 1024  # bytes per part
     upload_concurrency: int = 4  # windows uploaded side by side
+    upload_nice: int = 10  # the upload process's CPU priority below the server's
     host: str = "127.0.0.1"
     port: int = 8080
     interval: float = 300.0  # seconds of event time per window

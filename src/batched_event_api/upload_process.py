@@ -47,19 +47,19 @@ _PR_SET_PDEATHSIG = 1
 class UploadProcess:
     """The server's side: what `Uploader` offers the server, served by a child process."""
 
-    def __init__(self, directory: Path, bucket: BucketUrl, metrics: Metrics, *, concurrency: int,
+    def __init__(self, directory: Path, bucket: BucketUrl, metrics: Metrics, *, concurrency: int, nice: int,
                  multipart_from: int, part_size: int, pinned: Callable[[], frozenset[str]],
                  log_format: str = "text", log_level: str = "info") -> None:
         self.report = UploadReport(metrics)
         self.pinned = pinned
-        self._args = {"directory": str(directory), "bucket": str(bucket), "concurrency": concurrency,
+        self._args = {"directory": str(directory), "bucket": str(bucket), "concurrency": concurrency, "nice": nice,
                       "multipart_from": multipart_from, "part_size": part_size,
                       "log_format": log_format, "log_level": log_level}
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._conn: Connection | None = None
         self._proc: subprocess.Popen | None = None
         self._send_lock = threading.Lock()
-        self._drain_reply: queue.SimpleQueue[bool] | None = None  # where the drain under way hears back
+        self._drain_reply: queue.SimpleQueue[bool | None] | None = None  # where the drain under way hears back
         self._stopping = threading.Event()
         self._running = threading.Event()  # a child is up (cleared from its end to its replacement's start)
         self._reader: threading.Thread | None = None
@@ -133,6 +133,7 @@ class UploadProcess:
                 self._conn.send(message)
                 return True
             except (OSError, ValueError):  # the child is gone (or being replaced)
+                self._running.clear()
                 return False
 
     def _read(self) -> None:
@@ -232,6 +233,7 @@ def _child(fd: int, args: dict[str, Any]) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != args["parent"]:  # the server died before the line above
         os._exit(0)
+    os.nice(args["nice"])  # uploads take the CPU that ingest leaves
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the server's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a SIGTERM to the group: it stops us in turn
     from .cli import configure_logging
