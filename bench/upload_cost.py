@@ -26,12 +26,12 @@ import bench
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of the process and of its children (the upload process)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = [int(c) for task in os.listdir(f"/proc/{pid}/task")
-                for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
-    return own + sum(cpu_seconds(child) for child in children)
+    """CPU time of the server and of its upload process."""
+    total = 0
+    for process in bench.with_children(pid):
+        fields = open(f"/proc/{process}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def uploads(port: int) -> int:

@@ -189,16 +189,20 @@ def _upload_process(server: Server) -> int | None:
     return int(children[0]) if children else None
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: state first, nice at 16."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _nice(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    return int(_stat(pid)[16])
 
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return _stat(pid)[0] != "Z"
     except FileNotFoundError:
         return False
-    return state != "Z"
 
 
 def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is_killed(bucket, tmp_path):

@@ -82,13 +82,14 @@ class Ingest:
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
-            self.uploader = UploadProcess(settings.output, settings.bucket, metrics,
-                                          concurrency=settings.upload_concurrency, nice=settings.upload_nice,
-                                          multipart_from=settings.multipart_threshold,
-                                          part_size=settings.multipart_chunksize, pinned=lambda: self.writer.pinned,
-                                          log_format=settings.log_format, log_level=settings.log_level)
-            metrics.backlog_windows.set_function(lambda: self.uploader.backlog_windows)  # type: ignore[union-attr]
-            metrics.backlog_bytes.set_function(lambda: self.uploader.backlog_bytes)  # type: ignore[union-attr]
+            uploader = UploadProcess(settings.output, settings.bucket, metrics,
+                                     concurrency=settings.upload_concurrency, nice=settings.upload_nice,
+                                     multipart_from=settings.multipart_threshold,
+                                     part_size=settings.multipart_chunksize, pinned=lambda: self.writer.pinned,
+                                     log_format=settings.log_format, log_level=settings.log_level)
+            metrics.backlog_windows.set_function(lambda: uploader.backlog_windows)
+            metrics.backlog_bytes.set_function(lambda: uploader.backlog_bytes)
+            self.uploader = uploader
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""

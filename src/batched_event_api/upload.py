@@ -56,7 +56,7 @@ class UploadReport:
         self.metrics.uploads.labels("failed").inc()
 
     def counted(self, windows: int, size: int, awaiting_release: int) -> None:
-        """The backlog changed (the metrics read the uploader's own counts)."""
+        """The backlog changed (nothing to do here: the backlog gauges read the counts)."""
 
 
 class Uploader:
@@ -69,7 +69,7 @@ class Uploader:
         self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
         self._uploaded: set[str] = set()  # uploaded, kept while pinned
-        # What the event loop reads (ints: a read never sees a half-changed dict).
+        # What drain() and the report read (ints: a read never sees a half-changed dict).
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()

@@ -49,7 +49,7 @@ class UploadProcess:
 
     def __init__(self, directory: Path, bucket: BucketUrl, metrics: Metrics, *, concurrency: int, nice: int,
                  multipart_from: int, part_size: int, pinned: Callable[[], frozenset[str]],
-                 log_format: str = "text", log_level: str = "info") -> None:
+                 log_format: str, log_level: str) -> None:
         self.report = UploadReport(metrics)
         self.pinned = pinned
         self._args = {"directory": str(directory), "bucket": str(bucket), "concurrency": concurrency, "nice": nice,
@@ -215,11 +215,10 @@ class _PipeReport(UploadReport):
         self._due.set()
 
     def flush(self) -> None:
-        with self._lock:
-            message = ("report", self._counts, self._uploads, self._failures)
+        with self._lock:  # held while telling: a later snapshot never arrives before an earlier one
+            if (self._counts, self._uploads, self._failures) != (None, [], 0):
+                self._tell(("report", self._counts, self._uploads, self._failures))
             self._counts, self._uploads, self._failures = None, [], 0
-        if message[1:] != (None, [], 0):
-            self._tell(message)
 
     def _flush_regularly(self) -> None:
         while True:
