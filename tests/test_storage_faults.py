@@ -115,3 +115,38 @@ def test_a_failed_idle_commit_is_retried_without_a_new_request(server_factory, u
         out.chmod(0o755)
     assert wait_for(lambda: csv_files(out) == model_files(events))  # no request needed
     assert server.client.get("/readyz").status_code == 200
+
+
+def test_after_a_crash_on_a_full_disk_the_server_starts_and_is_ready_once_space_returns(server_factory, small_disk):
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * 200_000)
+    out = small_disk / "out"
+    server = server_factory(output=out)
+    events = generate_events(random.Random(4), 3000)
+    accepted: list[dict] = []
+    refused = None
+    for chunk in (events[i : i + 50] for i in range(0, len(events), 50)):
+        response = server.post(ndjson(chunk))
+        if response.status_code == 503:
+            refused = chunk
+            break
+        assert response.status_code == 200
+        accepted.extend(chunk)
+    assert refused is not None, "the disk never filled up"
+    server.kill()  # a crash while the disk is full
+    spare = small_disk / "spare"  # whatever room the crash left, taken too
+    try:
+        spare.write_bytes(b"x" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize))
+    except OSError:
+        pass
+    server = server_factory(output=out)  # starts on the full disk (the start-up compaction waits)
+    assert "could not compact the journal" in server.log.read_text()
+    assert not (out / ".journal.tmp").exists()
+    assert server.post(ndjson(refused)).status_code == 503
+    filler.unlink()  # space returns: ready again without a request having to succeed first
+    spare.unlink(missing_ok=True)
+    assert wait_for(lambda: server.client.get("/readyz").status_code == 200)
+    assert server.post(ndjson(refused)).status_code == 200
+    accepted.extend(refused)
+    assert server.stop() == 0
+    assert csv_files(out) == model_files(accepted)

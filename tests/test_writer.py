@@ -20,6 +20,8 @@ from batched_event_api.prepare import Rows, prepare
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.journal import JOURNAL, JournalDamaged
 from batched_event_api.partfiles import part_name
+from batched_event_api.keys import key_cost
+from batched_event_api.writer import Request as WriteRequest
 from batched_event_api.writer import Writer
 
 POLICY = WindowPolicy(300 * 10**9)
@@ -160,32 +162,71 @@ def test_recovery_from_each_crash_point(tmp_path, work, expected, point, applied
     assert csv_files(tmp_path) == expected
 
 
-def test_keys_survive_restarts_and_are_bounded(tmp_path, work):
-    writer = Writer(tmp_path, POLICY, max_keys=5)
+class Clock:
+    """Wall time the test moves by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keys_survive_restarts_and_last_for_their_retention_whatever_others_send(tmp_path, work):
+    clock = Clock()
+    writer = Writer(tmp_path, POLICY, key_retention=3600, clock=clock)
     writer.start()
-    for i, (times, rows) in enumerate(work[:8]):
-        writer.apply(times, rows, key=f"k{i}")
+    writer.apply(*work[0], key="mine")
+    # 12,000 other clients' keys (the old count-bounded store kept 10,000): "mine" stays.
+    for i in range(12_000):
+        clock.now += 0.1
+        writer.apply([], Rows.from_lines([]), key=f"other-{i}")
+        writer.apply_group([WriteRequest([work[1][0][0]], Rows.from_lines(["x"]), key=f"other-{i}")])
     writer.close()
-    writer = Writer(tmp_path, POLICY, max_keys=5)
+    writer = Writer(tmp_path, POLICY, key_retention=3600, clock=clock)
     writer.start()
-    assert list(writer.keys) == ["k3", "k4", "k5", "k6", "k7"]
     size = sum(len(c) for c in csv_files(tmp_path).values()) + (writer.open.size if writer.open else 0)
-    again = writer.apply(*work[7], key="k7")
-    assert again.replay and again.accepted == len(work[7][0])
+    again = writer.apply(*work[0], key="mine")
+    assert again.replay and again.accepted == len(work[0][0])
     assert sum(len(c) for c in csv_files(tmp_path).values()) + writer.open.size == size
+    # Past its retention (1,200 s of the hour went by above) it is forgotten, across a restart too.
+    clock.now += 2401
+    writer.close()
+    writer = Writer(tmp_path, POLICY, key_retention=3600, clock=clock)
+    writer.start()
+    assert "mine" not in writer.keys and "other-11999" in writer.keys
+    assert not writer.apply(*work[0], key="mine").replay
+    writer.close()
+
+
+def test_a_new_key_beyond_the_key_memory_is_refused_not_an_old_one_forgotten(tmp_path, work):
+    clock = Clock()
+    writer = Writer(tmp_path, POLICY, key_retention=60, key_memory=10 * key_cost("k0"), clock=clock)
+    writer.start()
+    for i in range(10):
+        assert not writer.apply([work[0][0][0]], Rows.from_lines([f"{i}"]), key=f"k{i}").replay
+    refused = writer.apply([work[0][0][0]], Rows.from_lines(["late"]), key="kX")
+    assert refused.keys_full is not None and 0 < refused.keys_full <= 60 and refused.accepted == 0
+    assert writer.open.rows == 10  # nothing of it written
+    assert writer.apply([work[0][0][0]], Rows.from_lines(["0"]), key="k0").replay  # the old ones still known
+    assert not writer.apply([work[0][0][0]], Rows.from_lines(["u"])).replay  # keyless requests go on
+    clock.now += 61  # the old keys expire: room again
+    assert not writer.apply([work[0][0][0]], Rows.from_lines(["late"]), key="kX").replay
     writer.close()
 
 
 def test_journal_is_compacted(tmp_path):
-    writer = Writer(tmp_path, POLICY, max_keys=10)
+    clock = Clock()
+    writer = Writer(tmp_path, POLICY, key_retention=10, clock=clock)
     writer.start()
     for i in range(2500):
+        clock.now += 1
         writer.apply([i * 10**9], Rows.from_lines([f"{i}"]), key=f"k{i}")
     writer.close()
     assert (tmp_path / JOURNAL).stat().st_size < 200_000
-    writer = Writer(tmp_path, POLICY, max_keys=10)
+    writer = Writer(tmp_path, POLICY, key_retention=10, clock=clock)
     writer.start()
-    assert list(writer.keys) == [f"k{i}" for i in range(2490, 2500)]
+    assert list(writer.keys) == [f"k{i}" for i in range(2490, 2500)]  # applied in the last 10 s
     assert writer.open is not None and writer.open.rows == 2500 - 2400
     writer.close()
 

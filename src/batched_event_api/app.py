@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,6 +38,7 @@ from .pending import RETRY_AFTER, PendingBytes
 from .prepare import SLICE, Prepared, prepare
 from .render import COLUMNS
 from .serial import SerialThread
+from .storage import FILE_MODE, GROUP_FILE_MODE
 from .syncround import SYNCFS_FROM
 from .upload_process import UploadProcess
 from .windows import WindowPolicy
@@ -62,7 +65,9 @@ class Ingest:
             policy,
             fsync=settings.fsync,
             header=",".join(COLUMNS) + "\n" if settings.header else "",
-            max_keys=settings.max_keys,
+            key_retention=settings.key_retention,
+            key_memory=settings.key_memory,
+            file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
             compress=settings.compress is Compress.GZIP,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
         )
@@ -80,6 +85,7 @@ class Ingest:
         self.requests = RequestLog(metrics)  # every route's metrics and access line
         metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
+        self._space_free_then = 0  # free bytes once its round was undone
         self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
             uploader = UploadProcess(settings.output, settings.bucket, metrics,
@@ -167,11 +173,16 @@ class Ingest:
 
     def _commit(self, prepared: Prepared, size: int, key: str | None, done: Done) -> None:
         def committed(applied: Applied | None, error: BaseException | None) -> None:
+            if applied is not None and applied.keys_full is not None:
+                applied, error = None, ClientError(
+                    "too many Idempotency-Keys kept (--key-memory) to remember one more for --key-retention; "
+                    "retry later", status=503, headers={"retry-after": str(min(3600, math.ceil(applied.keys_full)))})
             if error is None:
                 self._space_needed = 0
             elif isinstance(error, StorageError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 # Its rows, plus room for the journal and the blocks of new part files.
-                self._space_needed = size + _SPACE_MARGIN
+                # (The writer undid the round before answering: this is the free space without it.)
+                self._space_needed, self._space_free_then = size, _free_space(self.settings.output)
             done(applied, error)
 
         self.committer.submit(WriteRequest(prepared.times, prepared.rows, key), committed)
@@ -206,8 +217,10 @@ class Ingest:
         if not os.access(self.settings.output, os.W_OK):
             return f"the {'state' if self.uploader else 'output'} directory is not writable"
         if self._space_needed:
-            fs = os.statvfs(self.settings.output)
-            if fs.f_bavail * fs.f_frsize < self._space_needed:
+            # Room for the refused request and a margin, or (on a filesystem too small for the
+            # margin) at least that request's size more than there was once its round was undone.
+            free = _free_space(self.settings.output)
+            if free < min(self._space_needed + _SPACE_MARGIN, self._space_free_then + self._space_needed):
                 return "storage error: the disk is full"
         if self.pending.used + self.settings.max_body > self.settings.max_pending:
             return "pending-bytes limit reached: no room for a request of --max-body bytes"
@@ -236,6 +249,11 @@ class Ingest:
         self._record_commits(committed)
         if not self.writer.healthy and not await self._on_writer(self.writer.heal):
             raise StorageError(self.writer.problem)
+
+
+def _free_space(directory: Path) -> int:
+    fs = os.statvfs(directory)
+    return fs.f_bavail * fs.f_frsize
 
 
 # -- the application --------------------------------------------------------------------------

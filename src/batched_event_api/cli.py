@@ -125,8 +125,16 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--max-body", type=Size(), default="64MiB", help="Largest request body, after decompression (413 above).",
               **_env("MAX_BODY"))
 @click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))
-@click.option("--max-keys", type=click.IntRange(1), default=10_000, help="Idempotency keys remembered (across restarts).",
-              **_env("MAX_KEYS"))
+@click.option("--key-retention", type=Duration(), default="1h",
+              help="How long an applied Idempotency-Key is recognised (across restarts): a resend within it is "
+              "answered as a replay and written nothing.", **_env("KEY_RETENTION"))
+@click.option("--key-memory", type=Size(), default="256MiB",
+              help="Memory for the Idempotency-Keys kept (about 180 bytes plus the key's length each); a request "
+              "with a new key beyond it is answered 503 with Retry-After until older keys expire.",
+              **_env("KEY_MEMORY"))
+@click.option("--group-readable/--no-group-readable", default=False,
+              help="Create files readable by the owner's group too (0640; default: the owner only, 0600).",
+              **_env("GROUP_READABLE"))
 @click.option("--body-timeout", type=Duration(), default="30s",
               help="Time allowed to receive a request body, from the end of its headers (408 after).",
               **_env("BODY_TIMEOUT"))

@@ -8,7 +8,10 @@ decides what the records mean; this module only keeps them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -17,6 +20,8 @@ import msgspec
 from .storage import LocalDisk
 
 JOURNAL = ".journal"
+_TMP = JOURNAL + ".tmp"
+log = logging.getLogger("batched_event_api.writer")
 COMPACT_BYTES = 4 << 20  # journal size from which it is compacted (and never below twice a snapshot)
 _ADVICE = "restore it from a backup, or move it away to start afresh (in-progress windows would be discarded)"
 
@@ -45,12 +50,17 @@ class Record(msgspec.Struct, omit_defaults=True):
     seq: int
     open: OpenFile | None = None
     publish: list[str] = []  # committed windows whose final names may not be durable yet
+    # Windows of `publish` whose final name another program took: the name each is published under
+    # instead. Recorded before that rename, so recovery always knows which file is the window's.
+    moved: dict[str, str] = {}
     applied: list[tuple[str, int]] = []  # the Idempotency-Keys of the round's requests, with their events
+    at: float = 0.0  # when the round was applied (Unix time): its keys are kept for --key-retention from then
     events: int = 0  # events the round wrote
-    keys: list[tuple[str, int]] | None = None  # a snapshot: every remembered key
+    kept: list[tuple[str, int, float]] | None = None  # a snapshot: every remembered key, its events and time
     # The round's rows, synced together with this record: recovery keeps the record only when
     # they are all there.
     checks: list[Check] = []
+    keys: list[tuple[str, int]] | None = None  # snapshots of 0.3 and before: every key, no time (read only)
     key: str | None = None  # journals of 0.2.0 and before: one request's key per record (read only)
 
 
@@ -68,13 +78,15 @@ class JournalDamaged(RuntimeError):
     tail), so no automatic repair; a person decides."""
 
 
-def decode_journal(data: bytes) -> tuple[list[Record], list[int]]:
-    """The intact records of a journal, each with the offset where it ends. A torn tail (the one
-    record a crash can leave half-written) is dropped; a bad record with intact ones after it
-    raises JournalDamaged."""
+def decode_journal(data: bytes) -> tuple[list[Record], list[int], bool]:
+    """The intact records of a journal, each with the offset where it ends, and whether the last
+    line was complete (newline-terminated) yet failed its check. A torn tail (the one record a
+    crash can leave half-written) is dropped; a bad record with intact ones after it raises
+    JournalDamaged."""
     records: list[Record] = []
     ends: list[int] = []
     good = 0
+    complete_but_bad = False
     while good < len(data):
         end = data.find(b"\n", good)
         record = _decode_line(data[good:end]) if end >= 0 else None
@@ -83,11 +95,12 @@ def decode_journal(data: bytes) -> tuple[list[Record], list[int]]:
                 raise JournalDamaged(
                     f"record {len(records) + 1} (byte {good}) is damaged and intact records follow it"
                 )
+            complete_but_bad = end >= 0
             break
         records.append(record)
         good = end + 1
         ends.append(good)
-    return records, ends
+    return records, ends, complete_but_bad
 
 
 def _decode_line(line: bytes) -> Record | None:
@@ -114,27 +127,56 @@ class Journal:
         self.size = 0  # bytes of intact records: where the next one goes
         self.records = 0
         self._snapshot_size = 0
+        self.void_from: int | None = None  # bytes from here on are a failed round's: never read them
 
     def read(self) -> tuple[list[Record], list[int]]:
         """The intact records and where each ends. Damage (a bad record before intact ones, or an
-        unreadable first record, which is always written whole) raises JournalDamaged."""
-        data = self.path.read_bytes() if self.path.exists() else b""
+        unreadable first record, which is always written whole) raises JournalDamaged. A last
+        record that is whole but fails its check is dropped as a torn one would be, but loudly,
+        and the journal as it was is kept aside: a flipped bit may have cost an acknowledged request."""
+        data = self.disk.read_all(JOURNAL) or b""
+        if self.void_from is not None:  # a failed round's record whose removal may not be durable
+            data = data[: self.void_from]
         try:
-            records, ends = decode_journal(data)
+            records, ends, complete_but_bad = decode_journal(data)
         except JournalDamaged as exc:
             raise JournalDamaged(f"{self.path} is damaged: {exc}; {_ADVICE}") from None
         if data and not records:
             # Starting afresh would delete the open window's rows: leave the decision to a person.
             raise JournalDamaged(f"{self.path} is unreadable; {_ADVICE}")
+        if complete_but_bad:
+            aside = self._keep_aside(data)
+            log.error("the journal's last record (byte %d on) is complete but fails its checksum: it is dropped, "
+                      "and the request it recorded is lost if it was acknowledged; the journal as it was is kept "
+                      "as %s", ends[-1], aside)
         return records, ends
+
+    def _keep_aside(self, data: bytes) -> str:
+        """A copy of a damaged journal for a person to look at (best effort: the disk may be full)."""
+        name = f"{JOURNAL}.damaged-{int(time.time())}"
+        try:
+            fd = self.disk.create(name)
+            try:
+                self.disk.write(fd, [data], 0)
+                if self.fsync:
+                    self.disk.sync_data(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return f"(nothing: {exc.strerror})"
+        return str(self.path.with_name(name))
 
     def resume(self, records: int, end: int, snapshot_size: int) -> None:
         """Append after the first `records` records, ending at byte `end`: a torn tail is cut off in
         place (needs no free space, so it works on a full disk too)."""
         self.close()
-        self.fd = os.open(self.path, os.O_WRONLY)
-        os.ftruncate(self.fd, end)
+        self.fd = self.disk.open_append(JOURNAL)
+        if os.fstat(self.fd).st_size != end:
+            os.ftruncate(self.fd, end)
+            if self.fsync:  # a cut record must not come back at a power cut
+                self.disk.sync_data(self.fd)
         self.size, self.records, self._snapshot_size = end, records, snapshot_size
+        self.void_from = None
 
     def appended(self, line: bytes) -> None:
         """The round that wrote `line` at `size` is durable: the record is part of the journal."""
@@ -142,41 +184,48 @@ class Journal:
         self.records += 1
 
     def discard_unfinished(self) -> None:
-        """A round failed: its record must not outlive it (best effort; recovery also checks)."""
+        """A round failed and its requests are refused: its record must never count, also after a
+        power cut. Cut it off durably; where that fails, this process reads the journal only up
+        to here until a recovery has cut it (the writer recovers before its next step)."""
+        if self.fd is None:
+            return
         try:
-            if self.fd is not None:
-                os.ftruncate(self.fd, self.size)
+            os.ftruncate(self.fd, self.size)
+            if self.fsync:
+                self.disk.sync_data(self.fd)
         except OSError:
-            pass
+            self.void_from = self.size
 
     def replace(self, snapshot: Record) -> None:
         """Replace the journal by one record of the whole state, atomically (write, sync, rename,
         sync the directory)."""
         line = encode_record(snapshot)
-        tmp = self.path.with_name(JOURNAL + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = self.disk.create(_TMP)  # a stray or a symlink there is removed, never written through
         try:
             self.disk.write(fd, [line], 0)
             if self.fsync:
                 self.disk.sync_data(fd)
-            os.replace(tmp, self.path)
+            self.disk.replace(_TMP, JOURNAL)
         except OSError:
             os.close(fd)
+            with contextlib.suppress(OSError):  # a full disk must not leave an empty one behind
+                self.disk.remove(_TMP)
             raise
         # From the rename on, this descriptor is the journal: switch before anything else can fail.
         old, self.fd = self.fd, fd
         self.size = self._snapshot_size = len(line)
         self.records = 1
+        self.void_from = None
         if old is not None:
             os.close(old)
         if self.fsync:
             self.disk.sync_directory()
 
-    def due(self, max_keys: int) -> bool:
+    def due(self, keys: int) -> bool:
         """Time for a snapshot: many records (each start replays them) or many bytes (a round
         spanning many windows writes kilobytes; each start reads the journal whole). Never sooner
         than twice the snapshot itself, which holds every key."""
-        return self.records > max(1000, 2 * max_keys) or self.size > max(self.compact_bytes, 2 * self._snapshot_size)
+        return self.records > max(1000, 2 * keys) or self.size > max(self.compact_bytes, 2 * self._snapshot_size)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -69,50 +69,50 @@ class PartFiles:
         when fsync was off and the machine lost power."""
         return self.disk.reopen(part_name(name), size)
 
-    def read_range(self, name: str, start: int, end: int) -> bytes | None:
-        """Bytes [start, end) of the window's file, in progress or finished; None when neither exists."""
-        for candidate in (part_name(name), name):
+    def read_range(self, name: str, start: int, end: int, published_as: str | None = None) -> bytes | None:
+        """Bytes [start, end) of the window's file, in progress or finished (under `published_as`
+        where the journal says it was published elsewhere); None when neither exists."""
+        for candidate in (part_name(name), published_as or name):
             with contextlib.suppress(FileNotFoundError):
                 return self.disk.read_range(candidate, start, end)
         return None
 
-    def open_all(self, names: list[str]) -> list[int]:
-        """Read-only descriptors of these windows' files, wherever they are in their life (to sync them)."""
+    def open_all(self, names: list[tuple[str, str]]) -> list[int]:
+        """Read-only descriptors of these windows' files (each: its name, the name it is finished
+        under), wherever they are in their life (to sync them)."""
         fds = []
-        for name in names:
-            for candidate in (part_name(name), name):
+        for name, finished in names:
+            for candidate in (part_name(name), finished):
                 with contextlib.suppress(FileNotFoundError):
                     fds.append(self.disk.open_read(candidate))
                     break
         return fds
 
-    def publish(self, names: list[str], reserved: set[str]) -> list[str]:
-        """Pending -> finished: each window's file gets its final name, never replacing a file. A
-        name some other file took in the meantime makes it the next free -N name (logged). Returns
-        the names renamed now, which stay listed in the journal until a round syncs the directory;
-        raises OSError when the storage refuses (the journal still lists them all: retried later)."""
-        renamed = []
+    def publish(self, names: list[str], moved: dict[str, str]) -> tuple[list[str], list[str]]:
+        """Pending -> finished: each window's file gets its final name (`moved` has the ones the
+        journal says go elsewhere), never replacing a file. Returns the names renamed now, which
+        stay listed in the journal until a round syncs the directory, and the names held by a
+        file this server did not write (the caller records a free name for each, then publishes
+        again); raises OSError when the storage refuses (retried later)."""
+        renamed, blocked = [], []
         for name in names:
-            part = part_name(name)
+            part, final = part_name(name), moved.get(name, name)
             try:
-                self.disk.publish(part, name)
+                self.disk.publish(part, final)
             except FileNotFoundError:
                 continue  # finished already, in an earlier round
             except FileExistsError:
-                if self.disk.same_file(part, name):
-                    self.disk.remove(part)  # linked, not yet unlinked, before a crash
-                else:
-                    self._publish_elsewhere(name, part, reserved)
+                if not self.disk.same_file(part, final):
+                    blocked.append(name)
+                    continue
+                self.disk.remove(part)  # linked, not yet unlinked, before a crash
             renamed.append(name)
-        return renamed
+        return renamed, blocked
 
-    def _publish_elsewhere(self, name: str, part: str, reserved: set[str]) -> None:
-        """The journal keeps the first name; its part file is gone once this rename is durable,
-        which recovery reads as 'finished already'."""
+    def free_name(self, name: str, reserved: set[str]) -> str:
+        """The next free -N name of a window whose name is held by another file."""
         stem, _ = finished_stem(name)  # type: ignore[misc]  # names come from name_for
-        free = self._free_name(stem, reserved)
-        self.disk.publish(part, free)
-        log.warning("%s is held by a file this server did not write: published that window as %s", name, free)
+        return self._free_name(stem, reserved)
 
     def remove_strays(self, keep: list[str]) -> None:
         """Delete in-progress files of no window in `keep`: written by rounds never committed."""

@@ -45,7 +45,7 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         raise FileNotFoundError(f"{directory} is not a directory")
     journal = directory / JOURNAL
     data = journal.read_bytes() if journal.exists() else b""
-    records, _ = decode_journal(data)
+    records, _, _ = decode_journal(data)
     last = records[-1] if records else None
     open_window = None
     if last is not None and last.open is not None:

@@ -12,18 +12,31 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
+FILE_MODE = 0o600  # windows hold emails and phones, the journal the clients' keys
+GROUP_FILE_MODE = 0o640  # --group-readable
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _regular(fd: int) -> os.stat_result:
+    """fstat of a descriptor that must be a regular file (a FIFO or device someone put there is not)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return st
 
 
 class LocalDisk:
     """A directory, with POSIX durability as the commit protocol relies on it: file data is
     durable after fdatasync, a name (creation, rename, unlink) after an fsync of its directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, mode: int = FILE_MODE) -> None:
         self.directory = directory
+        self.mode = mode  # of every file created (before the umask): the owner's alone by default
         self._dir_fd: int | None = None  # the directory itself, for syncing its names
 
     def open(self) -> None:
@@ -39,26 +52,64 @@ class LocalDisk:
     # -- names --------------------------------------------------------------------------------
 
     def create(self, name: str) -> int:
-        """A new, empty file (an existing one is emptied); its descriptor, open for writing."""
-        return os.open(self.directory / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        """A new, empty file of its own; its descriptor, open for writing. Whatever had the name
+        (a stray, or a symlink someone put there) is removed first, never written through."""
+        path = self.directory / name
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, self.mode)
+        except FileExistsError:
+            os.unlink(path)  # the name itself, not what a link points to
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, self.mode)
 
     def reopen(self, name: str, size: int) -> tuple[int, int]:
-        """The file (created if missing) cut to at most `size`; its descriptor and the size it has."""
-        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
-        actual = os.fstat(fd).st_size
-        if actual > size:
-            os.ftruncate(fd, size)
+        """The file (created if missing) cut to at most `size`; its descriptor and the size it has.
+        A symlink or anything but a regular file there is an error (ELOOP), never followed."""
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT | _NOFOLLOW, self.mode)
+        try:
+            actual = _regular(fd).st_size
+            if actual > size:
+                os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
         return fd, min(actual, size)
 
     def open_read(self, name: str) -> int:
-        """A read-only descriptor (FileNotFoundError when there is no such file)."""
-        return os.open(self.directory / name, os.O_RDONLY)
+        """A read-only descriptor of a regular file (FileNotFoundError when there is none; a
+        symlink is ELOOP)."""
+        # O_NONBLOCK: a FIFO someone put there must not hang the open (no effect on files).
+        fd = os.open(self.directory / name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+        try:
+            _regular(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file, fewer where it is shorter (FileNotFoundError when missing)."""
-        with open(self.directory / name, "rb") as f:
-            f.seek(start)
-            return f.read(end - start)
+        fd = self.open_read(name)
+        try:
+            return os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+
+    def read_all(self, name: str) -> bytes | None:
+        """The whole file; None when there is none."""
+        try:
+            fd = self.open_read(name)
+        except FileNotFoundError:
+            return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
 
     def exists(self, name: str) -> bool:
         return os.path.lexists(self.directory / name)
@@ -69,9 +120,24 @@ class LocalDisk:
     def remove(self, name: str) -> None:
         os.unlink(self.directory / name)
 
+    def open_append(self, name: str) -> int:
+        """A write descriptor of an existing regular file (never through a symlink)."""
+        fd = os.open(self.directory / name, os.O_WRONLY | _NOFOLLOW)
+        try:
+            _regular(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def replace(self, src_name: str, dst_name: str) -> None:
+        """Rename src over dst (the journal's snapshot: the one name that is meant to be replaced)."""
+        os.replace(self.directory / src_name, self.directory / dst_name)
+
     def same_file(self, a: str, b: str) -> bool:
         """Are the two names one file (a hard link left by a publish a crash cut short)?"""
-        return os.path.samefile(self.directory / a, self.directory / b)
+        sa, sb = os.lstat(self.directory / a), os.lstat(self.directory / b)
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
     # -- bytes and durability -----------------------------------------------------------------
 

@@ -55,6 +55,9 @@ class SyncRound:
             tasks = [self._pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
         try:
             if journal is not None:
+                if not self.fsync:  # with no syncs, order alone makes the record the commit point
+                    _wait_all(tasks)
+                    tasks = []
                 self.disk.write(journal[0], [journal[1]], journal[2])
             if not whole:
                 self.sync_all(fds, directory=directory)

@@ -31,21 +31,23 @@ ones is damage, and the start is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import logging
 import os
+import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import StorageError
 from .journal import COMPACT_BYTES, Check, Journal, OpenFile, Record, encode_record
-from .keys import KeyStore
+from .keys import KeyStore, key_cost
 from .partfiles import PartFiles
-from .storage import LocalDisk, describe
+from .storage import FILE_MODE, LocalDisk, describe
 from .syncround import SYNCFS_FROM, SyncRound, Write
 from .windows import Plan, WindowPolicy
 
@@ -79,6 +81,9 @@ class Applied:
     replay: bool = False
     late: int = 0
     committed: list[Committed] = field(default_factory=list)
+    # Not written: the Idempotency-Key store is full (--key-memory) until older keys expire in
+    # this many seconds. Retryable: the client is answered 503 with Retry-After.
+    keys_full: float | None = None
 
 
 class Writer:
@@ -92,30 +97,35 @@ class Writer:
         *,
         fsync: bool = True,
         header: str = "",
-        max_keys: int = 10_000,
+        key_retention: float = 3600,
+        key_memory: int = 256 << 20,
         compress: bool = False,
         syncfs_from: int | None = SYNCFS_FROM,
         disk: LocalDisk | None = None,
         compact_bytes: int = COMPACT_BYTES,
+        file_mode: int = FILE_MODE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
         self.fsync = fsync
-        self.disk = disk or LocalDisk(self.directory)
+        self.file_mode = file_mode
+        self.disk = disk or LocalDisk(self.directory, mode=file_mode)
+        self._clock = clock  # wall time: a key's retention runs across restarts
         # A round with this many files (data, journal, directory) makes them durable with one
         # syncfs() of the output filesystem instead of one fdatasync each; None: never.
         self.sync = SyncRound(self.disk, fsync=fsync, syncfs_from=syncfs_from)
         self.header = header.encode()
-        self.max_keys = max_keys
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
         # stream, so appending and truncating at a recorded size keep the file readable.
         self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv")
         self._encode = _gzip if compress else _identity
         self.open: OpenFile | None = None
-        self.keys = KeyStore(max_keys)
+        self.keys = KeyStore(key_retention, key_memory)
         self.seq = 0
         self._publish: list[str] = []
+        self._moved: dict[str, str] = {}  # windows of _publish whose final name another file took
         self._open_fd: int | None = None
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
@@ -135,8 +145,8 @@ class Writer:
         """Take the directory (one server per directory) and recover its state. Idempotent."""
         if self._lock_fd is not None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750 if self.file_mode & 0o040 else 0o700)
+        self._lock_fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, self.file_mode)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,44 +172,63 @@ class Writer:
             log.warning("the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back")
             records.pop()
             ends.pop()
-        good = ends[-1] if ends else 0
+        now = self._clock()
         self.keys.replace([])
         for record in records:
-            if record.keys is not None:
-                self.keys.replace(record.keys)
+            if record.kept is not None:
+                self.keys.replace(record.kept)
+            elif record.keys is not None:  # a snapshot of 0.3: its keys are kept for the retention from now
+                self.keys.replace((key, events, now) for key, events in record.keys)
+            at = record.at or now
             if record.key is not None:
-                self.keys.remember(record.key, record.events)
+                self.keys.remember(record.key, record.events, at)
             for key, events in record.applied:
-                self.keys.remember(key, events)
+                self.keys.remember(key, events, at)
+        self.keys.expire(now)
         last = records[-1] if records else Record(seq=0)
-        self._pin(last)
         self.seq = last.seq
         self.open = last.open
         self._publish = list(last.publish)
+        self._moved = {name: last.moved[name] for name in self._publish if name in last.moved}
+        self._pin(last)
         if self.fsync:
             self._make_state_durable()
-        published = self._publish_pending()
-        if self.fsync:
-            self.disk.sync_directory()  # before any record stops listing them
         if self.open is not None:
             self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
-            if size < self.open.size:  # only when fsync was off and the machine lost power
+            if size < self.open.size:  # a snapshot's window, when fsync was off and the machine lost power
                 log.warning("%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size)
                 self.open.size = size
+        self._resume_journal(records, ends, compact=compact)
+        published = self._publish_pending()  # may append a record (a name another file took)
+        if self.fsync:
+            self.disk.sync_directory()  # before any record stops listing them
         # Committed windows not published yet (their rename failed) stay too.
         self.parts.remove_strays([*self._publish, *([self.open.name] if self.open else [])])
-        if not records or compact:
+        self._broken = not published  # a publish that failed is retried at the next step
+
+    def _resume_journal(self, records: list[Record], ends: list[int], *, compact: bool) -> None:
+        """Append after the intact records, or replace them by a snapshot (at start, or when
+        there is none). A full disk must not keep the server from starting: it then carries on
+        with the journal as it is."""
+        good = ends[-1] if ends else 0
+        if not records:
             self._write_snapshot()
+        elif compact:
+            try:
+                self._write_snapshot()
+            except OSError as exc:  # a full disk must not keep the server from starting
+                log.warning("could not compact the journal (%s: %s): carrying on with it as it is", describe(exc), exc)
+                self.journal.resume(len(records), good, snapshot_size=ends[0])
         else:
             self.journal.resume(len(records), good, snapshot_size=ends[0])
-        self._broken = not published  # a publish that failed is retried at the next step
 
     def _make_state_durable(self) -> None:
         """fdatasync every file the recovered state names, and their directory. The last record's
         round may have been cut short by the crash, leaving its bytes in the page cache only: read
         back with the right CRCs, but lost at the next power cut although the resend is answered
         as a replay."""
-        fds = self.parts.open_all([*([self.open.name] if self.open else []), *self._publish])
+        names = [*([self.open.name] if self.open else []), *self._publish]
+        fds = self.parts.open_all([(name, self._moved.get(name, name)) for name in names])
         try:
             self.sync.sync_files(fds, directory=True)
         finally:
@@ -209,7 +238,9 @@ class Writer:
     def _rows_are_there(self, record: Record) -> bool:
         """Are the bytes a record names all on disk, as written? (Only the last record can lack them.)"""
         for check in record.checks:
-            data = self.parts.read_range(check.name, check.start, check.end)
+            # The window's own file: in progress, or finished under the name the journal gives it
+            # (never a file another program put at its intended name).
+            data = self.parts.read_range(check.name, check.start, check.end, record.moved.get(check.name))
             if data is None or len(data) != check.end - check.start or zlib.crc32(data) != check.crc:
                 return False
         return True
@@ -229,24 +260,25 @@ class Writer:
     def apply_group(self, requests: Sequence[Request]) -> list[Applied]:
         """Write a group of requests in one round (group commit): placed one after another, as if
         applied one at a time in this order, then one journal record and one sync round for all.
-        When this returns, every one is durable (with fsync on); a storage error fails them all
-        and leaves the state as it was. A key seen earlier, or earlier in the group, is a replay."""
+        When this returns, every one is durable (with fsync on). Any error fails them all and
+        leaves the state exactly as the last record says (a storage error: at the next step's
+        recovery; any other: now). A key seen earlier, or earlier in the group, is a replay."""
         if all(self._is_replay_or_noop(r) for r in requests):  # nothing to write: no round
             return [Applied(self.keys.get(r.key), replay=True) if r.key is not None else Applied(0) for r in requests]
         self._ensure_healthy()
-        state = _RoundState(self.open, self._open_fd, list(self._publish),
-                            taken={*self._publish, *([self.open.name] if self.open else [])})
+        now = self._clock()
+        self.keys.expire(now)
+        state = _RoundState(self.open, self._open_fd, list(self._publish), taken=self._taken())
         try:
             with self._storage_step():
-                results = [self._place(r, state) for r in requests]
+                results = [self._place(r, state, now) for r in requests]
                 if state.events or state.keys:
                     record = Record(self.seq + 1, open=state.open, publish=state.publish,
-                                    applied=list(state.keys.items()), events=state.events,
-                                    checks=state.checks if self.fsync else [])
+                                    moved=self._moved_for(state.publish), applied=list(state.keys.items()),
+                                    at=now, events=state.events, checks=state.checks)
                     self._commit(record, state.writes, new_entries=bool(state.created))
-        except StorageError:
-            for fd in state.created:
-                os.close(fd)
+        except Exception as exc:
+            self._abandon(state, exc)
             raise
         if state.created:  # the newest part file is the open window from now on
             for fd in [self._open_fd, *state.created[:-1]]:
@@ -255,23 +287,59 @@ class Writer:
             self._open_fd = state.created[-1]
         self.open = state.open
         for key, events in state.keys.items():
-            self.keys.remember(key, events)
-        self._published(state.publish)
-        self._maybe_compact()
+            self.keys.remember(key, events, now)
+        try:  # the round is durable and its requests are answered as such, whatever comes next
+            self._published(state.publish)
+            self._maybe_compact()
+        except Exception:
+            log.exception("after a commit round (its requests are committed; the next step recovers)")
+            self._broken = True
         return results
+
+    def _abandon(self, state: _RoundState, exc: Exception) -> None:
+        """A round failed: none of it may count. Its record is cut off, its descriptors closed,
+        and recovery runs now (truncate the open window to its recorded size, remove the new part
+        files: that needs no free space); where it fails too, the next step tries again."""
+        for fd in state.created:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        state.created.clear()
+        self.journal.discard_unfinished()
+        self._broken = True
+        if not isinstance(exc, StorageError):
+            log.error("a commit round failed (%s: %s): its requests are refused, rolling it back",
+                      type(exc).__name__, exc, exc_info=exc)
+            self.problem = f"internal error: {type(exc).__name__}"
+        try:
+            self.recover()
+        except Exception as again:  # noqa: BLE001  # stays broken: the next step tries again
+            log.error("rolling back a failed round: %s", again)
+            self._broken = True
+
+    def _taken(self) -> set[str]:
+        """Names no new window may take: the open one's, those to publish and where they go."""
+        return {*self._publish, *self._moved.values(), *([self.open.name] if self.open else [])}
+
+    def _moved_for(self, publish: list[str]) -> dict[str, str]:
+        return {name: self._moved[name] for name in publish if name in self._moved}
 
     def _is_replay_or_noop(self, request: Request) -> bool:
         return (request.key is not None and request.key in self.keys) or (request.key is None and len(request.times) == 0)
 
-    def _place(self, request: Request, state: _RoundState) -> Applied:
+    def _place(self, request: Request, state: _RoundState, now: float) -> Applied:
         """One request's part of a round: a replay (its key applied before, or earlier in this
-        round), or its rows placed."""
+        round), refused (no room for its key), or its rows placed."""
         key = request.key
         if key is not None:
             known = state.keys.get(key, self.keys.get(key))
             if known is not None:
                 return Applied(accepted=known, replay=True)
+            if self.keys.bytes + state.key_bytes + key_cost(key) > self.keys.max_bytes:
+                oldest = self.keys.oldest()
+                wait = max(1.0, oldest + self.keys.retention - now) if oldest is not None else 1.0
+                return Applied(accepted=0, keys_full=wait)
             state.keys[key] = len(request.times)
+            state.key_bytes += key_cost(key)
         if len(request.times) == 0:
             return Applied(accepted=0)
         plan = self.policy.plan(state.open.start if state.open else None, request.times)
@@ -287,7 +355,8 @@ class Writer:
         closed = Committed(self.open.name, self.open.rows, self.open.size)
         publish = self._publish + [closed.name]
         with self._storage_step():
-            self._commit(Record(self.seq + 1, open=None, publish=publish), [], new_entries=False)
+            self._commit(Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [],
+                         new_entries=False)
         self.open = None
         self._published(publish)
         return [closed]
@@ -363,9 +432,8 @@ class Writer:
         if self._encode is not _identity:
             chunks = [memoryview(self._encode(b"".join(chunks)))]
         crc = 0
-        if self.fsync:  # what recovery checks; without fsync nothing is promised
-            for chunk in chunks:
-                crc = zlib.crc32(chunk, crc)
+        for chunk in chunks:  # what recovery checks, with fsync off too (a process crash mid-round)
+            crc = zlib.crc32(chunk, crc)
         return Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
     def _commit(self, record: Record, writes: list[Write], *, new_entries: bool) -> None:
@@ -384,7 +452,8 @@ class Writer:
         self.seq = record.seq
 
     def _pin(self, record: Record) -> None:
-        self.pinned = frozenset([*(check.name for check in record.checks), *record.publish])
+        self.pinned = frozenset([*(record.moved.get(check.name, check.name) for check in record.checks),
+                                 *(record.moved.get(name, name) for name in record.publish)])
 
     def settle(self) -> None:
         """Make the published names durable and replace the journal with a snapshot that names no
@@ -395,38 +464,59 @@ class Writer:
             if self.fsync:
                 self.disk.sync_directory()
             self._publish = []  # every name in it is renamed (healthy), and now durable
+            self._moved = {}
             self._write_snapshot()
 
     def _published(self, publish: list[str]) -> None:
         """After a round: publish the windows it committed. Names published before it are
         durable now (the round synced the directory) and drop out of the list."""
         self._publish = publish
+        self._moved = self._moved_for(publish)
         self._publish_pending()
 
     def _publish_pending(self) -> bool:
         """Step 3: committed part files get their final names. self._publish keeps the names this
-        published (or could not), so the next record lists them until a round syncs the directory."""
-        reserved = {*self._publish, *([self.open.name] if self.open else [])}
+        published (or could not), so the next record lists them until a round syncs the directory.
+        A final name some other file took: the next free -N name is recorded in the journal first
+        (so recovery knows which file is the window's), then the window is published there."""
         try:
-            self._publish = self.parts.publish(self._publish, reserved)
+            renamed, blocked = self.parts.publish(self._publish, self._moved)
+            for _ in range(3):  # a name taken again between the record and the rename: once more
+                if not blocked:
+                    break
+                taken = self._taken()
+                for name in blocked:
+                    free = self.parts.free_name(name, taken)
+                    taken.add(free)
+                    log.warning("%s is held by a file this server did not write: publishing that window as %s",
+                                self._moved.get(name, name), free)
+                    self._moved[name] = free
+                self._commit(Record(self.seq + 1, open=self.open, publish=self._publish, moved=dict(self._moved)),
+                             [], new_entries=False)
+                more, blocked = self.parts.publish(blocked, self._moved)
+                renamed += more
+            if blocked:
+                raise OSError(errno.EEXIST, f"{len(blocked)} windows' names keep being taken by other files")
         except OSError as exc:
             # The windows are durable in the journal; the renames are retried on the next step.
             self.problem = describe(exc)
             log.error("could not publish committed windows yet: %s (%s)", self.problem, exc)
             self._broken = True
             return False
+        self._publish = renamed
         return True
 
     # -- journal ----------------------------------------------------------------------------
 
     def _write_snapshot(self) -> None:
         """Replace the journal with one record of the whole state (atomically)."""
-        snapshot = Record(self.seq, open=self.open, publish=self._publish, keys=self.keys.items())
+        snapshot = Record(self.seq, open=self.open, publish=self._publish, moved=self._moved_for(self._publish),
+                          kept=self.keys.items())
         self.journal.replace(snapshot)
         self._pin(snapshot)
 
     def _maybe_compact(self) -> None:
-        if self.journal.due(self.max_keys):
+        if self.journal.due(len(self.keys)):
             try:
                 self._write_snapshot()
             except OSError as exc:
@@ -455,6 +545,7 @@ class _RoundState:
     writes: list[Write] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
+    key_bytes: int = 0  # what they will cost the key store
     events: int = 0
 
 
