@@ -148,3 +148,82 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_without_its_rows(tmp_path):
+    """`--fsync never`: 3.6 MB keyed requests (16,000 events; their rows written on pool threads),
+    SIGKILL the moment the journal grows (its record just written), restart, resend. A crash of the
+    process loses nothing acknowledged and a replay always has all its rows: every event exactly
+    once, no half row."""
+    requests = 6
+    bodies = [
+        ndjson([{"time": f"2024-07-01T{r:02d}:{k // 600 % 5:02d}:{k // 10 % 60:02d}.{k % 10}Z", "id": r * 100_000 + k,
+                 "email": f"{'x' * 160}-{k}@example.com"} for k in range(16_000)])
+        for r in range(requests)
+    ]
+    assert all(len(b) >= 3_400_000 for b in bodies)
+    out = tmp_path / "out"
+    journal = out / ".journal"
+    server = Server(out, "--fsync", "never").start()
+    kills = replays = 0
+    try:
+        for index, body in enumerate(bodies):
+            size = journal.stat().st_size
+            stop, killed = threading.Event(), threading.Event()
+
+            def kill_when_the_journal_grows(proc=server.proc, size=size, stop=stop, killed=killed) -> None:
+                while not stop.is_set():
+                    try:
+                        if journal.stat().st_size != size:
+                            proc.kill()
+                            killed.set()
+                            return
+                    except FileNotFoundError:
+                        pass
+
+            watcher = threading.Thread(target=kill_when_the_journal_grows)
+            watcher.start()
+            try:
+                response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
+            except httpx.TransportError:
+                response = None
+            stop.set()
+            watcher.join()
+            if killed.is_set() or response is None:
+                server.kill()
+                kills += 1
+                server = Server(out, "--fsync", "never").start()
+                response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
+                replays += bool(response.json().get("replay"))
+            assert response.status_code == 200, response.text
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+    rows = [row for content in csv_files(out).values() for row in content.splitlines()]
+    print(f"{requests} requests of 16,000 events, {kills} kills as their records were written, {replays} resends "
+          "answered as replays")
+    assert kills >= 3
+    ids = [int(row.split(b",")[2]) for row in rows]
+    assert sorted(ids) == sorted(r * 100_000 + k for r in range(requests) for k in range(16_000))
+
+
+def test_a_foreign_file_at_a_windows_name_then_a_kill_loses_no_acknowledged_row(tmp_path):
+    """Window W open; another program writes a file at W's final name; one request appends to W
+    and opens X (200); W is published as -1; SIGKILL; the restart keeps both rounds."""
+    out = tmp_path / "out"
+    server = Server(out).start()
+    first = b'{"time":"2024-07-01T02:00:00Z","id":1}\n'
+    assert server.post(first, headers={"Idempotency-Key": "a"}).status_code == 200
+    (out / "user-events-20240701-020000.csv").write_text("foreign,file\n")
+    second = b'{"time":"2024-07-01T02:01:00Z","id":2}\n{"time":"2024-07-01T02:10:00Z","id":3}\n'
+    assert server.post(second, headers={"Idempotency-Key": "b"}).status_code == 200
+    assert wait_for(lambda: (out / "user-events-20240701-020000-1.csv").exists())
+    server.kill()
+    server = Server(out).start()
+    assert server.post(second, headers={"Idempotency-Key": "b"}).json() == {"accepted": 2, "replay": True}
+    assert server.stop() == 0
+    files = csv_files(out)
+    assert files["user-events-20240701-020000.csv"] == b"foreign,file\n"
+    assert [int(row.split(b",")[2]) for row in files["user-events-20240701-020000-1.csv"].splitlines()] == [1, 2]
+    assert [int(row.split(b",")[2]) for row in files["user-events-20240701-021000.csv"].splitlines()] == [3]
