@@ -65,6 +65,7 @@ class Ingest:
             max_keys=settings.max_keys,
             compress=settings.compress is Compress.GZIP,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
+            window_ids=settings.bucket is not None,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")
