@@ -5,6 +5,7 @@ while the store is cut off, two instances on one bucket, multipart uploads of la
 from __future__ import annotations
 
 import collections
+import errno
 import gzip
 import hashlib
 import json
@@ -25,6 +26,7 @@ from batched_event_api.config import BucketUrl
 from batched_event_api.metrics import Metrics
 from batched_event_api.objectstore import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
 from batched_event_api.prepare import prepare
+from batched_event_api.storage import LocalDisk
 from batched_event_api.upload import UploadReport, Uploader, _sha256
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.writer import Writer
@@ -512,3 +514,35 @@ def test_a_symlink_at_a_window_name_in_the_state_directory_is_neither_uploaded_n
     assert "not uploaded within --drain-timeout" not in log
     assert sum(link.name in line for line in log.splitlines()) == 1
     assert "not a regular file" in log
+
+
+def test_a_refused_removal_is_logged_counted_and_retried_while_uploads_go_on(bucket, tmp_path, caplog):
+    """Removing an uploaded window fails (here EACCES, once): said, counted by stage, tried again
+    after the backoff; the windows published meanwhile still go up, and the file goes in the end."""
+
+    class RefusingDisk(LocalDisk):
+        refusals = 1
+
+        def remove(self, name: str) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise PermissionError(errno.EACCES, "Permission denied", str(self.directory / name))
+            super().remove(name)
+
+    state = tmp_path / "state"
+    state.mkdir()
+    first, second = state / "user-events-20240701-020000.csv", state / "user-events-20240701-030000.csv"
+    first.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    metrics = Metrics()
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(metrics), disk=RefusingDisk(state))
+    uploader.start()
+    uploader.wake()
+    assert wait_for(lambda: _failures(metrics).get("release", 0) == 1)
+    second.write_bytes(b"2024-07-01T03:00:00Z,,2,false,,,,0\n")
+    uploader.wake()
+    assert uploader.drain(30)
+    uploader.stop()
+    assert sorted(bucket.objects()) == [first.name, second.name]
+    assert list(state.iterdir()) == []
+    assert any("removing uploaded windows failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
