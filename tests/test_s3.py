@@ -546,3 +546,21 @@ def test_a_refused_removal_is_logged_counted_and_retried_while_uploads_go_on(buc
     assert sorted(bucket.objects()) == [first.name, second.name]
     assert list(state.iterdir()) == []
     assert any("removing uploaded windows failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_status_counts_only_the_regular_window_files_of_the_state_directory(bucket, tmp_path):
+    """What waits for upload is what the uploader would upload: a link at a window's name (even a
+    dangling one) is not a committed window, and its target's size is not counted."""
+    state = tmp_path / "state"
+    state.mkdir()
+    window = state / "user-events-20240701-020000.00112233445566aa.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    (tmp_path / "big").write_bytes(b"x" * 100_000)
+    (state / "user-events-20240701-030000.csv").symlink_to(tmp_path / "big")
+    (state / "user-events-20240701-040000.csv").symlink_to(tmp_path / "nowhere")
+    status = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
+                             str(state), "--json"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    found = json.loads(status.stdout)
+    assert (found["committed_files"], found["committed_bytes"], found["newest_committed"]) == (
+        1, window.stat().st_size, window.name)
