@@ -5,7 +5,9 @@ while the store is cut off, two instances on one bucket, multipart uploads of la
 from __future__ import annotations
 
 import collections
+import errno
 import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -22,8 +24,9 @@ from s3store import SECRET, Bucket, MotoServer, Relay
 
 from batched_event_api.config import BucketUrl
 from batched_event_api.metrics import Metrics
-from batched_event_api.objectstore import CHECKSUM_KEY, S3Bucket
+from batched_event_api.objectstore import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
 from batched_event_api.prepare import prepare
+from batched_event_api.storage import LocalDisk
 from batched_event_api.upload import UploadReport, Uploader, _sha256
 from batched_event_api.windows import WindowPolicy
 from batched_event_api.writer import Writer
@@ -122,11 +125,13 @@ def test_sigkill_at_any_point_with_resends_leaves_the_bucket_as_a_clean_run(buck
     assert bucket.objects() == model_files(events)
 
 
-def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as_its_own(bucket, tmp_path):
+@pytest.mark.parametrize("window_ids", [True, False], ids=["window-ids", "state-dir-before-ids"])
+def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as_its_own(bucket, tmp_path, window_ids):
     """The uploader does not sync its removals of uploaded windows: a power cut (tests/powercut.py:
     whatever was not synced is lost) brings them back, and the next start must find each in the
-    bucket as its own upload, not write it again under a -N name. The real writer and uploader
-    share the disk double; the bucket ends as a clean run's."""
+    bucket as its own upload, not write it again under a -N name: by the window id in its name
+    (as the server names windows with a bucket), or by size and SHA-256 for names from before
+    ids. The real writer and uploader share the disk double; the bucket ends as a clean run's."""
     rng = random.Random(11)
     events = generate_events(rng, 500)
     requests, i = [], 0
@@ -142,7 +147,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     metrics = Metrics()
 
     def started() -> tuple[Writer, Uploader]:
-        writer = Writer(state, WindowPolicy(300 * 10**9), disk=disk)
+        writer = Writer(state, WindowPolicy(300 * 10**9), disk=disk, window_ids=window_ids)
         writer.start()
         uploader = Uploader(state, store, UploadReport(metrics), pinned=lambda: writer.pinned, disk=disk)
         uploader.start()
@@ -175,6 +180,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     assert cuts >= 5 and brought_back >= 5  # the cuts landed where they were aimed
     assert results.get("already_there") == brought_back and "next_name" not in results
     assert bucket.objects() == model_files(events)
+    assert {WINDOW_ID_KEY in bucket.head(name)["Metadata"] for name in bucket.objects()} == {window_ids}
     assert sorted(p.name for p in state.iterdir() if not p.name.startswith(".")) == []
 
 
@@ -384,3 +390,177 @@ def test_an_uploaded_window_stays_while_the_last_journal_record_names_it(bucket,
     assert uploader.drain(30)
     uploader.stop()
     assert not window.exists()
+
+
+def _results(metrics: Metrics) -> dict[str, float]:
+    return {s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")}
+
+
+def _failures(metrics: Metrics) -> dict[str, float]:
+    return {s.labels["stage"]: s.value for m in metrics.upload_failures.collect() for s in m.samples
+            if s.name.endswith("_total")}
+
+
+def test_a_window_file_removed_by_someone_else_after_its_upload_stops_nothing(bucket, tmp_path):
+    """An uploaded window's local file, waiting for the journal to let it go, is removed by
+    someone else (an operator's cleanup): the uploader's own removal finds it gone, which is
+    done, not an error; the windows after it still land and the shutdown drains."""
+    server = _serve(bucket, tmp_path, "--idle-close", "1h")
+    events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h} for h in (2, 3, 4, 5, 6)]
+    assert server.post(ndjson(events[:1])).status_code == 200
+    assert server.post(ndjson(events[1:2])).status_code == 200  # commits 02:00, pinned by the last record
+    first = "user-events-20240701-020000.csv"
+    assert wait_for(lambda: first in bucket.objects())
+    [local] = [p for p in (tmp_path / "state").iterdir() if p.name.startswith("user-events-20240701-020000")]
+    local.unlink()
+    for event in events[2:]:  # later rounds stop naming it: the uploader removes it (gone already)
+        assert server.post(ndjson([event])).status_code == 200
+    assert wait_for(lambda: len(bucket.objects()) == len(events) - 1)
+    assert server.stop() == 0
+    log = server.log.read_text()
+    assert "not uploaded within --drain-timeout" not in log and "Traceback" not in log
+    assert bucket.objects() == model_files(events)
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
+
+
+def test_a_failing_scan_of_the_state_directory_is_logged_counted_and_retried(bucket, tmp_path, caplog):
+    """The state directory cannot be read for a while (here: it is gone): the uploader says so,
+    counts it by stage, and tries again with backoff instead of ending; once it is back, the
+    window in it goes up."""
+    state = tmp_path / "state"
+    state.mkdir()
+    metrics = Metrics()
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(metrics))
+    uploader.start()
+    state.rename(tmp_path / "away")
+    uploader.wake()
+    assert wait_for(lambda: _failures(metrics).get("scan", 0) >= 1)
+    (tmp_path / "away").rename(state)
+    window = state / "user-events-20240701-020000.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    uploader.wake()
+    assert wait_for(lambda: "user-events-20240701-020000.csv" in bucket.objects())
+    assert uploader.drain(30)
+    uploader.stop()
+    assert not window.exists()
+    assert any("scanning" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_the_same_bytes_posted_twice_and_committed_apart_are_two_objects(bucket, tmp_path):
+    """Two windows with the same start and the same bytes are two windows: a directory keeps
+    both (…-000000.csv, …-000000-1.csv) and so must the bucket; content is not identity."""
+    server = _serve(bucket, tmp_path, "--idle-close", "1s")
+    event = [{"time": "2024-07-01T02:00:00Z", "id": 1}]
+    assert server.post(ndjson(event)).status_code == 200
+    assert wait_for(lambda: len(bucket.objects()) == 1)  # committed after 1 s idle, and uploaded
+    assert server.post(ndjson(event)).status_code == 200  # a second window, the same bytes
+    assert server.stop() == 0
+    row = model_files(event)["user-events-20240701-020000.csv"]
+    assert bucket.objects() == {"user-events-20240701-020000.csv": row, "user-events-20240701-020000-1.csv": row}
+    assert "(already_there)" not in server.log.read_text()
+    ids = {bucket.head(name)["Metadata"].get(WINDOW_ID_KEY) for name in bucket.objects()}
+    assert len(ids) == 2 and None not in ids  # each window with an id of its own
+
+
+def test_the_uploader_knows_its_own_upload_by_the_window_id_not_by_the_bytes(bucket, tmp_path):
+    """A window's state-directory name carries its id (user-events-….<id>.csv), and its object
+    the same id in x-amz-meta-window-id: an object under the name with this window's id is its
+    own upload from before a crash; the same bytes with another window's id (or none) is
+    another window's, and this one takes the next -N name."""
+    state = tmp_path / "state"
+    state.mkdir()
+    row = b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
+    own = state / "user-events-20240701-020000.00112233445566aa.csv"
+    other = state / "user-events-20240701-030000.00112233445566bb.csv"
+    other_row = b"2024-07-01T03:00:00Z,,1,false,,,,0\n"
+    own.write_bytes(row)
+    other.write_bytes(other_row)
+    digest = hashlib.sha256
+    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + "user-events-20240701-020000.csv", Body=row,
+                             Metadata={CHECKSUM_KEY: digest(row).hexdigest(), WINDOW_ID_KEY: "00112233445566aa"})
+    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + "user-events-20240701-030000.csv", Body=other_row,
+                             Metadata={CHECKSUM_KEY: digest(other_row).hexdigest(), WINDOW_ID_KEY: "ffffffffffffffff"})
+    metrics = Metrics()
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(metrics))
+    uploader.start()
+    assert uploader.drain(30)
+    uploader.stop()
+    assert bucket.objects() == {"user-events-20240701-020000.csv": row, "user-events-20240701-030000.csv": other_row,
+                                "user-events-20240701-030000-1.csv": other_row}
+    assert bucket.head("user-events-20240701-030000-1.csv")["Metadata"][WINDOW_ID_KEY] == "00112233445566bb"
+    assert _results(metrics) == {"already_there": 1.0, "next_name": 1.0}
+    assert list(state.iterdir()) == []
+
+
+def test_a_symlink_at_a_window_name_in_the_state_directory_is_neither_uploaded_nor_removed(bucket, tmp_path):
+    """Only regular files the writer made go up: a link at a finished window's name is skipped
+    and said once, its target is not read into the bucket, and the link is left alone."""
+    state = tmp_path / "state"
+    state.mkdir()
+    secret = tmp_path / "secret.csv"
+    secret.write_bytes(b"not for the bucket\n")
+    link = state / "user-events-20240701-090000.csv"
+    link.symlink_to(secret)
+    server = _serve(bucket, tmp_path)
+    events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h} for h in (2, 3, 4)]
+    for event in events:
+        assert server.post(ndjson([event])).status_code == 200
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+    assert link.is_symlink() and secret.read_bytes() == b"not for the bucket\n"
+    log = server.log.read_text()
+    assert "not uploaded within --drain-timeout" not in log
+    assert sum(link.name in line for line in log.splitlines()) == 1
+    assert "not a regular file" in log
+
+
+def test_a_refused_removal_is_logged_counted_and_retried_while_uploads_go_on(bucket, tmp_path, caplog):
+    """Removing an uploaded window fails (here EACCES, once): said, counted by stage, tried again
+    after the backoff; the windows published meanwhile still go up, and the file goes in the end."""
+
+    class RefusingDisk(LocalDisk):
+        refusals = 1
+
+        def remove(self, name: str) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise PermissionError(errno.EACCES, "Permission denied", str(self.directory / name))
+            super().remove(name)
+
+    state = tmp_path / "state"
+    state.mkdir()
+    first, second = state / "user-events-20240701-020000.csv", state / "user-events-20240701-030000.csv"
+    first.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    metrics = Metrics()
+    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(metrics), disk=RefusingDisk(state))
+    uploader.start()
+    uploader.wake()
+    assert wait_for(lambda: _failures(metrics).get("release", 0) == 1)
+    second.write_bytes(b"2024-07-01T03:00:00Z,,2,false,,,,0\n")
+    uploader.wake()
+    assert uploader.drain(30)
+    uploader.stop()
+    assert sorted(bucket.objects()) == [first.name, second.name]
+    assert list(state.iterdir()) == []
+    assert any("removing uploaded windows failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_status_counts_only_the_regular_window_files_of_the_state_directory(bucket, tmp_path):
+    """What waits for upload is what the uploader would upload: a link at a window's name (even a
+    dangling one) is not a committed window, and its target's size is not counted."""
+    state = tmp_path / "state"
+    state.mkdir()
+    window = state / "user-events-20240701-020000.00112233445566aa.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    (tmp_path / "big").write_bytes(b"x" * 100_000)
+    (state / "user-events-20240701-030000.csv").symlink_to(tmp_path / "big")
+    (state / "user-events-20240701-040000.csv").symlink_to(tmp_path / "nowhere")
+    status = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
+                             str(state), "--json"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    found = json.loads(status.stdout)
+    assert (found["committed_files"], found["committed_bytes"], found["newest_committed"]) == (
+        1, window.stat().st_size, window.name)

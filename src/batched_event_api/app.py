@@ -70,6 +70,7 @@ class Ingest:
             file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
             compress=settings.compress is Compress.GZIP,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
+            window_ids=settings.bucket is not None,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")

@@ -26,6 +26,9 @@ class Metrics:
         self.backlog_windows = Gauge("bea_upload_backlog_windows", "Committed windows waiting to be uploaded to the bucket", registry=r)
         self.backlog_bytes = Gauge("bea_upload_backlog_bytes", "Bytes of committed windows waiting to be uploaded", registry=r)
         self.uploads = Counter("bea_uploads", "Window uploads by result", ["result"], registry=r)
+        self.upload_failures = Counter(
+            "bea_upload_failures", "Failed turns of the uploader by stage (release, scan, upload), each retried with backoff",
+            ["stage"], registry=r)
         self.upload_duration = Histogram(
             "bea_upload_duration_seconds", "Time to upload one window (all its attempts at names)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,

@@ -1,7 +1,7 @@
 """A bucket as the destination of committed windows: S3, or any store that speaks its API.
 
 Three operations are all the uploader needs: create an object only if its name is free, say
-what an existing object is (size and our checksum), and nothing else: no rename, no listing, no
+what an existing object is (size, our checksum, the window's id), and nothing else: no rename, no listing, no
 directory to sync. Configured the AWS way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION), with object_store's
 AWS_ALLOW_HTTP=true required for a plain-http endpoint.
@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 import obstore
@@ -32,6 +32,7 @@ from obstore.store import S3Store
 from .config import BucketUrl
 
 CHECKSUM_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the window file's SHA-256
+WINDOW_ID_KEY = "window-id"  # object metadata (x-amz-meta-window-id): the id the writer gave the window
 
 
 class StoreError(Exception):
@@ -44,6 +45,7 @@ class Identity:
 
     size: int
     sha256: str | None
+    window_id: str | None = None  # the id the writer gave the window (None: uploaded before ids)
 
 
 class S3Bucket:
@@ -98,18 +100,23 @@ class S3Bucket:
     def key(self, name: str) -> str:
         return self.url.prefix + name
 
-    def create(self, name: str, path: str, data: bytes | None, *, sha256: str, content_type: str,
-               content_encoding: str | None) -> bool:
+    def create(self, name: str, source: str | BinaryIO, data: bytes | None, *, sha256: str,
+               window_id: str | None = None, content_type: str, content_encoding: str | None) -> bool:
         """Create object `name` if that name is free: from `data` in one PUT, or, when it is None
-        (a window of `multipart_from` bytes or more), in parts streamed from the file at `path`.
-        True when created, False when the name is taken (by any object); StoreError when the
-        store fails."""
+        (a window of `multipart_from` bytes or more), in parts streamed from `source` (a file
+        open for reading at its start, or a path, never followed if a symlink). The window's
+        SHA-256 and id go into the object's metadata. True when created, False when the name is
+        taken (by any object); StoreError when the store fails."""
+        metadata = {CHECKSUM_KEY: sha256, **({WINDOW_ID_KEY: window_id} if window_id else {})}
         if data is None:
-            extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {CHECKSUM_KEY: sha256}}
+            extra: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata}
             if content_encoding:
                 extra["ContentEncoding"] = content_encoding
-            return self._create_in_parts(name, path, extra)
-        attributes = {"Content-Type": content_type, CHECKSUM_KEY: sha256}
+            if isinstance(source, str):
+                with os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as body:
+                    return self._create_in_parts(name, body, extra)
+            return self._create_in_parts(name, source, extra)
+        attributes = {"Content-Type": content_type, **metadata}
         if content_encoding:
             attributes["Content-Encoding"] = content_encoding
         try:
@@ -121,14 +128,15 @@ class S3Bucket:
         return True
 
     def identity(self, name: str) -> Identity | None:
-        """Size and checksum of object `name`, or None when there is none."""
+        """Size, checksum and window id of object `name`, or None when there is none."""
         try:
             head = obstore.get(self._store, self.key(name), options={"head": True})
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise StoreError(f"HeadObject: {type(exc).__name__}: {_first_line(exc)}") from None
-        return Identity(head.meta["size"], head.attributes.get(CHECKSUM_KEY))  # type: ignore[arg-type]
+        return Identity(head.meta["size"], head.attributes.get(CHECKSUM_KEY),  # type: ignore[arg-type]
+                        head.attributes.get(WINDOW_ID_KEY))  # type: ignore[arg-type]
 
     def _call(self, operation: str, *, tolerated: int = 0, **params: Any) -> Any:
         """One S3 request: its answer, or None for the `tolerated` status (412: the name is taken;
@@ -142,7 +150,7 @@ class S3Bucket:
         except BotoCoreError as exc:
             raise StoreError(str(exc)) from None
 
-    def _create_in_parts(self, name: str, path: str, extra: dict[str, Any]) -> bool:
+    def _create_in_parts(self, name: str, body: BinaryIO, extra: dict[str, Any]) -> bool:
         """A multipart upload streamed from the file, one part read at a time; completed
         only if the name is free (If-None-Match on the completion), aborted otherwise."""
         where = {"Bucket": self.url.bucket, "Key": self.key(name)}
@@ -150,11 +158,10 @@ class S3Bucket:
         created = False
         try:
             parts = []
-            with open(path, "rb") as body:
-                while chunk := body.read(self.part_size):
-                    number = len(parts) + 1
-                    answer = self._call("upload_part", **where, UploadId=upload, PartNumber=number, Body=chunk)
-                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+            while chunk := body.read(self.part_size):
+                number = len(parts) + 1
+                answer = self._call("upload_part", **where, UploadId=upload, PartNumber=number, Body=chunk)
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
             created = self._call("complete_multipart_upload", tolerated=412, **where, UploadId=upload,
                                  IfNoneMatch="*", MultipartUpload={"Parts": parts}) is not None
             return created

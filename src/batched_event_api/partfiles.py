@@ -5,7 +5,10 @@ replaced, never changed again).
 
 Names follow the reference: the window's start in UTC (its first event; with `--align interval`
 the multiple of the interval it begins at), `user-events-YYYYMMDD-HHMMSS`, with -1, -2, ... added
-when a name is taken.
+when a name is taken. With a bucket as output (`window_ids`) each window's name also carries an
+id of its own, `user-events-YYYYMMDD-HHMMSS.<16 hex>.csv`, random, chosen when its part file is
+created and durable with its name in the journal: the uploader tells the window's own earlier
+upload from another window's with the same bytes by it (x-amz-meta-window-id).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import re
+import secrets
 from collections.abc import Iterator
 
 from .storage import LocalDisk
@@ -22,14 +26,21 @@ from .timestamps import utc_stamp
 log = logging.getLogger("batched_event_api.writer")
 
 PART_SUFFIX = ".inprogress"
-_FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(\.csv(?:\.gz)?)")
+_FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(?:\.([0-9a-f]{16}))?(\.csv(?:\.gz)?)")
 
 
 def finished_stem(name: str) -> tuple[str, str] | None:
     """`user-events-YYYYMMDD-HHMMSS` and `.csv` or `.csv.gz` of a finished window's file name, its
-    -N dropped; None for any other name."""
+    -N and window id dropped; None for any other name."""
     match = _FINISHED.fullmatch(name)
-    return match.group(1, 2) if match else None
+    return match.group(1, 3) if match else None
+
+
+def window_id(name: str) -> str | None:
+    """The id in a finished window's file name; None for a name without one (a local output
+    directory's, or a state directory's from before ids)."""
+    match = _FINISHED.fullmatch(name)
+    return match.group(2) if match else None
 
 
 def names_from(stem: str, suffix: str) -> Iterator[str]:
@@ -41,23 +52,27 @@ def names_from(stem: str, suffix: str) -> Iterator[str]:
 
 
 def part_name(name: str) -> str:
-    """`user-events-X.csv` -> `.user-events-X.inprogress`: invisible to `*.csv*` and to dot-skipping readers."""
-    return "." + name.split(".", 1)[0] + PART_SUFFIX
+    """`user-events-X.csv` -> `.user-events-X.inprogress` (`user-events-X.<id>.csv` ->
+    `.user-events-X.<id>.inprogress`): invisible to `*.csv*` and to dot-skipping readers."""
+    return "." + name.removesuffix(".gz").removesuffix(".csv") + PART_SUFFIX
 
 
 class PartFiles:
     """The window files of one storage (`suffix`: `.csv` or `.csv.gz`)."""
 
-    def __init__(self, disk: LocalDisk, suffix: str) -> None:
+    def __init__(self, disk: LocalDisk, suffix: str, *, window_ids: bool = False) -> None:
         self.disk = disk
         self.suffix = suffix
+        self.window_ids = window_ids  # a bucket as output: names carry the window's id
 
     def name_for(self, window_start: int, reserved: set[str]) -> str:
         """The name of a window starting at this instant: free on disk and not `reserved`."""
-        return self._free_name(f"user-events-{utc_stamp(window_start)}", reserved)
+        return self._free_name(f"user-events-{utc_stamp(window_start)}", reserved,
+                               secrets.token_hex(8) if self.window_ids else None)
 
-    def _free_name(self, stem: str, reserved: set[str]) -> str:
-        return next(name for name in names_from(stem, self.suffix) if name not in reserved and not self.disk.exists(name))
+    def _free_name(self, stem: str, reserved: set[str], ident: str | None = None) -> str:
+        suffix = f".{ident}{self.suffix}" if ident else self.suffix
+        return next(name for name in names_from(stem, suffix) if name not in reserved and not self.disk.exists(name))
 
     def create(self, name: str) -> int:
         """A new, empty in-progress file for the window `name` (a descriptor)."""
@@ -112,7 +127,7 @@ class PartFiles:
     def free_name(self, name: str, reserved: set[str]) -> str:
         """The next free -N name of a window whose name is held by another file."""
         stem, _ = finished_stem(name)  # type: ignore[misc]  # names come from name_for
-        return self._free_name(stem, reserved)
+        return self._free_name(stem, reserved, window_id(name))  # the window keeps its id
 
     def remove_strays(self, keep: list[str]) -> None:
         """Delete in-progress files of no window in `keep`: written by rounds never committed."""

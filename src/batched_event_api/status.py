@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .timestamps import utc_stamp
 from .journal import JOURNAL, decode_journal
-from .partfiles import part_name
+from .partfiles import finished_stem, part_name
 from .writer import LOCK
 
 
@@ -55,19 +56,34 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
         open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size,
                                  round(max(age, 0.0), 1))
-    committed = sorted((p for p in directory.iterdir() if p.name.startswith("user-events-") and ".csv" in p.name),
-                       key=lambda p: p.name)
+    committed = sorted(_committed_files(directory), key=lambda entry: entry[0])
     return Status(
         directory=str(directory),
         served=_is_served(directory),
         open=open_window,
         committed_files=len(committed),
-        committed_bytes=sum(p.stat().st_size for p in committed),
-        newest_committed=committed[-1].name if committed else None,
+        committed_bytes=sum(size for _, size in committed),
+        newest_committed=committed[-1][0] if committed else None,
         pending_publish=[n for n in (last.publish if last else []) if (directory / part_name(n)).exists()],
         journal_bytes=len(data),
         journal_records=len(records),
     )
+
+
+def _committed_files(directory: Path) -> list[tuple[str, int]]:
+    """Name and size of each finished window's file: regular files only, never through a link
+    (what else sits at such a name is neither the server's nor uploaded)."""
+    found = []
+    for entry in os.scandir(directory):
+        if finished_stem(entry.name) is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # uploaded and removed meanwhile
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append((entry.name, info.st_size))
+    return found
 
 
 def _is_served(directory: Path) -> bool:

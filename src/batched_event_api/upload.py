@@ -4,9 +4,11 @@ With a bucket as output the writer publishes finished windows into the state dir
 does into a local output directory; those files are the upload queue. This thread uploads each
 one with a conditional create and then removes it: a file still there is a window not known to
 be uploaded. A name already taken in the bucket is either this window's own earlier upload (a
-crash came between the upload and the removal, or a power cut undid the removal: same size and
-SHA-256 in its metadata), and then it is done, or another window's (another instance's, for the
-same five minutes), and then the window takes the next free -N name, as local publishing does. So
+crash came between the upload and the removal, or a power cut undid the removal: the window's
+id, from its file name, in the object's metadata), and then it is done, or another window's
+(another instance's, or this one's for the same five minutes with the same bytes), and then the
+window takes the next free -N name, as local publishing does. Files from before window ids are
+recognised by size and SHA-256 instead. So
 every committed window ends up in the bucket once, under SIGKILL or power loss at any point, and
 the removal need not be synced: one lost to a power cut costs a HEAD at the next start, while a
 directory fsync per window would share the disk with the journal's.
@@ -16,29 +18,38 @@ A window's local file stays, though uploaded, while the last journal record stil
 must not look like a write that never reached the disk.
 
 A store outage does not stop ingest: uploads are retried with backoff, and the queue's size is
-the backlog that --max-backlog bounds. The server runs the uploader in a process of its own
+the backlog that --max-backlog bounds. So is any other failure (the state directory unreadable,
+a removal refused): logged, counted by stage, retried; the thread never ends but at stop(). Only
+regular files go up (opened without following a link); anything else at a window's name is
+said once and left alone. The server runs the uploader in a process of its own
 (upload_process.py).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 from .metrics import Metrics
 from .objectstore import Identity, S3Bucket, StoreError
-from .partfiles import finished_stem, names_from
+from .partfiles import finished_stem, names_from, window_id
 from .storage import LocalDisk
 
 log = logging.getLogger("batched_event_api.upload")
 
-RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store fails
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store (or the disk) fails
+STAGES = {"release": "removing uploaded windows", "scan": "scanning the state directory", "upload": "upload"}
+
+T = TypeVar("T")
 
 
 class UploadReport:
@@ -52,8 +63,11 @@ class UploadReport:
         self.metrics.upload_duration.observe(seconds)
         self.metrics.uploads.labels(result).inc()
 
-    def failed(self) -> None:
-        self.metrics.uploads.labels("failed").inc()
+    def failed(self, stage: str = "upload") -> None:
+        """A turn of the upload loop failed at `stage` (one of STAGES) and is retried."""
+        self.metrics.upload_failures.labels(stage).inc()
+        if stage == "upload":
+            self.metrics.uploads.labels("failed").inc()
 
     def counted(self, windows: int, size: int, awaiting_release: int) -> None:
         """The backlog changed (nothing to do here: the backlog gauges read the counts)."""
@@ -68,7 +82,10 @@ class Uploader:
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
         self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
         self._queue: dict[str, int] = {}  # finished files not yet uploaded: name -> size (this thread's)
-        self._uploaded: set[str] = set()  # uploaded, kept while pinned
+        # Uploaded, kept while pinned: name -> (st_dev, st_ino) of the file uploaded, so that only
+        # that file is ever removed under the name.
+        self._uploaded: dict[str, tuple[int, int]] = {}
+        self._refused: set[str] = set()  # names that are not regular files (said once each)
         # What drain() and the report read (ints: a read never sees a half-changed dict).
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._wake = threading.Event()
@@ -83,7 +100,10 @@ class Uploader:
         self._lock = threading.Lock()  # the queue, between the workers
 
     def start(self) -> None:
-        self._scan()
+        try:
+            self._scan()  # the backlog is known from the start
+        except OSError:
+            pass  # the thread's first turn says it, and retries
         self._thread.start()
 
     def wake(self) -> None:
@@ -92,7 +112,10 @@ class Uploader:
 
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the queue to empty; True when it did."""
-        self._scan()  # what was just published counts, even before the thread looks
+        try:
+            self._scan()  # what was just published counts, even before the thread looks
+        except OSError:
+            pass  # the thread says it, and retries
         self.wake()
         self._hurry.set()  # a shutdown tries the store now, not after the current backoff
         deadline = time.monotonic() + timeout
@@ -114,19 +137,11 @@ class Uploader:
     def _run(self) -> None:
         while not self._stopped.is_set():
             self._wake.clear()
-            self._release()
-            names = self._scan()
-            self._failed = False
-            try:
-                outcomes = [self._workers.submit(self._upload, name) for name in names]
-                errors = [e for e in (outcome.exception() for outcome in outcomes) if e is not None]  # all done
-                if errors:
-                    raise errors[0]
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say it
-                self.report.failed()
-                log.error("upload failed, retrying in %gs (%d windows, %d bytes waiting): %s",
-                          self._retry, self.backlog_windows, self.backlog_bytes, exc,
-                          exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
+            # Each stage on its own: a removal refused does not hold up the uploads, nor the reverse.
+            released = self._stage("release", self._release)
+            names = self._stage("scan", self._scan)
+            uploaded = names is not None and self._stage("upload", lambda: self._upload_all(names))
+            if released is None or uploaded is None or names is None:
                 self._hurry.wait(self._retry)  # new windows do not cut the backoff short
                 self._hurry.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX)
@@ -135,13 +150,29 @@ class Uploader:
             if not names:
                 self._wake.wait()
 
+    def _stage(self, stage: str, work: Callable[[], T]) -> T | None:
+        """One stage of a turn; None when it failed (said, counted, retried after the backoff)."""
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say it
+            self.report.failed(stage)
+            log.error("%s failed, retrying in %gs (%d windows, %d bytes waiting): %s",
+                      STAGES[stage], self._retry, self.backlog_windows, self.backlog_bytes, exc,
+                      exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
+            return None
+
     def _scan(self) -> list[str]:
         """The finished windows in the state directory, oldest name first."""
         queue = {}
-        for entry in os.scandir(self.directory):
-            if finished_stem(entry.name) is not None and entry.name not in self._uploaded:
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if finished_stem(entry.name) is None or entry.name in self._uploaded:
+                    continue
                 try:
-                    queue[entry.name] = entry.stat().st_size
+                    if not entry.is_file(follow_symlinks=False):
+                        self._refuse(entry.name)
+                        continue
+                    queue[entry.name] = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:  # uploaded and removed by a worker meanwhile
                     pass
         with self._lock:
@@ -149,6 +180,13 @@ class Uploader:
             self.backlog_bytes = sum(queue.values())
             self._count()
         return sorted(queue)
+
+    def _refuse(self, name: str) -> None:
+        """Something other than a regular file at a window's name (a symlink, a directory, a
+        FIFO): the writer did not make it, so it is neither uploaded nor removed."""
+        if name not in self._refused:
+            self._refused.add(name)
+            log.warning("%s in the state directory is not a regular file: not uploaded, left alone", name)
 
     def _count(self) -> None:
         """The counts the event loop reads (backlog_bytes is kept as the queue changes: a sum per
@@ -158,6 +196,15 @@ class Uploader:
         if not self._queue and not self._uploaded:
             with self._idle:
                 self._idle.notify_all()
+
+    def _upload_all(self, names: list[str]) -> bool:
+        """Upload these windows side by side; the first failure raised once all are done."""
+        self._failed = False
+        outcomes = [self._workers.submit(self._upload, name) for name in names]
+        errors = [e for e in (outcome.exception() for outcome in outcomes) if e is not None]  # all done
+        if errors:
+            raise errors[0]
+        return True
 
     def _upload(self, name: str) -> None:
         if self._stopped.is_set() or self._failed:  # after a failure the rest of the batch waits for the retry
@@ -169,53 +216,111 @@ class Uploader:
             raise
 
     def _upload_one(self, name: str) -> None:
-        path = self.directory / name
-        size = path.stat().st_size
+        try:  # never through a link: only the regular file at the name goes up
+            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            log.warning("%s left the state directory before its upload (removed by someone else)", name)
+            self._forget(name)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # ELOOP: a symlink
+                raise
+            self._refuse(name)
+            self._forget(name)
+            return
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                self._refuse(name)
+                self._forget(name)
+                return
+            self._upload_file(name, f, info.st_size)
+            self._uploaded_now(name, (info.st_dev, info.st_ino))
+
+    def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
         # Below the multipart threshold the file is read once, for its hash and for its PUT.
-        data = path.read_bytes() if size < self.bucket.multipart_from else None
-        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256(path)
+        data = f.read() if size < self.bucket.multipart_from else None
+        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
+        own = window_id(name)
         encoding = "gzip" if suffix.endswith(".gz") else None
         started = time.perf_counter()
-        for n, target in enumerate(names_from(stem, suffix)):  # the bucket's name: the local -N dropped
-            if self.bucket.create(target, str(path), data, sha256=digest, content_type="text/csv",
+        for n, target in enumerate(names_from(stem, suffix)):  # the bucket's name: the local -N and id dropped
+            if data is None:
+                f.seek(0)  # the parts stream from the file's start
+            if self.bucket.create(target, f, data, sha256=digest, window_id=own, content_type="text/csv",
                                   content_encoding=encoding):
                 result = "created" if n == 0 else "next_name"
                 break
-            if self.bucket.identity(target) == Identity(size, digest):
+            if _is_own(self.bucket.identity(target), own, size, digest):
                 result = "already_there"  # this window's own upload, before a crash
                 break
         self.report.uploaded(result, time.perf_counter() - started)
         log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
-        self._uploaded_now(name)
 
-    def _uploaded_now(self, name: str) -> None:
+    def _forget(self, name: str) -> None:
+        """No window to upload under this name (gone, or not a regular file)."""
+        with self._lock:
+            self.backlog_bytes -= self._queue.pop(name, 0)
+            self._count()
+
+    def _uploaded_now(self, name: str, file: tuple[int, int]) -> None:
         """The object exists: the local copy goes after the batch (the next turn of _run), or
         once the journal stops naming it."""
         with self._lock:
             self.backlog_bytes -= self._queue.pop(name, 0)
-            self._uploaded.add(name)
+            self._uploaded[name] = file
             self._count()
 
-    def _release(self) -> None:
+    def _release(self) -> bool:
         """Remove the uploaded windows no longer pinned (not synced: a removal a power cut undoes
-        uploads the window again, recognised as its own)."""
+        uploads the window again, recognised as its own). An OSError leaves the rest for the retry."""
         if not self._uploaded:
-            return
+            return True
         pinned = self.pinned()
         with self._lock:
-            free = [name for name in self._uploaded if name not in pinned]
-        for name in free:
+            free = [(name, file) for name, file in self._uploaded.items() if name not in pinned]
+        for name, file in free:
+            self._remove(name, file)
+            with self._lock:
+                self._uploaded.pop(name, None)
+                self._count()
+        return True
+
+    def _remove(self, name: str, file: tuple[int, int]) -> None:
+        """Remove the uploaded file under `name`, and only it: a file already gone is done."""
+        try:
+            info = os.lstat(self.directory / name)
+        except FileNotFoundError:
+            log.info("%s was removed by someone else after its upload", name)
+            return
+        if (info.st_dev, info.st_ino) != file:
+            log.warning("%s is no longer the file uploaded under that name: left alone", name)
+            return
+        try:
             self.disk.remove(name)
-        with self._lock:
-            self._uploaded.difference_update(free)
-            self._count()
+        except FileNotFoundError:
+            log.info("%s was removed by someone else after its upload", name)
 
 
-def _sha256(path: Path) -> str:
+def _is_own(there: Identity | None, own: str | None, size: int, digest: str) -> bool:
+    """Is the object under a taken name this window's own earlier upload? By the window's id;
+    a file from before ids (`own` None) by size and SHA-256, and only against an object without
+    an id (one with an id came from another window's file)."""
+    if there is None:
+        return False
+    if own is not None:
+        return there.window_id == own
+    return there.window_id is None and (there.size, there.sha256) == (size, digest)
+
+
+def _sha256_of(f: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
     return digest.hexdigest()
 
+
+def _sha256(path: Path | str) -> str:
+    with open(path, "rb") as f:
+        return _sha256_of(f)

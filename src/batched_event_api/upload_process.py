@@ -7,7 +7,8 @@ socket pair, in small messages:
 
     server -> child   ("wake",)  ("pinned", names)  ("drain", seconds)  ("stop",)
     child -> server   ("ready",)  ("error", text)  ("pinned?",)  ("drained", ok)
-                      ("report", (windows, bytes, awaiting release) or None, [(result, seconds)], failures)
+                      ("report", (windows, bytes, awaiting release) or None, [(result, seconds)],
+                       {stage: failures})
 
 The windows the journal's last record names (`pinned`) are asked of the server at the moment the
 child would remove uploaded files, never cached: a stale answer is how an uploaded window's file
@@ -18,6 +19,7 @@ starts another, which finds the same files and goes on.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import logging
@@ -156,8 +158,9 @@ class UploadProcess:
                     self.backlog_windows, self.backlog_bytes, self.awaiting_release = counts
                 for result, seconds in uploads:
                     self.report.uploaded(result, seconds)
-                for _ in range(failures):
-                    self.report.failed()
+                for stage, count in failures.items():
+                    for _ in range(count):
+                        self.report.failed(stage)
             elif kind == "drained" and (reply := self._drain_reply) is not None:
                 reply.put(message[1])
 
@@ -195,7 +198,7 @@ class _PipeReport(UploadReport):
         self._lock = threading.Lock()
         self._counts: tuple[int, int, int] | None = None
         self._uploads: list[tuple[str, float]] = []
-        self._failures = 0
+        self._failures: collections.Counter[str] = collections.Counter()
         self._due = threading.Event()
         threading.Thread(target=self._flush_regularly, name="report", daemon=True).start()
 
@@ -204,9 +207,9 @@ class _PipeReport(UploadReport):
             self._uploads.append((result, seconds))
         self._due.set()
 
-    def failed(self) -> None:
+    def failed(self, stage: str = "upload") -> None:
         with self._lock:
-            self._failures += 1
+            self._failures[stage] += 1
         self._due.set()
 
     def counted(self, windows: int, size: int, awaiting_release: int) -> None:
@@ -216,9 +219,9 @@ class _PipeReport(UploadReport):
 
     def flush(self) -> None:
         with self._lock:  # held while telling: a later snapshot never arrives before an earlier one
-            if (self._counts, self._uploads, self._failures) != (None, [], 0):
-                self._tell(("report", self._counts, self._uploads, self._failures))
-            self._counts, self._uploads, self._failures = None, [], 0
+            if (self._counts, self._uploads, self._failures) != (None, [], {}):
+                self._tell(("report", self._counts, self._uploads, dict(self._failures)))
+            self._counts, self._uploads, self._failures = None, [], collections.Counter()
 
     def _flush_regularly(self) -> None:
         while True:

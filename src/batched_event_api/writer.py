@@ -105,6 +105,7 @@ class Writer:
         compact_bytes: int = COMPACT_BYTES,
         file_mode: int = FILE_MODE,
         clock: Callable[[], float] = time.time,
+        window_ids: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
@@ -119,7 +120,8 @@ class Writer:
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # Compressed files get one gzip member per write: concatenated members are one valid gzip
         # stream, so appending and truncating at a recorded size keep the file readable.
-        self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv")
+        # window_ids (a bucket as output): each window's name carries an id the uploader recognises it by.
+        self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv", window_ids=window_ids)
         self._encode = _gzip if compress else _identity
         self.open: OpenFile | None = None
         self.keys = KeyStore(key_retention, key_memory)
