@@ -99,7 +99,7 @@ class PartFiles:
         for name, finished in names:
             for candidate in (part_name(name), finished):
                 with contextlib.suppress(FileNotFoundError):
-                    fds.append(self.disk.open_read(candidate))
+                    fds.append(self.disk.open_read(candidate)[0])
                     break
         return fds
 

@@ -22,14 +22,6 @@ GROUP_FILE_MODE = 0o640  # --group-readable
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _regular(fd: int) -> os.stat_result:
-    """fstat of a descriptor that must be a regular file (a FIFO or device someone put there is not)."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-    return st
-
-
 class LocalDisk:
     """A directory, with POSIX durability as the commit protocol relies on it: file data is
     durable after fdatasync, a name (creation, rename, unlink) after an fsync of its directory."""
@@ -62,33 +54,41 @@ class LocalDisk:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, self.mode)
 
     def reopen(self, name: str, size: int) -> tuple[int, int]:
-        """The file (created if missing) cut to at most `size`; its descriptor and the size it has.
-        A symlink or anything but a regular file there is an error (ELOOP), never followed."""
-        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT | _NOFOLLOW, self.mode)
+        """The file (created if missing) cut to at most `size`; its descriptor and the size it has."""
+        fd, info = self._open_regular(name, os.O_RDWR | os.O_CREAT)
         try:
-            actual = _regular(fd).st_size
-            if actual > size:
+            if info.st_size > size:
                 os.ftruncate(fd, size)
         except OSError:
             os.close(fd)
             raise
-        return fd, min(actual, size)
+        return fd, min(info.st_size, size)
 
-    def open_read(self, name: str) -> int:
-        """A read-only descriptor of a regular file (FileNotFoundError when there is none; a
-        symlink is ELOOP)."""
-        # O_NONBLOCK: a FIFO someone put there must not hang the open (no effect on files).
-        fd = os.open(self.directory / name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+    def open_read(self, name: str) -> tuple[int, os.stat_result]:
+        """A read-only descriptor of a regular file, and its stat (FileNotFoundError when there is none)."""
+        return self._open_regular(name, os.O_RDONLY)
+
+    def open_append(self, name: str) -> int:
+        """A write descriptor of an existing regular file."""
+        return self._open_regular(name, os.O_WRONLY)[0]
+
+    def _open_regular(self, name: str, flags: int) -> tuple[int, os.stat_result]:
+        """Open the regular file at `name`, never through a symlink (ELOOP) nor anything else
+        someone put there, a FIFO or a device (EINVAL); O_NONBLOCK so that a FIFO cannot hang the
+        open (no effect on files)."""
+        fd = os.open(self.directory / name, flags | _NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, self.mode)
         try:
-            _regular(fd)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(self.directory / name))
         except OSError:
             os.close(fd)
             raise
-        return fd
+        return fd, info
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file, fewer where it is shorter (FileNotFoundError when missing)."""
-        fd = self.open_read(name)
+        fd, _ = self.open_read(name)
         try:
             return os.pread(fd, end - start, start)
         finally:
@@ -97,7 +97,7 @@ class LocalDisk:
     def read_all(self, name: str) -> bytes | None:
         """The whole file; None when there is none."""
         try:
-            fd = self.open_read(name)
+            fd, _ = self.open_read(name)
         except FileNotFoundError:
             return None
         try:
@@ -108,9 +108,6 @@ class LocalDisk:
         finally:
             os.close(fd)
 
-    def truncate(self, fd: int, size: int) -> None:
-        os.ftruncate(fd, size)
-
     def exists(self, name: str) -> bool:
         return os.path.lexists(self.directory / name)
 
@@ -119,16 +116,6 @@ class LocalDisk:
 
     def remove(self, name: str) -> None:
         os.unlink(self.directory / name)
-
-    def open_append(self, name: str) -> int:
-        """A write descriptor of an existing regular file (never through a symlink)."""
-        fd = os.open(self.directory / name, os.O_WRONLY | _NOFOLLOW)
-        try:
-            _regular(fd)
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
 
     def replace(self, src_name: str, dst_name: str) -> None:
         """Rename src over dst (the journal's snapshot: the one name that is meant to be replaced)."""

@@ -31,7 +31,6 @@ import errno
 import hashlib
 import logging
 import os
-import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -217,23 +216,18 @@ class Uploader:
 
     def _upload_one(self, name: str) -> None:
         try:  # never through a link: only the regular file at the name goes up
-            fd = os.open(self.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd, info = self.disk.open_read(name)
         except FileNotFoundError:
             log.warning("%s left the state directory before its upload (removed by someone else)", name)
             self._forget(name)
             return
         except OSError as exc:
-            if exc.errno != errno.ELOOP:  # ELOOP: a symlink
+            if exc.errno not in (errno.ELOOP, errno.EINVAL):  # a symlink, or not a regular file
                 raise
             self._refuse(name)
             self._forget(name)
             return
         with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                self._refuse(name)
-                self._forget(name)
-                return
             self._upload_file(name, f, info.st_size)
             self._uploaded_now(name, (info.st_dev, info.st_ino))
 
