@@ -208,11 +208,11 @@ def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_withou
     assert sorted(ids) == sorted(r * 100_000 + k for r in range(requests) for k in range(16_000))
 
 
-def test_a_foreign_file_at_a_windows_name_then_a_kill_loses_no_acknowledged_row(tmp_path):
+def test_a_foreign_file_at_a_windows_name_then_a_kill_loses_no_acknowledged_row(server_factory, tmp_path):
     """Window W open; another program writes a file at W's final name; one request appends to W
     and opens X (200); W is published as -1; SIGKILL; the restart keeps both rounds."""
     out = tmp_path / "out"
-    server = Server(out).start()
+    server = server_factory(output=out)
     first = b'{"time":"2024-07-01T02:00:00Z","id":1}\n'
     assert server.post(first, headers={"Idempotency-Key": "a"}).status_code == 200
     (out / "user-events-20240701-020000.csv").write_text("foreign,file\n")
@@ -220,7 +220,7 @@ def test_a_foreign_file_at_a_windows_name_then_a_kill_loses_no_acknowledged_row(
     assert server.post(second, headers={"Idempotency-Key": "b"}).status_code == 200
     assert wait_for(lambda: (out / "user-events-20240701-020000-1.csv").exists())
     server.kill()
-    server = Server(out).start()
+    server = server_factory(output=out)
     assert server.post(second, headers={"Idempotency-Key": "b"}).json() == {"accepted": 2, "replay": True}
     assert server.stop() == 0
     files = csv_files(out)
