@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .native import native
+from .timestamps import MAX_INTERVAL_NS
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,12 @@ class WindowPolicy:
     interval: int  # nanoseconds
     aligned: bool = False  # windows on multiples of the interval since the epoch
 
+    def __post_init__(self) -> None:
+        # Event times lie in timestamps.EARLIEST_NS..LATEST_NS: with at most MAX_INTERVAL_NS, every
+        # window start and start + interval is an int64 too (and a zero interval would never end).
+        if not 0 < self.interval <= MAX_INTERVAL_NS:
+            raise ValueError(f"a window lasts more than 0 and at most {MAX_INTERVAL_NS} ns, not {self.interval}")
+
     def start_for(self, t: int) -> int:
         return t - t % self.interval if self.aligned else t
 
@@ -48,9 +57,10 @@ class WindowPolicy:
         """Split a batch's event times (UTC ns, arrival order) into windows. A window ends at the
         first event at or past its start + interval; the events before that one are its own,
         counted late when earlier than its start."""
-        # The native scan takes int64 buffers; a list of Python ints (from the Python path, or
-        # beyond int64) takes the plain one.
-        scan = scan_window if native is None or isinstance(times, list) else native.scan_window
+        # The native scan takes int64 buffers; a list of Python ints (from the Python path) takes
+        # the plain one, and so does an open window beyond int64 recovered from the journal of an
+        # older version that accepted any year (this one's times are never outside it).
+        fast = native is not None and not isinstance(times, list)
         segments: list[Segment] = []
         late = 0
         if not len(times):
@@ -59,6 +69,7 @@ class WindowPolicy:
         first = 0
         start = open_start if open_start is not None else self.start_for(times[0])
         while True:
+            scan = native.scan_window if fast and _INT64_MIN <= start <= _INT64_MAX else scan_window  # type: ignore[union-attr]
             stop, late_here = scan(times, first, start, start + self.interval)
             if stop > first:
                 segments.append(Segment(first, stop, start))
