@@ -159,3 +159,12 @@ def test_windows_at_the_edges_of_the_range_fit_int64(aligned):
     for seg in plan.segments:
         assert -(2**63) <= seg.window_start and seg.window_start + p.interval <= 2**63 - 1
     assert plan == p.plan(None, list(times))
+
+
+@given(batches_with_an_open_window(), st.booleans(), st.integers(1, 40), st.booleans())
+def test_the_windows_limit_counts_the_windows_a_batch_opens_on_its_own(batch, aligned, limit, as_buffer):
+    times, _ = batch
+    p = WindowPolicy(MIN5, aligned=aligned)
+    segments = p.plan(None, times).segments
+    past = p.past_limit(array("q", times) if as_buffer else times, limit)
+    assert past == (segments[limit].first if len(segments) > limit else None)

@@ -61,6 +61,7 @@ class Settings:
     sync_many: SyncMany = SyncMany.FILESYSTEM  # how a round writing to many files syncs them
     max_body: int = 64 * 1024 * 1024
     max_line: int = 8 * 1024 * 1024
+    max_windows_per_request: int = 1000  # windows one request may open (413 beyond)
     max_keys: int = 10_000
     auth_token: str | None = None
     header: bool = False

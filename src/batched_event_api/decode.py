@@ -97,7 +97,7 @@ def _parse_times(body: bytes, texts: list[str]) -> tuple[list[int], list[str]]:
     if late is not None:
         bad, message = late, timestamps.RANGE_MESSAGE
     if bad < len(texts):
-        raise EventError(message, line=_line_of(body, bad), field="time")
+        raise EventError(message, line=line_of(body, bad), field="time")
     return times, rendered
 
 
@@ -156,7 +156,7 @@ def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float
             events[i].credits = credits[i] = -0.0
 
 
-def _line_of(body: bytes, index: int) -> int:
+def line_of(body: bytes | bytearray, index: int) -> int:
     """1-based line number of the index-th non-blank line."""
     seen = -1
     for number, line in enumerate(body.split(b"\n"), start=1):

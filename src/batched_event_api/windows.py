@@ -8,6 +8,7 @@ next one, so windows chain from the first event of each file, as in the referenc
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,25 @@ class WindowPolicy:
             if stop == len(times):
                 return Plan(segments, continues_open, late)
             first, start = stop, self.start_for(times[stop])
+
+
+    def past_limit(self, times: Sequence[int], limit: int) -> int | None:
+        """The index of the event that opens window `limit` + 1 of a batch planned on its own
+        (open_start None: from its first event), or None when it opens at most `limit`. Stops at
+        the limit: a request of a million windows costs no more than one of `limit`."""
+        if not len(times):
+            return None
+        scan = scan_window
+        if native is not None:  # on the event loop: a list (the Python path took lines) goes to int64 at C speed
+            times, scan = array("q", times) if isinstance(times, list) else times, native.scan_window
+        first, start, opened = 0, self.start_for(times[0]), 1
+        while True:
+            stop, _ = scan(times, first, start, start + self.interval)
+            if stop == len(times):
+                return None
+            if opened == limit:
+                return stop
+            first, start, opened = stop, self.start_for(times[stop]), opened + 1
 
 
 def scan_window(times: Sequence[int], first: int, start: int, bound: int) -> tuple[int, int]:
