@@ -225,3 +225,13 @@ def test_times_at_and_past_the_edges_of_the_range_match_the_python_path(when):
     same_as_python(body)
     rows, times, stop = transcode(body)
     assert all(timestamps.EARLIEST_NS <= t < timestamps.LATEST_NS for t in times)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(lines(), max_size=12), st.booleans())
+def test_every_time_either_path_hands_on_is_in_the_accepted_range(body_lines, native):
+    try:
+        prepared = prepare("\n".join(body_lines).encode(), LIMIT, native=native, slice_size=64)
+    except EventError:
+        return
+    assert all(timestamps.EARLIEST_NS <= t < timestamps.LATEST_NS for t in prepared.times)

@@ -271,7 +271,8 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--gzip/--no-gzip", "use_gzip", default=False, help="Compress request bodies.", **_env("SEND_GZIP"))
 @click.option("--auth-token", default=None,
               help="Bearer token, when the service requires one. On the command line it is visible to other users in "
-              "ps and /proc (and it is never printed in the resume command): prefer BEA_AUTH_TOKEN or --auth-token-file.",
+              "ps and /proc (it is never printed, not even in the resume command): prefer BEA_AUTH_TOKEN or "
+              "--auth-token-file.",
               **_env("AUTH_TOKEN"))
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))

@@ -70,7 +70,8 @@ class WindowPolicy:
         first = 0
         start = open_start if open_start is not None else self.start_for(times[0])
         while True:
-            scan = native.scan_window if fast and _INT64_MIN <= start <= _INT64_MAX else scan_window  # type: ignore[union-attr]
+            in_int64 = _INT64_MIN <= start <= _INT64_MAX
+            scan = native.scan_window if fast and in_int64 else scan_window  # type: ignore[union-attr]
             stop, late_here = scan(times, first, start, start + self.interval)
             if stop > first:
                 segments.append(Segment(first, stop, start))
@@ -81,7 +82,6 @@ class WindowPolicy:
                 return Plan(segments, continues_open, late)
             first, start = stop, self.start_for(times[stop])
 
-
     def past_limit(self, times: Sequence[int], limit: int) -> int | None:
         """The index of the event that opens window `limit` + 1 of a batch planned on its own
         (open_start None: from its first event), or None when it opens at most `limit`. Stops at
@@ -89,8 +89,8 @@ class WindowPolicy:
         if not len(times):
             return None
         scan = scan_window
-        if native is not None:  # on the event loop: a list (the Python path took lines) goes to int64 at C speed
-            times, scan = array("q", times) if isinstance(times, list) else times, native.scan_window
+        if native is not None:  # on the event loop: a list (the Python path took lines) becomes int64 at C speed
+            times, scan = (array("q", times) if isinstance(times, list) else times), native.scan_window
         first, start, opened = 0, self.start_for(times[0]), 1
         while True:
             stop, _ = scan(times, first, start, start + self.interval)
