@@ -163,3 +163,43 @@ def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
         assert e.status == 400 and 1 <= e.line <= body.count(b"\n") + 1
     else:
         assert len(prepared.times) == len(prepared) == len(objects)
+
+
+# -- issue 19: times the service cannot window, deep nesting -----------------------------------
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("when", ["2900-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "2262-01-01T00:00:00Z",
+                                  "1677-12-31T23:59:59.999999999Z", "1678-01-01T00:00:00+00:01",
+                                  "2261-12-31T23:00:00-01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_time_outside_the_accepted_range_names_its_line_and_field(native, when):
+    from batched_event_api.prepare import prepare
+
+    body = ('{%s}\n\n{"time":"%s"}\n{%s}\n' % (T, when, T)).encode()
+    with pytest.raises(EventError) as info:
+        prepare(body, LIMIT, native=native, slice_size=16)
+    assert (info.value.status, info.value.line, info.value.field) == (400, 3, "time")
+    assert "1678-01-01T00:00:00Z" in info.value.message and "2262-01-01T00:00:00Z" in info.value.message
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_edges_of_the_accepted_range_are_accepted(native):
+    from batched_event_api import timestamps
+    from batched_event_api.prepare import prepare
+
+    body = b'{"time":"1678-01-01T00:00:00Z"}\n{"time":"2261-12-31T23:59:59.999999999Z"}\n{"time":"2262-01-01T00:59:59+01:00"}\n'
+    times = list(prepare(body, LIMIT, native=native).times)
+    assert times == [timestamps.EARLIEST_NS, timestamps.LATEST_NS - 1, timestamps.LATEST_NS - 10**9]
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000,
+                                    '{"a":' * 100_000 + "1" + "}" * 100_000])
+def test_deeply_nested_json_is_a_400_naming_the_line(native, nested):
+    from batched_event_api.prepare import prepare
+
+    body = ('{%s}\n{%s,"extra":%s}\n' % (T, T, nested)).encode()
+    with pytest.raises(EventError) as info:
+        prepare(body, LIMIT, native=native)
+    assert (info.value.status, info.value.line) == (400, 2) and "nested" in info.value.message
+    assert len(prepare(('{%s,"extra":%s}\n' % (T, "[" * 64 + "]" * 64)).encode(), LIMIT, native=native)) == 1

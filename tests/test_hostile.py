@@ -211,3 +211,90 @@ def test_slow_client_gets_408_and_does_not_stall_others(server_factory):
     assert head.startswith(b"HTTP/1.1 408")
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(GOOD_BEFORE)
+
+
+# -- event times, nesting and windows a request may not have (issue 19) -------------------------
+
+PATHS = [{}, {"BEA_NATIVE": "0"}]  # the native pass, and the Python path alone: the same answers
+PATH_IDS = ["native", "python"]
+OUT_OF_RANGE = [
+    "2900-01-01T00:00:00Z",
+    "1600-01-01T00:00:00Z",
+    "2262-01-01T00:00:00Z",  # the first instant past the range
+    "1678-01-01T00:30:00+01:00",  # 1677-12-31T23:30:00Z once the offset is applied
+    "9999-12-31T23:59:59-23:59",  # a UTC year 10000: a window name of 9 digits
+]
+
+
+@pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("when", OUT_OF_RANGE)
+def test_a_time_outside_the_accepted_range_is_400_and_ingest_carries_on_across_a_restart(server_factory, env, when):
+    server = server_factory(env=env)
+    response = server.post(('{%s}\n\n{"time":"%s","id":2}\n' % (T, when)).encode())
+    assert response.status_code == 400
+    error = response.json()
+    assert (error["line"], error["field"]) == (3, "time")
+    assert "1678-01-01T00:00:00Z" in error["error"] and "2262-01-01T00:00:00Z" in error["error"]
+    assert server.post(ndjson(GOOD_BEFORE)).status_code == 200
+    server.kill()
+    server = server_factory(env=env)  # the same output directory, recovered
+    assert server.post(ndjson(GOOD_AFTER)).status_code == 200
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(GOOD_BEFORE + GOOD_AFTER)
+
+
+@pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("align", [[], ["--align", "interval", "--interval", "168h"]], ids=["first-event", "aligned-week"])
+def test_the_edges_of_the_range_are_accepted_and_every_window_name_is_a_plain_utc_stamp(server_factory, env, align):
+    import re
+
+    server = server_factory(*align, env=env)
+    edges = [
+        {"time": "1678-01-01T00:00:00Z", "id": 1},
+        {"time": "2261-12-31T23:59:59.999999999Z", "id": 2},
+        {"time": "2262-01-01T00:59:59+01:00", "id": 3},  # 2261-12-31T23:59:59Z
+    ]
+    assert server.post(ndjson(edges)).json() == {"accepted": 3}
+    for when in OUT_OF_RANGE:
+        assert server.post(ndjson([{"time": when}])).status_code == 400
+    assert server.stop() == 0
+    names = sorted(csv_files(server.output))
+    assert all(re.fullmatch(r"user-events-[0-9]{8}-[0-9]{6}\.csv", name) for name in names), names
+    if not align:
+        assert names == ["user-events-16780101-000000.csv", "user-events-22611231-235959.csv"]
+    else:  # weeks since the epoch (a Thursday): the first one begins in 1677
+        assert len(names) == 2 and names[0].startswith("user-events-1677") and names[1].startswith("user-events-2261")
+
+
+@pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000],
+                         ids=["arrays", "objects", "closed-arrays"])
+def test_deeply_nested_json_in_an_unknown_key_is_400_naming_the_line(server_factory, env, nested):
+    server = server_factory(env=env)
+    response = _around(server, ('{%s}\n{%s,"extra":%s}\n{%s}\n' % (T, T, nested, T)).encode())
+    assert response.status_code == 400
+    error = response.json()
+    assert error["line"] == 2 and "nested" in error["error"]
+    assert "Traceback" not in server.log.read_text()
+
+
+def _ten_minutes_apart(n: int) -> list[dict]:
+    return [{"time": "2024-07-02T%02d:%02d:00Z" % (i // 6, i % 6 * 10), "id": i} for i in range(n)]
+
+
+@pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
+def test_a_request_opening_more_windows_than_the_limit_is_413_naming_the_line(server_factory, env):
+    server = server_factory("--max-windows-per-request", "10", env=env)
+    response = _around(server, b"\n" + ndjson(_ten_minutes_apart(30)))  # a blank first line: body line numbers
+    assert response.status_code == 413
+    error = response.json()
+    assert error["line"] == 12  # the 11th event (line 12) would open the 11th window
+    assert "10" in error["error"] and "--max-windows-per-request" in error["error"]
+
+
+def test_the_windows_limit_allows_exactly_the_limit_and_comes_from_the_environment(server_factory):
+    server = server_factory(env={"BEA_MAX_WINDOWS_PER_REQUEST": "10"})
+    assert server.post(ndjson(_ten_minutes_apart(11))).status_code == 413
+    assert server.post(ndjson(_ten_minutes_apart(10))).json() == {"accepted": 10}
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(_ten_minutes_apart(10))

@@ -206,3 +206,32 @@ def test_a_line_over_the_limit_is_left_to_the_python_path(limit):
     line = b'{"time":"2024-07-01T00:00:00Z","uuid":"0123456789"}'
     *_, stop = _native.transcode(b"\n" + line, limit)
     assert stop == (1 if len(line) > limit else len(line) + 1)
+
+
+# -- issue 19: the accepted time range --------------------------------------------------------
+
+
+def test_the_native_pass_has_the_accepted_time_range_of_the_python_path():
+    assert (_native.EARLIEST_NS, _native.LATEST_NS) == (timestamps.EARLIEST_NS, timestamps.LATEST_NS)
+
+
+@pytest.mark.parametrize("when", ["2900-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "2262-01-01T00:00:00Z",
+                                  "1678-01-01T00:00:00Z", "2261-12-31T23:59:59.999999999Z",
+                                  "1677-12-31T23:59:59.999999999Z", "1678-01-01T00:30:00+01:00",
+                                  "2261-12-31T23:30:00-01:00", "2200-12-31T23:59:59-23:59", "1700-01-01T00:00:00+23:59"])
+def test_times_at_and_past_the_edges_of_the_range_match_the_python_path(when):
+    plain = '{"time":"2024-07-01T02:03:04Z","id":1}\n'
+    body = (plain * 3 + '{"time":"%s","id":2}\n' % when + plain).encode()
+    same_as_python(body)
+    rows, times, stop = transcode(body)
+    assert all(timestamps.EARLIEST_NS <= t < timestamps.LATEST_NS for t in times)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(lines(), max_size=12), st.booleans())
+def test_every_time_either_path_hands_on_is_in_the_accepted_range(body_lines, native):
+    try:
+        prepared = prepare("\n".join(body_lines).encode(), LIMIT, native=native, slice_size=64)
+    except EventError:
+        return
+    assert all(timestamps.EARLIEST_NS <= t < timestamps.LATEST_NS for t in prepared.times)

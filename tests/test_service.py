@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
+import subprocess
+import sys
 import time
 
+import pytest
 from conftest import csv_files, wait_for
 
 EVENT = '{"time":"%s","id":%d}\n'
@@ -101,7 +106,7 @@ def test_idempotency_key_replays_without_writing_even_after_a_restart(server_fac
 
 
 def test_one_request_spanning_thousands_of_windows(server_factory):
-    server = server_factory()
+    server = server_factory("--max-windows-per-request", "3000")  # above the default limit of 1,000
     # 3,000 events ten minutes apart: 3,000 windows, more than many systems let a process hold open.
     start = 1_719_799_384
     body = "".join(EVENT % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 600 * i)), i) for i in range(3000))
@@ -134,3 +139,67 @@ def test_a_window_recovered_after_a_crash_is_committed_by_the_idle_timer(server_
     server_factory("--idle-close", "300ms", output=out)  # no request after the restart
     assert wait_for(lambda: "user-events-20240701-020300.csv" in csv_files(out))
     assert csv_files(out)["user-events-20240701-020300.csv"].count(b"\n") == 5
+
+
+# -- issue 19: --interval bounds, `send` and the bearer token ----------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "batched_event_api", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("interval", ["169h", "500ms"])
+def test_an_interval_outside_its_bounds_is_refused_in_one_line(tmp_path, interval):
+    given = _cli("serve", "-o", str(tmp_path / "out"), "--port", "0", "--interval", interval)
+    assert given.returncode == 2
+    assert "Invalid value for '--interval'" in given.stderr and "168h" in given.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_longest_interval_is_served(server_factory):
+    server = server_factory("--interval", "168h")
+    assert server.post(_body("2024-07-01T00:00:00Z", "2024-07-07T23:59:59Z", "2024-07-08T00:00:00Z")).json() == {"accepted": 3}
+    assert server.stop() == 0
+    assert [c.count(b"\n") for c in csv_files(server.output).values()] == [2, 1]
+
+
+def test_send_never_prints_the_token_and_its_resume_command_works_with_the_token_from_the_environment(
+        server_factory, tmp_path):
+    token = "s3cret-token-19"
+    server = server_factory("--auth-token", token)
+    path = tmp_path / "events.ndjson"
+    good = [EVENT % ("2024-07-01T02:03:%02dZ" % i, i) for i in range(30)]
+    path.write_text("".join(good[:20]) + '{"time":"2024-07-01T02:03:04Z","id":"x"}\n' + "".join(good[20:]))
+    failed = _cli("send", "--no-progress", "--url", server.url, "--batch-lines", "10", "--auth-token", token, str(path))
+    assert failed.returncode == 1
+    assert token not in failed.stdout + failed.stderr
+    assert "BEA_AUTH_TOKEN" in failed.stderr and "--auth-token-file" in failed.stderr
+    resume = failed.stderr.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1]
+    resume = resume.splitlines()[0].strip()
+    assert "--auth-token" not in resume and resume.startswith("batched-event-api send --key-prefix ")
+    path.write_text("".join(good))  # the bad line fixed
+    resumed = _cli(*shlex.split(resume)[1:], env={"BEA_AUTH_TOKEN": token})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "sent 10 events" in resumed.stdout and "20 events in 2 requests were already applied" in resumed.stdout
+    assert token not in resumed.stdout + resumed.stderr
+    assert server.stop() == 0
+    assert [c.count(b"\n") for c in csv_files(server.output).values()] == [30]
+
+
+def test_send_reads_the_token_from_a_file(server_factory, tmp_path):
+    server = server_factory("--auth-token", "from-a-file")
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    path = tmp_path / "events.ndjson"
+    path.write_text(EVENT % ("2024-07-01T02:03:04Z", 1))
+    sent = _cli("send", "--no-progress", "--url", server.url, "--auth-token-file", str(token_file), str(path))
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 1 events" in sent.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "send"])
+def test_auth_token_help_warns_that_the_command_line_is_visible_and_points_at_the_other_forms(command):
+    shown = " ".join(_cli(command, "--help").stdout.split())
+    assert "visible to other users in ps" in shown
+    assert "BEA_AUTH_TOKEN" in shown and "--auth-token-file" in shown

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batched_event_api import _native
+from batched_event_api import _native, timestamps
 from batched_event_api.windows import Plan, Segment, WindowPolicy, scan_window
 
 S = 1_000_000_000
@@ -130,3 +131,40 @@ def test_the_native_scan_plans_as_the_plain_one(batch, aligned, interval):
        st.integers(-(2**63), 2**63 - 1), st.integers(-(2**64), 2**64))
 def test_native_scan_window_equals_the_plain_scan(times, first, start, bound):
     assert _native.scan_window(array("q", times), first, start, bound) == scan_window(times, first, start, bound)
+
+
+# -- issue 19: window starts at the edges of int64 -------------------------------------------
+
+
+def test_an_open_window_beyond_int64_from_an_older_journal_is_planned_not_a_crash():
+    # An older version accepted year 2900; its recovered open window must not fail every request.
+    far = 29_348_006_400 * S  # 2900-01-01T00:00:00Z
+    times = array("q", [1_719_799_384 * S, 1_719_799_385 * S])
+    plan = policy.plan(far, times)
+    assert plan.segments == [Segment(0, 2, far)] and plan.late == 2
+
+
+@pytest.mark.parametrize("interval", [0, -S, timestamps.MAX_INTERVAL_NS + 1])
+def test_an_interval_without_room_at_the_edges_of_the_range_is_refused(interval):
+    with pytest.raises(ValueError):
+        WindowPolicy(interval)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_windows_at_the_edges_of_the_range_fit_int64(aligned):
+    p = WindowPolicy(timestamps.MAX_INTERVAL_NS, aligned=aligned)
+    times = array("q", [timestamps.EARLIEST_NS, timestamps.LATEST_NS - 1, timestamps.EARLIEST_NS])
+    plan = p.plan(None, times)
+    assert len(plan.segments) == 2 and plan.late == 1
+    for seg in plan.segments:
+        assert -(2**63) <= seg.window_start and seg.window_start + p.interval <= 2**63 - 1
+    assert plan == p.plan(None, list(times))
+
+
+@given(batches_with_an_open_window(), st.booleans(), st.integers(1, 40), st.booleans())
+def test_the_windows_limit_counts_the_windows_a_batch_opens_on_its_own(batch, aligned, limit, as_buffer):
+    times, _ = batch
+    p = WindowPolicy(MIN5, aligned=aligned)
+    segments = p.plan(None, times).segments
+    past = p.past_limit(array("q", times) if as_buffer else times, limit)
+    assert past == (segments[limit].first if len(segments) > limit else None)

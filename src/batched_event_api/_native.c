@@ -9,7 +9,8 @@
  *
  * The pass renders exactly what the Python path (decode.py + render.py) renders for the lines it
  * takes, and stops at the first line that is anything but plain: an error of any kind, a year
- * outside 1700..2200, a nested value, a duplicate or escaped key, a float at a power of two or
+ * outside 1700..2200 (a time outside the accepted range, timestamps.EARLIEST_NS..LATEST_NS, never
+ * passes), a nested value, a duplicate or escaped key, a float at a power of two or
  * below the normal range. The Python path takes over from there and gives the precise answer
  * (including the line-numbered 400), so stopping is always safe and only costs time.
  *
@@ -299,6 +300,12 @@ static int two(Ptr p) { return is_digit(p[0]) && is_digit(p[1]) ? (p[0] - '0') *
 
 static const int DAYS_IN_MONTH[13] = {0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 
+/* The accepted instants, EARLIEST_NS <= t < LATEST_NS (1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z):
+ * timestamps.EARLIEST_NS and LATEST_NS, the one bound the service has (a test holds them equal).
+ * The years taken here (1700..2200) lie inside it; the check says so rather than relying on it. */
+#define EARLIEST_NS (-9214560000LL * 1000000000LL)
+#define LATEST_NS (9214646400LL * 1000000000LL)
+
 /* RFC 3339 with a zone (`Z` or ±hh:mm); writes Go's RFC3339Nano text in the event's own offset. */
 static int put_time(Buf *o, Ptr s, size_t n, int64_t *ns) {
     if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return GIVE_UP;
@@ -332,6 +339,7 @@ static int put_time(Buf *o, Ptr s, size_t n, int64_t *ns) {
     }
     int64_t seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
     *ns = seconds * 1000000000 + nanos;
+    if (*ns < EARLIEST_NS || *ns >= LATEST_NS) return GIVE_UP; /* the Python path answers the 400 */
     put(o, s, 19);
     if (nanos) {
         char frac[10];
@@ -876,5 +884,16 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (c_locale == (locale_t)0) return PyErr_NoMemory();
     if (PyType_Ready(&BlockType) < 0) return NULL;
     init_special();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *earliest = PyLong_FromLongLong(EARLIEST_NS), *latest = PyLong_FromLongLong(LATEST_NS);
+    int failed = earliest == NULL || latest == NULL || PyModule_AddObjectRef(m, "EARLIEST_NS", earliest) < 0 ||
+                 PyModule_AddObjectRef(m, "LATEST_NS", latest) < 0;
+    Py_XDECREF(earliest);
+    Py_XDECREF(latest);
+    if (failed) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -173,6 +173,15 @@ class Ingest:
         asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(prepared)
 
     def _commit(self, prepared: Prepared, size: int, key: str | None, done: Done) -> None:
+        # Counted from the request's own times, before the writer sees it: one request of many
+        # windows would hold the writer (a file each) for every other request.
+        limit = self.settings.max_windows_per_request
+        past = self.writer.policy.past_limit(prepared.times, limit)
+        if past is not None:
+            done(None, ClientError(f"the request opens more than {limit} windows (--max-windows-per-request); "
+                                   "send fewer events per request", line=prepared.line_of(past), status=413))
+            return
+
         def committed(applied: Applied | None, error: BaseException | None) -> None:
             if applied is not None and applied.keys_full is not None:
                 applied, error = None, ClientError(

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .config import Align, BucketUrl, Compress, Settings, SyncMany
+from .timestamps import MAX_INTERVAL_NS
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -47,6 +48,9 @@ class Size(click.ParamType):
 class Duration(click.ParamType):
     name = "DURATION"
 
+    def __init__(self, within: tuple[float, float, str] | None = None) -> None:
+        self.within = within  # (least, most, how the bounds are said), when there are bounds
+
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         if isinstance(value, (int, float)):
             return float(value)
@@ -56,6 +60,8 @@ class Duration(click.ParamType):
         seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
         if seconds <= 0:
             self.fail("must be greater than zero", param, ctx)
+        if self.within is not None and not self.within[0] <= seconds <= self.within[1]:
+            self.fail(f"{value!r} is not {self.within[2]}", param, ctx)
         return seconds
 
 
@@ -108,8 +114,9 @@ def _env(name: str) -> dict[str, Any]:
               **_env("DRAIN_TIMEOUT"))
 @click.option("--host", default="127.0.0.1", help="Address to listen on.", **_env("HOST"))
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port to listen on.", **_env("PORT"))
-@click.option("--interval", type=Duration(), default="5m",
-              help="Length of a window in event time (300, 300s, 5m).", **_env("INTERVAL"))
+@click.option("--interval", type=Duration(within=(1.0, MAX_INTERVAL_NS / 1e9, "between 1s and 168h")), default="5m",
+              help="Length of a window in event time (300, 300s, 5m), from 1s (names have one-second resolution) "
+              "to 168h (a week: every window then fits the accepted time range).", **_env("INTERVAL"))
 @click.option("--idle-close", type=Duration(), default="60s",
               help="Commit the open window after this long (wall clock) without new events.", **_env("IDLE_CLOSE"))
 @click.option("--align", type=click.Choice([a.value for a in Align]), default=Align.FIRST_EVENT.value,
@@ -125,6 +132,10 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--max-body", type=Size(), default="64MiB", help="Largest request body, after decompression (413 above).",
               **_env("MAX_BODY"))
 @click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))
+@click.option("--max-windows-per-request", type=click.IntRange(1), default=1000,
+              help="Most windows one request may open, counted from its own event times from its first event (413 "
+              "naming the line that would open one more; nothing written): bounds the files and writer time one "
+              "request can take.", **_env("MAX_WINDOWS_PER_REQUEST"))
 @click.option("--key-retention", type=Duration(), default="1h",
               help="How long an applied Idempotency-Key is recognised (across restarts): a resend within it is "
               "answered as a replay and written nothing.", **_env("KEY_RETENTION"))
@@ -149,7 +160,9 @@ def _env(name: str) -> dict[str, Any]:
               help="Request body bytes received and not yet written, across all requests: a request that would pass "
               "it is answered 503 with Retry-After (by Content-Length before its body is read). At least --max-body.",
               **_env("MAX_PENDING"))
-@click.option("--auth-token", default=None, help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset).",
+@click.option("--auth-token", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset). A token given on "
+              "the command line is visible to other users in ps and /proc: prefer BEA_AUTH_TOKEN or --auth-token-file.",
               **_env("AUTH_TOKEN"))
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
@@ -264,7 +277,13 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--batch-bytes", type=Size(), default="8MiB", help="Most bytes per request (a longer line goes alone).",
               **_env("BATCH_BYTES"))
 @click.option("--gzip/--no-gzip", "use_gzip", default=False, help="Compress request bodies.", **_env("SEND_GZIP"))
-@click.option("--auth-token", default=None, help="Bearer token, when the service requires one.", **_env("AUTH_TOKEN"))
+@click.option("--auth-token", default=None,
+              help="Bearer token, when the service requires one. On the command line it is visible to other users in "
+              "ps and /proc (it is never printed, not even in the resume command): prefer BEA_AUTH_TOKEN or "
+              "--auth-token-file.",
+              **_env("AUTH_TOKEN"))
+@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
 @click.option("--retries", type=click.IntRange(0), default=8,
               help="Retries of a chunk on connection errors, 408, 429 and 5xx (backoff 0.2s doubling to 10s).",
               **_env("RETRIES"))
@@ -275,9 +294,13 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
 def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_bytes: int, use_gzip: bool,
-         auth_token: str | None, retries: int, timeout: float, key_prefix: str | None, progress: bool | None) -> None:
+         auth_token: str | None, auth_token_file: Path | None, retries: int, timeout: float, key_prefix: str | None,
+         progress: bool | None) -> None:
     """Post NDJSON FILES (- for stdin) in ordered chunks, each retried with its own Idempotency-Key."""
     from .send import Sender, SendError, total_bytes
+
+    if auth_token_file is not None:
+        auth_token = auth_token_file.read_text().strip()
 
     for url in urls:
         parsed = urllib.parse.urlsplit(url)
@@ -300,8 +323,11 @@ def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_
         except SendError as exc:
             bar.stop()
             click.echo(f"error: {exc}", err=True)
-            click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {_resume_command(sender.key_prefix)}",
-                       err=True)
+            command, token_left_out = _resume_command(sender.key_prefix)
+            click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {command}", err=True)
+            if token_left_out:
+                click.echo("  (the bearer token is left out: give it as BEA_AUTH_TOKEN or with --auth-token-file)",
+                           err=True)
             sys.exit(1)
         finally:
             sender.close()
@@ -314,17 +340,22 @@ def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_
     )
 
 
-def _resume_command(prefix: str) -> str:
-    """This very command line, with --key-prefix PREFIX (replacing any given)."""
-    args, skip = [], False
+def _resume_command(prefix: str) -> tuple[str, bool]:
+    """This very command line, with --key-prefix PREFIX (replacing any given), and without a
+    bearer token given with --auth-token (never printed: a terminal's scrollback, CI logs); and
+    whether one was left out."""
+    args, skip, token_left_out = [], False, False
     for arg in sys.argv[1:]:
         if skip:
             skip = False
-        elif arg == "--key-prefix":
+        elif arg in ("--key-prefix", "--auth-token"):
             skip = True
+            token_left_out |= arg == "--auth-token"
+        elif arg.startswith("--auth-token="):
+            token_left_out = True
         elif not arg.startswith("--key-prefix="):
             args.append(arg)
-    return shlex.join(["batched-event-api", *args[:1], "--key-prefix", prefix, *args[1:]])
+    return shlex.join(["batched-event-api", *args[:1], "--key-prefix", prefix, *args[1:]]), token_left_out
 
 
 @main.command()

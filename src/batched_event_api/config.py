@@ -61,6 +61,7 @@ class Settings:
     sync_many: SyncMany = SyncMany.FILESYSTEM  # how a round writing to many files syncs them
     max_body: int = 64 * 1024 * 1024
     max_line: int = 8 * 1024 * 1024
+    max_windows_per_request: int = 1000  # windows one request may open (413 beyond)
     key_retention: float = 3600.0  # seconds an applied Idempotency-Key is recognised
     key_memory: int = 256 * 1024 * 1024  # bytes of keys kept at most (a new key beyond: 503)
     group_readable: bool = False  # files 0640 instead of 0600

@@ -80,11 +80,25 @@ def decode(body: bytes, *, max_line: int) -> Decoded:
     credits = [e.credits for e in events]
     if 0.0 in credits and _NEGATIVE_ZERO.search(body):  # only a literal zero can have been -0
         _restore_negative_zero(body, events, credits)
-    try:
-        times, texts = timestamps.parse_many([e.time for e in events])
-    except timestamps.TimeFormatError as exc:
-        raise EventError(str(exc), line=_line_of(body, exc.index), field="time") from None  # type: ignore[attr-defined]
+    times, texts = _parse_times(body, [e.time for e in events])
     return Decoded(events, times, texts, credits)
+
+
+def _parse_times(body: bytes, texts: list[str]) -> tuple[list[int], list[str]]:
+    """The events' instants and texts, or EventError for the first bad or out-of-range time."""
+    try:
+        times, rendered = timestamps.parse_many(texts)
+    except timestamps.TimeFormatError as exc:
+        bad, message = exc.index, str(exc)  # type: ignore[attr-defined]
+        times = timestamps.parse_many(texts[:bad])[0]  # rare: an out-of-range time may come first
+    else:
+        bad, message = len(times), ""
+    late = timestamps.first_out_of_range(times)
+    if late is not None:
+        bad, message = late, timestamps.RANGE_MESSAGE
+    if bad < len(texts):
+        raise EventError(message, line=line_of(body, bad), field="time")
+    return times, rendered
 
 
 def _decode_fast(body: bytes, newlines: int) -> list[Event] | None:
@@ -93,7 +107,7 @@ def _decode_fast(body: bytes, newlines: int) -> list[Event] | None:
         return []
     try:
         events = _EVENT.decode_lines(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # the line by line path names the line
         return None
     # decode_lines skips blank lines and lets an object span lines; one object per line is the
     # contract. Neither quirk can add events, so equal counts mean neither is there.
@@ -116,6 +130,8 @@ def _decode_by_line(body: bytes) -> list[Event]:
             raise EventError(f"invalid JSON: {exc}", line=number) from None
         except UnicodeDecodeError:
             raise EventError("invalid UTF-8", line=number) from None
+        except RecursionError:  # msgspec's own depth limit on arrays and objects, not Python's stack
+            raise EventError("invalid JSON: arrays or objects nested too deeply", line=number) from None
     return events
 
 
@@ -140,7 +156,7 @@ def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float
             events[i].credits = credits[i] = -0.0
 
 
-def _line_of(body: bytes, index: int) -> int:
+def line_of(body: bytes | bytearray, index: int) -> int:
     """1-based line number of the index-th non-blank line."""
     seen = -1
     for number, line in enumerate(body.split(b"\n"), start=1):

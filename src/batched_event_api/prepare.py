@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from .decode import decode, slices
+from .decode import decode, line_of, slices
 from .errors import EventError
 from .native import native as _native
 from .render import render_rows
@@ -82,13 +82,19 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Event times (UTC ns: int64 from the native pass, or a list of ints) and rows."""
+    """Event times (UTC ns: int64 from the native pass, or a list of ints, always within
+    timestamps.EARLIEST_NS..LATEST_NS) and rows, and the body they came from (for line numbers)."""
 
     times: Sequence[int]
     rows: Rows
+    body: bytes | bytearray = b""
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def line_of(self, index: int) -> int:
+        """The body's line number (1-based) of event `index` (rare: for an error's answer)."""
+        return line_of(self.body, index)
 
 
 def prepare(
@@ -111,7 +117,7 @@ def prepare(
     for piece_times, piece_blocks in results:
         times += piece_times
         blocks += piece_blocks
-    return Prepared(_join_times(times), Rows(blocks))
+    return Prepared(_join_times(times), Rows(blocks), body)
 
 
 _Piece = tuple[list[Sequence[int]], list[RowBlock]]

@@ -74,7 +74,7 @@ class Sender:
     batch_lines: int = 10_000
     batch_bytes: int = 8 * 1024 * 1024
     gzip: bool = False
-    auth_token: str | None = None
+    auth_token: str | None = field(default=None, repr=False)  # never shown, not even in a repr
     retries: int = 8
     timeout: float = 60.0
     key_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

@@ -20,6 +20,18 @@ _RFC3339 = re.compile(
 
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
+# The instants an event may have: EARLIEST <= t < LATEST in UTC, offset applied (the reference
+# takes years 0001-9999). Every time is then an int64 of nanoseconds (what the native pass, the
+# window scan and the journal hold), with room for a window of up to MAX_INTERVAL on either side
+# (an aligned start below EARLIEST, a bound start + interval above LATEST: int64 reaches about
+# 100 days further each way), and every window is named with a four-digit year.
+EARLIEST_TEXT, LATEST_TEXT = "1678-01-01T00:00:00Z", "2262-01-01T00:00:00Z"
+EARLIEST_NS = -9_214_560_000 * NS_PER_SECOND  # 1678-01-01T00:00:00Z; _native.c holds the same two
+LATEST_NS = 9_214_646_400 * NS_PER_SECOND  # 2262-01-01T00:00:00Z
+MAX_INTERVAL_NS = 7 * 86400 * NS_PER_SECOND  # the longest window (--interval 168h)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+assert _INT64_MIN <= EARLIEST_NS - MAX_INTERVAL_NS and LATEST_NS + MAX_INTERVAL_NS <= _INT64_MAX
+
 
 class TimeFormatError(ValueError):
     """The text is not an RFC 3339 timestamp with a zone."""
@@ -90,8 +102,24 @@ def parse(text: str) -> tuple[int, str]:
     return seconds * NS_PER_SECOND + nanos, rendered
 
 
+class TimeRangeError(TimeFormatError):
+    """A well-formed time outside EARLIEST..LATEST: no window could be named or ordered for it."""
+
+
+RANGE_MESSAGE = f"time outside the accepted range {EARLIEST_TEXT} <= time < {LATEST_TEXT} (in UTC)"
+
+
+def first_out_of_range(times: list[int]) -> int | None:
+    """The index of the first time outside EARLIEST..LATEST, or None (the common case: one min and
+    one max over the batch)."""
+    if not times or (EARLIEST_NS <= min(times) and max(times) < LATEST_NS):
+        return None
+    return next(i for i, t in enumerate(times) if not EARLIEST_NS <= t < LATEST_NS)
+
+
 def utc_stamp(ns: int) -> str:
-    """`YYYYMMDD-HHMMSS` of an instant in UTC, as used in file names."""
+    """`YYYYMMDD-HHMMSS` of an instant in UTC, as used in file names (four-digit years for every
+    window start in the accepted range, with room for an aligned start)."""
     seconds = ns // NS_PER_SECOND
     days, rest = divmod(seconds, 86400)
     year, month, day = civil_from_days(days)

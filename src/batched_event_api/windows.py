@@ -8,10 +8,14 @@ next one, so windows chain from the first event of each file, as in the referenc
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .native import native
+from .timestamps import MAX_INTERVAL_NS
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,12 @@ class WindowPolicy:
     interval: int  # nanoseconds
     aligned: bool = False  # windows on multiples of the interval since the epoch
 
+    def __post_init__(self) -> None:
+        # Event times lie in timestamps.EARLIEST_NS..LATEST_NS: with at most MAX_INTERVAL_NS, every
+        # window start and start + interval is an int64 too (and a zero interval would never end).
+        if not 0 < self.interval <= MAX_INTERVAL_NS:
+            raise ValueError(f"a window lasts more than 0 and at most {MAX_INTERVAL_NS} ns, not {self.interval}")
+
     def start_for(self, t: int) -> int:
         return t - t % self.interval if self.aligned else t
 
@@ -48,9 +58,10 @@ class WindowPolicy:
         """Split a batch's event times (UTC ns, arrival order) into windows. A window ends at the
         first event at or past its start + interval; the events before that one are its own,
         counted late when earlier than its start."""
-        # The native scan takes int64 buffers; a list of Python ints (from the Python path, or
-        # beyond int64) takes the plain one.
-        scan = scan_window if native is None or isinstance(times, list) else native.scan_window
+        # The native scan takes int64 buffers; a list of Python ints (from the Python path) takes
+        # the plain one, and so does an open window beyond int64 recovered from the journal of an
+        # older version that accepted any year (this one's times are never outside it).
+        fast = native is not None and not isinstance(times, list)
         segments: list[Segment] = []
         late = 0
         if not len(times):
@@ -59,6 +70,8 @@ class WindowPolicy:
         first = 0
         start = open_start if open_start is not None else self.start_for(times[0])
         while True:
+            in_int64 = _INT64_MIN <= start <= _INT64_MAX
+            scan = native.scan_window if fast and in_int64 else scan_window  # type: ignore[union-attr]
             stop, late_here = scan(times, first, start, start + self.interval)
             if stop > first:
                 segments.append(Segment(first, stop, start))
@@ -68,6 +81,24 @@ class WindowPolicy:
             if stop == len(times):
                 return Plan(segments, continues_open, late)
             first, start = stop, self.start_for(times[stop])
+
+    def past_limit(self, times: Sequence[int], limit: int) -> int | None:
+        """The index of the event that opens window `limit` + 1 of a batch planned on its own
+        (open_start None: from its first event), or None when it opens at most `limit`. Stops at
+        the limit: a request of a million windows costs no more than one of `limit`."""
+        if not len(times):
+            return None
+        scan = scan_window
+        if native is not None:  # on the event loop: a list (the Python path took lines) becomes int64 at C speed
+            times, scan = (array("q", times) if isinstance(times, list) else times), native.scan_window
+        first, start, opened = 0, self.start_for(times[0]), 1
+        while True:
+            stop, _ = scan(times, first, start, start + self.interval)
+            if stop == len(times):
+                return None
+            if opened == limit:
+                return stop
+            first, start, opened = stop, self.start_for(times[stop]), opened + 1
 
 
 def scan_window(times: Sequence[int], first: int, start: int, bound: int) -> tuple[int, int]:
