@@ -146,3 +146,83 @@ def test_a_long_queue_of_pipelined_refusals_is_answered_in_order(server_factory)
     assert conn.answer() == (200, {"accepted": 0})
     conn.close()
     _assert_stopped_with(server, EVENTS)
+
+
+# -- issue 19: what a client of an unusual shape must still get ----------------------------------
+
+H2C = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+
+
+def test_an_h2c_upgrade_is_ignored_and_the_request_served_as_http_1_1(server_factory):
+    """`curl --http2` over http asks for h2c; llhttp hands such a body over as upgrade data. The
+    body must be read as the request's, and the requests pipelined after it answered."""
+    server = server_factory()
+    conn = Connection(server.port)
+    chunked = ndjson(EVENTS[2:])
+    conn.send(_post(ndjson(EVENTS[:2]), H2C)
+              + (f"POST /user/event HTTP/1.1\r\nHost: x\r\n{H2C}Transfer-Encoding: chunked\r\n\r\n"
+                 f"{len(chunked):x}\r\n").encode() + chunked + b"\r\n0\r\n\r\n"
+              + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)) == (200, {"accepted": 2})
+    assert "upgrade" not in headers  # no 101: it stays HTTP/1.1
+    assert conn.answer() == (200, {"accepted": 1})
+    assert conn.answer() == (200, {"status": "ok"})
+    conn.close()
+    _assert_stopped_with(server, EVENTS)
+
+
+def _many_windows(n: int) -> bytes:
+    """A request that opens n windows (ten minutes apart): its round takes the writer a while."""
+    return ndjson([{"time": f"2024-07-{1 + i // 144:02d}T{i // 6 % 24:02d}:{i % 6 * 10:02d}:00Z", "id": i}
+                   for i in range(n)])
+
+
+def test_a_pipelined_request_times_out_only_in_its_turn_and_after_the_answers_before_it(server_factory):
+    """Request 1 opens thousands of windows; request 2's body never comes. Its 408 must follow
+    request 1's 200, and its body timer must not run while request 1 is written."""
+    server = server_factory("--body-timeout", "300ms", "--max-windows-per-request", "5000")
+    first = _many_windows(4000)
+    conn = Connection(server.port)
+    conn.send(_post(first) + b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n")
+    assert conn.answer() == (200, {"accepted": 4000})
+    status, headers, body = conn.response()
+    assert status == 408 and b"request body" in body and headers["connection"] == "close"
+    conn.close()
+    assert server.stop() == 0
+    assert sum(len(content.splitlines()) for content in csv_files(server.output).values()) == 4000
+
+
+def test_a_malformed_request_behind_one_being_written_is_answered_after_it(server_factory):
+    server = server_factory("--max-windows-per-request", "5000")
+    conn = Connection(server.port)
+    conn.send(_post(_many_windows(4000)) + b"NOT HTTP AT ALL\r\n\r\n")
+    assert conn.answer() == (200, {"accepted": 4000})
+    status, headers, body = conn.response()
+    assert status == 400 and headers["connection"] == "close"
+    assert conn.sock.recv(1) == b""
+    conn.close()
+    # A body that breaks its chunked framing: that request gets the 400, in its turn.
+    conn = Connection(server.port)
+    conn.send(_post(_many_windows(10)) + b"POST /user/event HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"zz\r\n")
+    assert conn.answer() == (200, {"accepted": 10})
+    assert conn.response()[0] == 400
+    conn.close()
+    assert server.stop() == 0
+    assert sum(len(content.splitlines()) for content in csv_files(server.output).values()) == 4010
+
+
+def test_a_long_url_is_414_and_large_headers_431(server_factory):
+    server = server_factory("--max-header-size", "4KiB")
+    conn = Connection(server.port)
+    conn.send(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (414, "close")
+    conn.close()
+    conn = Connection(server.port)
+    conn.send(_post(ndjson(EVENTS), "X-Filler: " + "b" * 5000 + "\r\n"))
+    assert conn.answer()[0] == 431
+    conn.close()
+    assert server.post(ndjson(EVENTS)).status_code == 200
+    _assert_stopped_with(server, EVENTS)

@@ -3,10 +3,13 @@ a flood of sockets, and many large bodies at once. Against the real server, over
 
 from __future__ import annotations
 
+import select
+import signal
 import socket
 import threading
 
 import httpx
+import pytest
 from conftest import csv_files, wait_for
 from model import model_files, ndjson
 
@@ -86,11 +89,11 @@ def _events(first_id: int, n: int, size: int) -> list[dict]:
 def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is_read(server_factory):
     server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
     first = ndjson(_events(0, 8, 100_000))  # ~800 KB, sent in two halves
-    second = ndjson(_events(100, 4, 100_000))  # ~400 KB: does not fit beside the first
+    second = ndjson(_events(100, 7, 100_000))  # ~700 KB: does not fit beside the half of the first that arrived
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
         slow.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(first) + first[: len(first) // 2])
-        assert wait_for(lambda: _pending(server) == len(first))  # reserved by Content-Length
+        assert wait_for(lambda: _pending(server) == len(first) // 2)  # what arrived, not what was announced
         refused = server.post(second)
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
@@ -102,7 +105,7 @@ def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is
     assert wait_for(lambda: _pending(server) == 0)
     assert server.post(second).status_code == 200  # room again
     assert server.stop() == 0
-    assert csv_files(server.output) == model_files(_events(0, 8, 100_000) + _events(100, 4, 100_000))
+    assert csv_files(server.output) == model_files(_events(0, 8, 100_000) + _events(100, 7, 100_000))
 
 
 def test_a_client_that_leaves_mid_body_gives_its_pending_bytes_back(server_factory):
@@ -111,7 +114,7 @@ def test_a_client_that_leaves_mid_body_gives_its_pending_bytes_back(server_facto
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as leaving:
         leaving.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
                         + body[: len(body) // 2])
-        assert wait_for(lambda: _pending(server) == len(body))
+        assert wait_for(lambda: _pending(server) == len(body) // 2)
     assert wait_for(lambda: _pending(server) == 0)
     assert server.post(body).status_code == 200  # the whole budget is there again
     assert server.stop() == 0
@@ -155,4 +158,96 @@ def test_curl_default_content_type_is_taken_as_ndjson_and_other_types_are_refuse
         response = server.post(ndjson(GOOD), {"content-type": other})
         assert response.status_code == 415, other
     assert server.stop() == 0
+    assert csv_files(server.output) == model_files(GOOD)
+
+
+# -- issue 19: connections that announce much and send little, or never read ---------------------
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_bodies_announced_but_not_sent_hold_none_of_the_pending_budget(server_factory):
+    """Five connections declare 64 MiB bodies and send one byte: other clients are still served,
+    and /readyz stays ready (a load balancer would otherwise pull the instance)."""
+    server = server_factory("--max-pending", "256MiB", "--max-body", "64MiB", "--body-timeout", "60s")
+    hogs = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(5)]
+    try:
+        for hog in hogs:
+            hog.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n{")
+        assert wait_for(lambda: _pending(server) == 5)
+        assert server.post(ndjson(GOOD)).status_code == 200
+        assert server.client.get("/readyz").status_code == 200
+    finally:
+        for hog in hogs:
+            hog.close()
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(GOOD)
+
+
+def test_a_body_slower_than_the_minimum_rate_gets_408_before_the_body_timeout(server_factory):
+    server = server_factory("--min-body-rate", "1KiB", "--body-timeout", "120s")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as slow:
+        slow.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + ndjson(GOOD))
+        answer = _read_all(slow)  # the server closes it once the grace period shows the rate
+    assert answer.startswith(b"HTTP/1.1 408") and b"--min-body-rate" in answer
+    assert server.stop() == 0
+    assert csv_files(server.output) == {}
+
+
+def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> int:
+    """Bytes of `data` the server took before it stopped reading (it never answers being read)."""
+    sock.setblocking(False)
+    sent = 0
+    while sent < len(data):
+        try:
+            sent += sock.send(data[sent:sent + 65536])
+        except BlockingIOError:
+            _, writable, _ = select.select([], [sock], [], 3.0)
+            if not writable:  # three seconds without room: nothing more is read
+                break
+    return sent
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  # served by the protocol
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # served by the ASGI application
+], ids=["ingest", "healthz"])
+def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(server_factory, request_bytes):
+    server = server_factory()
+    assert server.post(ndjson(GOOD)).status_code == 200
+    before = _rss_mib(server.proc.pid)
+    flood = request_bytes * (15_000_000 // len(request_bytes))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as greedy:
+        sent = _send_until_the_server_stops_reading(greedy, flood)
+        grown = _rss_mib(server.proc.pid) - before
+        print(f"{request_bytes.split()[0].decode()}: {sent} of {len(flood)} bytes taken, RSS +{grown:.1f} MiB")
+        assert sent < len(flood)  # it stopped reading
+        assert grown < 40
+        # Others are served meanwhile, and the greedy client gets its answers once it reads.
+        assert server.post(ndjson(GOOD)).status_code == 200
+        greedy.setblocking(True)
+        assert greedy.recv(4096).startswith(b"HTTP/1.1 200")
+    assert server.stop() == 0
+
+
+def test_shutdown_answers_connections_mid_headers_or_mid_body_at_once(server_factory):
+    """SIGTERM with one client stuck mid-body and one mid-headers: both get 503 now, not after
+    --body-timeout, and the open window is committed."""
+    server = server_factory("--body-timeout", "120s", "--header-timeout", "120s", "--min-body-rate", "0")
+    assert server.post(ndjson(GOOD)).status_code == 200
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_body, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_head:
+        mid_body.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"time\":")
+        mid_head.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\n")
+        assert wait_for(lambda: _pending(server) == len(b'{"time":'))
+        server.proc.send_signal(signal.SIGTERM)
+        body_answer, head_answer = _read_all(mid_body), _read_all(mid_head)
+    assert body_answer.startswith(b"HTTP/1.1 503") and b"shutting down" in body_answer
+    assert head_answer.startswith(b"HTTP/1.1 503")
+    assert server.proc.wait(timeout=60) == 0
     assert csv_files(server.output) == model_files(GOOD)

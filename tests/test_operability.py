@@ -206,12 +206,13 @@ def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
     path.write_bytes(ndjson(events))
     err_path = tmp_path / "send.err"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as holder, open(err_path, "w") as err:
-        holder.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big))
+        # All but its last byte arrive: held in the pending budget (announced bytes hold nothing).
+        holder.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:-1])
         proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", "--url", server.url,
                                  "--batch-lines", "100000", str(path)], stdout=subprocess.PIPE, stderr=err, text=True)
         try:
             assert wait_for(lambda: "HTTP 503" in err_path.read_text())
-            holder.sendall(big)  # the budget frees up once this request is written
+            holder.sendall(big[-1:])  # the budget frees up once this request is written
             assert holder.recv(4096).startswith(b"HTTP/1.1 200")
             out, _ = proc.communicate(timeout=120)
         finally:
@@ -330,3 +331,15 @@ def test_version_is_printed_and_is_the_changelogs_newest():
     assert result.stdout.strip() == f"batched-event-api, version {__version__}"
     changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
     assert changelog.split("\n## ", 1)[1].startswith(__version__)
+
+
+def test_a_request_path_cannot_forge_a_log_line_and_is_not_echoed(server_factory):
+    server = server_factory()
+    forged = "/x%0a2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv%0d%1b[2J"
+    response = server.client.get(forged)
+    assert response.status_code == 404 and "FAKE" not in response.text
+    assert server.stop() == 0
+    lines = server.log.read_text().splitlines()
+    assert not any(line.startswith("2026-12-05 10:00:00") or "\x1b" in line or "\r" in line for line in lines)
+    assert any("GET /x\\n2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv\\r\\x1b[2J 404" in line
+               for line in lines)

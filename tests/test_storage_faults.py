@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,10 +96,33 @@ def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivilege
         assert readiness.status_code == 503 and "not writable" in readiness.json()["error"]
     finally:
         out.chmod(0o755)
-    assert server.client.get("/readyz").status_code == 200
+    # Probes try a recovery at most once a second (issue 19): ready again within that.
+    assert wait_for(lambda: server.client.get("/readyz").status_code == 200)
     assert server.post(ndjson(second)).status_code == 200
     assert server.stop() == 0
     assert csv_files(out) == model_files(first + second)
+
+
+def test_readiness_probes_of_an_unhealthy_writer_try_a_recovery_at_most_once_a_second(server_factory, unprivileged_dir):
+    out = unprivileged_dir / "out"
+    server = server_factory("--idle-close", "300ms", output=out,
+                            wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+    assert server.post(ndjson([{"time": "2024-07-01T02:03:04Z", "id": 1}])).status_code == 200
+    out.chmod(0o555)  # the idle commit cannot publish the window: the writer needs a recovery
+    try:
+        assert wait_for(lambda: "idle commit failed, retrying" in server.log.read_text())
+        failures_before = server.log.read_text().count("Permission denied")
+        started = time.monotonic()
+        statuses = [server.client.get("/readyz").status_code for _ in range(100)]
+        elapsed = time.monotonic() - started
+        recoveries = server.log.read_text().count("Permission denied") - failures_before
+    finally:
+        out.chmod(0o755)
+    print(f"100 probes in {elapsed:.2f}s ran {recoveries} recoveries")
+    assert statuses == [503] * 100
+    assert recoveries <= elapsed + 2  # one a second at most, and the idle commit's own retry
+    assert wait_for(lambda: server.client.get("/readyz").status_code == 200)
+    assert server.stop() == 0
 
 
 def test_a_failed_idle_commit_is_retried_without_a_new_request(server_factory, unprivileged_dir):

@@ -51,6 +51,7 @@ log = logging.getLogger("batched_event_api")
 _INLINE_PREPARE = 256 * 1024
 _SPACE_MARGIN = 1 << 20  # bytes of free space beyond a refused request's size before /readyz says ready
 _PREPARE_THREADS = min(4, os.cpu_count() or 1)
+_HEAL_EVERY = 1.0  # seconds between recoveries tried by readiness probes
 
 
 class Ingest:
@@ -87,6 +88,7 @@ class Ingest:
         metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self._space_free_then = 0  # free bytes once its round was undone
+        self._healed_at = -math.inf  # when a readiness probe last tried a recovery
         self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
             uploader = UploadProcess(settings.output, settings.bucket, metrics,
@@ -222,7 +224,7 @@ class Ingest:
 
     async def unready_reason(self) -> str | None:
         """Why the service cannot take a request now, or None when it can."""
-        if not (self.writer.healthy or await self._on_writer(self.writer.heal)):
+        if not (self.writer.healthy or await self._heal()):
             return f"storage error: {self.writer.problem}"
         if not os.access(self.settings.output, os.W_OK):
             return f"the {'state' if self.uploader else 'output'} directory is not writable"
@@ -237,6 +239,15 @@ class Ingest:
         if (refused := self.refusal()) is not None:
             return f"upload backlog full: {refused.message}"
         return None
+
+    async def _heal(self) -> bool:
+        """A recovery attempt for a readiness probe, at most one per _HEAL_EVERY seconds: probes
+        from every load balancer would otherwise each run a recovery of the directory."""
+        now = time.monotonic()
+        if now - self._healed_at < _HEAL_EVERY:
+            return False
+        self._healed_at = now
+        return bool(await self._on_writer(self.writer.heal))
 
     def _record_commits(self, committed: list[Committed]) -> None:
         for c in committed:
@@ -303,7 +314,8 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
         return HTMLResponse(openapi.DOCS_HTML)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": f"no route {request.url.path}"}, status_code=404)
+        # The path is not echoed: what a client sends goes back to no one, and to the log escaped.
+        return JSONResponse({"error": f"no such route: events go to POST {INGEST_PATH}; see /docs"}, status_code=404)
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         headers = getattr(exc, "headers", None) or {}

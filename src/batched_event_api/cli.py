@@ -149,6 +149,12 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--body-timeout", type=Duration(), default="30s",
               help="Time allowed to receive a request body, from the end of its headers (408 after).",
               **_env("BODY_TIMEOUT"))
+@click.option("--min-body-rate", type=Size(), default="240",
+              help="Bytes per second a request body must average once it has had 5 seconds (408 and closed below; "
+              "ASP.NET Kestrel's MinRequestBodyDataRate); 0: no minimum.", **_env("MIN_BODY_RATE"))
+@click.option("--max-header-size", type=Size(), default="64KiB",
+              help="Largest request line and headers together (431 above; a URL over 8KiB alone: 414).",
+              **_env("MAX_HEADER_SIZE"))
 @click.option("--header-timeout", type=Duration(), default="10s",
               help="Time allowed from a connection's opening, or a request's first byte, to the end of its headers "
               "(408 and closed after).", **_env("HEADER_TIMEOUT"))
@@ -157,8 +163,9 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--max-connections", type=click.IntRange(1), default=1024,
               help="Open connections at most; one more is answered 503 and closed.", **_env("MAX_CONNECTIONS"))
 @click.option("--max-pending", type=Size(), default="256MiB",
-              help="Request body bytes received and not yet written, across all requests: a request that would pass "
-              "it is answered 503 with Retry-After (by Content-Length before its body is read). At least --max-body.",
+              help="Request body bytes received and not yet written, across all requests (counted as they arrive, not "
+              "as announced): a request that would pass it is answered 503 with Retry-After (before its body is read "
+              "when its Content-Length cannot fit). At least --max-body.",
               **_env("MAX_PENDING"))
 @click.option("--auth-token", default=None,
               help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset). A token given on "
@@ -189,6 +196,8 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     if options["max_pending"] < options["max_body"]:
         raise click.BadParameter("must be at least --max-body (a request of --max-body bytes could never pass)",
                                  param_hint="'--max-pending'")
+    if options["max_header_size"] < 1024:
+        raise click.BadParameter("must be at least 1KiB", param_hint="'--max-header-size'")
     settings = Settings(**options)
     configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     # The port first: when it is taken, nothing is created. Then the directory.

@@ -73,17 +73,18 @@ def too_large(limit: int) -> ClientError:
 
 class BodyReader:
     """A request body taken as it arrives, never more than the limit (after decompression),
-    counted against the pending-bytes budget: by Content-Length before any of it is read, else as
-    it arrives."""
+    counted against the pending-bytes budget as it arrives: bytes a client has only announced
+    hold nothing (a few connections declaring large bodies and sending none would otherwise lock
+    everyone out). A Content-Length that cannot fit beside what is held now is refused before
+    any of the body is read."""
 
-    __slots__ = ("_limit", "_hold", "_counted", "_gunzip", "body")
+    __slots__ = ("_limit", "_hold", "_gunzip", "body")
 
     def __init__(self, limit: int, hold: Hold, head: RequestHead) -> None:
         self._limit = limit
         self._hold = hold
-        self._counted = head.length is not None and not head.gzip  # taken whole, up front
-        if self._counted:
-            hold.take(head.length)  # type: ignore[arg-type]
+        if head.length is not None and not head.gzip:
+            hold.check(head.length)
         self._gunzip = _Gunzip() if head.gzip else None
         self.body = bytearray()  # grows in place: no second copy of a large body
 
@@ -92,8 +93,7 @@ class BodyReader:
             chunk = self._gunzip.feed(chunk, self._limit - len(self.body), self._limit)
         if len(self.body) + len(chunk) > self._limit:
             raise too_large(self._limit)
-        if not self._counted:
-            self._hold.take(len(chunk))
+        self._hold.take(len(chunk))
         self.body += chunk
 
     def finish(self) -> bytearray:
@@ -161,7 +161,7 @@ class IngestExchange:
 
     __slots__ = ("route", "protocol", "started", "keep_alive", "response_started", "response_complete",
                  "disconnected", "more_body", "running", "serving", "expect_continue", "hold", "reader", "key",
-                 "error", "size")
+                 "error", "size", "last_words")
 
     def __init__(self, route: IngestRoute, protocol: Any, keep_alive: bool, expect_continue: bool) -> None:
         self.route = route
@@ -176,6 +176,7 @@ class IngestExchange:
         self.reader: BodyReader | None = None
         self.key: str | None = None
         self.error: ClientError | None = None
+        self.last_words: bytes | None = None  # a whole closing answer, from the protocol (refuse())
         self.size = 0
         try:
             head = check_head(protocol.headers, route.auth, route.max_body)
@@ -212,6 +213,14 @@ class IngestExchange:
         if self.running:
             self._serve()
 
+    def refuse(self, answer: bytes) -> None:
+        """No more of its body will be read (a malformed body, a shutdown): answered with this
+        whole response, which closes the connection, in its turn."""
+        self.more_body = False
+        self.last_words = answer
+        if self.running:
+            self._serve()
+
     def connection_lost(self) -> None:
         self.disconnected = True
         if not self.serving:  # its body, whole or not, is let go; one being written is kept
@@ -224,6 +233,13 @@ class IngestExchange:
         if self.serving:
             return
         self.serving = True
+        if self.last_words is not None:
+            self.hold.release()
+            self.response_started = self.response_complete = True
+            if not self.disconnected:
+                self.protocol.transport.write_whole(self.last_words)
+                self.protocol.transport.close()
+            return
         if self.error is not None:
             self._finish(None, self.error)
             return

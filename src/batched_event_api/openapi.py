@@ -72,10 +72,15 @@ DOCUMENT: dict[str, Any] = {
                     "400": _error("A line is not a valid event (line and field named), or the body is corrupt"),
                     "401": _error("Missing or wrong bearer token (when a token is configured)"),
                     "405": _error("Method not allowed (Allow: POST)"),
-                    "408": _error("The body did not arrive within the read timeout"),
-                    "413": _error("Body or line larger than the limit"),
+                    "408": _error("The headers or body did not arrive within their timeout, or the body "
+                                  "arrived slower than --min-body-rate (the connection is closed)"),
+                    "413": _error("Body or line larger than the limit, or more windows than --max-windows-per-request"),
+                    "414": _error("URL longer than 8 KiB (the connection is closed)"),
                     "415": _error("Unsupported Content-Type or Content-Encoding"),
-                    "503": _error("Storage unavailable (disk full, directory not writable)"),
+                    "431": _error("Request line and headers larger than --max-header-size (the connection is closed)"),
+                    "503": _error("Storage unavailable (disk full, directory not writable), too many request bytes "
+                                  "pending, too many keys kept, the upload backlog full, or the server shutting down: "
+                                  "retry after Retry-After"),
                 },
                 "security": [{}, {"bearer": []}],
             }

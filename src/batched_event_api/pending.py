@@ -1,8 +1,9 @@
 """The pending-bytes budget: request bodies received (or being received) and not yet written.
 
-Bounding it bounds memory however many large bodies arrive at once: a request that would pass it
-is refused with 503 + Retry-After, by its Content-Length before any of its body is read, or (for
-chunked and gzip bodies) as soon as what arrived passes it. Used from the event loop only.
+Bounding it bounds memory however many large bodies arrive at once. Bytes count once they have
+arrived, never by what a client announces: a request is refused with 503 + Retry-After by its
+Content-Length before any of its body is read when that cannot fit beside what is held now, or as
+soon as what arrived passes the limit. Used from the event loop only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Hold:
         self.taken = 0
 
     def take(self, size: int) -> None:
+        self.check(size)
+        self.budget.used += size
+        self.taken += size
+
+    def check(self, size: int) -> None:
+        """Refuse (503) a request whose next `size` bytes do not fit beside what is held now."""
         budget = self.budget
         if budget.used + size > budget.limit:
             raise ClientError(
@@ -45,5 +52,3 @@ class Hold:
                 # before reading gets this answer instead of a reset.
                 headers={"retry-after": RETRY_AFTER},
             )
-        budget.used += size
-        self.taken += size

@@ -3,14 +3,26 @@
 - `POST /user/event` is served by the protocol (ingest_route.py): no ASGI cycle on the hot path.
   Every other request goes to the ASGI application as before.
 
-- A header timeout: from a connection's opening (or a request's first byte on a kept-alive
-  connection) to the end of its headers. uvicorn arms no timer until a first response, so a
-  client that connects and says nothing, or dribbles header bytes, would hold its socket forever.
-  Past it: 408 and the connection closed (nginx's client_header_timeout).
-- A body timeout: from the end of the headers to the end of the body (nginx's
-  client_body_timeout, counted for the whole body). Past it: 408 and closed. Kept here, one timer
-  per request, rather than around the application's reads: it also covers a body that never
-  starts, and costs a fraction of an asyncio.timeout on the hot path.
+- Answers leave in request order, whatever happens after a request: a pipelined request's
+  timers run only once the requests before it are answered (its turn), and a malformed request,
+  an oversize head or a shutdown behind requests still being served is answered after them.
+- A header timeout: from a connection's opening (or a request's first byte, once the requests
+  before it are answered) to the end of its headers. uvicorn arms no timer until a first
+  response, so a client that connects and says nothing, or dribbles header bytes, would hold its
+  socket forever. Past it: 408 and the connection closed (nginx's client_header_timeout).
+- A body timeout: from the end of the headers (or the request's turn) to the end of the body,
+  counted for the whole body (nginx's client_body_timeout); and a minimum rate a body must
+  average once it has had a grace period (Kestrel's MinRequestBodyDataRate), so that a trickle
+  does not hold a connection for the whole timeout. Past either: 408 and closed.
+- A cap on the head (`--max-header-size`, 431) and the URL (8 KiB, 414): httptools buffers
+  whatever it is given.
+- Bounded memory per connection: at most a few pipelined requests are parsed ahead of the one
+  being answered, and nothing more is read while the client leaves its answers unread (the
+  transport's writing is paused); the bytes already received wait unparsed.
+- `Upgrade` other than to a WebSocket (`curl --http2` over http asks for h2c) is ignored and the
+  request served as HTTP/1.1, as RFC 9110 allows: llhttp would hand its body over as upgrade data.
+- At shutdown a connection still receiving a head or a body is answered 503 and closed at once
+  (once the requests before it are answered), rather than waited for.
 - One write per response: uvicorn writes a response's status line and headers, then its body,
   two send() calls for every small answer. The transport holds the head back and sends it with
   the body (an interim `100 Continue` goes out at once).
@@ -23,18 +35,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .errors import ClientError
 from .ingest_route import INGEST_PATH, IngestExchange, IngestRoute
+from .pending import RETRY_AFTER
 
 if TYPE_CHECKING:
     from .app import Ingest
 
 log = logging.getLogger("batched_event_api")
+
+MAX_URL = 8 * 1024  # nginx's default large_client_header_buffers line
+MIN_RATE_GRACE = 5.0  # seconds a body has before its average rate is checked (Kestrel's grace period)
+_MAX_QUEUED = 8  # pipelined requests parsed ahead of the one being answered
+_SLICE = 64 * 1024  # bytes handed to the parser at a time, so that reading can stop between requests
 
 
 def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -46,7 +66,20 @@ def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
 
 _HEADERS_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request headers"}')
 _BODY_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request body"}')
+_BODY_TOO_SLOW = _response("408 Request Timeout", b'{"error":"the request body arrived slower than --min-body-rate"}')
 _TOO_MANY = _response("503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n")
+_INVALID = _response("400 Bad Request", b'{"error":"invalid HTTP request"}')
+_URL_TOO_LONG = _response("414 URI Too Long", b'{"error":"request URL longer than %d bytes"}' % MAX_URL)
+_SHUTTING_DOWN = _response("503 Service Unavailable", b'{"error":"the server is shutting down; retry"}',
+                           b"retry-after: " + RETRY_AFTER.encode() + b"\r\n")
+_UPGRADE_TOKENS = {b"upgrade", b"http2-settings"}
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the parser stops there (and is not used again)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
 
 
 def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
@@ -54,11 +87,24 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
     route = IngestRoute(ingest)
     header_timeout = settings.header_timeout
     body_timeout = settings.body_timeout
+    min_rate = settings.min_body_rate
+    max_head = settings.max_header_size
     max_connections = settings.max_connections
+    head_too_large = _response("431 Request Header Fields Too Large",
+                               b'{"error":"request headers larger than %d bytes (--max-header-size)"}' % max_head)
 
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _body_timer: asyncio.TimerHandle | None = None
+        _body_started = 0.0  # when the body being read got its turn
+        _body_bytes = 0  # of it, received so far
+        _head_size = 0  # bytes of the head being read
+        _reading_head = False  # a request has begun and its headers are not all in
+        _upgrade_ignored = False  # the head being read asked for an upgrade we do not make
+        _held = b""  # received and not yet parsed: waits while requests are queued or answers unread
+        _feeding = False
+        _last_words: bytes | None = None  # written (then closed) once every request before is answered
+        _stopped = False  # nothing more is read from this connection
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(_HeadJoiningTransport(transport))
@@ -70,18 +116,104 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 return
             self._arm_header_timer()
 
+        # -- reading
+
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+            if self._stopped:
+                return
+            if self._held:  # data already read when reading was paused
+                self._held += data
+                return
+            self._feed(data)
+
+        def _feed(self, data: bytes) -> None:
+            view, offset = memoryview(data), 0
+            self._feeding = True
+            try:
+                while offset < len(view) and not self._stopped:
+                    if self._backed_up():
+                        self._held = bytes(view[offset:])
+                        self.flow.pause_reading()
+                        return
+                    piece = view[offset:offset + _SLICE]
+                    offset += len(piece)
+                    try:
+                        self.parser.feed_data(piece)
+                    except httptools.HttpParserUpgrade as exc:
+                        if self._should_upgrade():
+                            self.handle_websocket_upgrade()
+                            return
+                        # Served as HTTP/1.1: its head again without the upgrade, then what followed it.
+                        view, offset = memoryview(self._head_without_upgrade() + piece[exc.args[0]:] + view[offset:]), 0
+                        self.parser = httptools.HttpRequestParser(self)
+                    except httptools.HttpParserError as exc:
+                        cause = exc.__context__
+                        self._refuse(cause.answer if isinstance(cause, _HeadTooLarge) else _INVALID)
+                        return
+            finally:
+                self._feeding = False
+            if self.flow.read_paused and not self._unanswered():
+                self.flow.resume_reading()  # requests queued meanwhile were all answered at once
+
+        def _backed_up(self) -> bool:
+            return len(self.pipeline) >= _MAX_QUEUED or self.flow.write_paused
+
+        def _catch_up(self) -> None:
+            """Read on, once no longer backed up: first what was held, then the socket."""
+            if self._stopped or self._backed_up() or self._feeding or self.transport.is_closing():
+                return
+            if self._held:
+                data, self._held = self._held, b""
+                self._feed(data)
+                if self._held or self._stopped:
+                    return
+            self.flow.resume_reading()
+
+        def _head_without_upgrade(self) -> bytes:
+            method, version = self.parser.get_method(), self.parser.get_http_version().encode()
+            lines = [method + b" " + self.url + b" HTTP/" + version]
+            for name, value in self.headers:
+                if name == b"connection":
+                    tokens = [t for t in value.split(b",") if t.strip().lower() not in _UPGRADE_TOKENS]
+                    if not tokens:
+                        continue
+                    value = b",".join(tokens)
+                elif name in (b"upgrade", b"http2-settings"):
+                    continue
+                lines.append(name + b": " + value)
+            return b"\r\n".join(lines) + b"\r\n\r\n"
+
+        # -- parser callbacks
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._header_timer is None:
+            self._reading_head, self._head_size, self._upgrade_ignored = True, 0, False
+            if self._header_timer is None and not self._unanswered():
                 self._arm_header_timer()
 
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            if self._head_size > MAX_URL:
+                raise _HeadTooLarge(_URL_TOO_LONG)
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_size += len(name) + len(value) + 4
+            if self._head_size > max_head:
+                raise _HeadTooLarge(head_too_large)
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
+            if self.parser.should_upgrade() and not self._should_upgrade():
+                self._upgrade_ignored = True  # parsed again without it (_feed)
+                return
+            self._reading_head = False
             self._cancel_header_timer()
             if self._is_ingest():
                 self._begin_ingest()
             else:
-                super().on_headers_complete()
-            self._body_timer = self.loop.call_later(body_timeout, self._body_timed_out)
+                super().on_headers_complete()  # its body timer is armed as it starts (_start_asgi_task)
 
         def _is_ingest(self) -> bool:
             if self.parser.get_method() != b"POST" or (self.parser.should_upgrade() and self._should_upgrade()):
@@ -95,12 +227,15 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             exchange = IngestExchange(route, self, keep_alive, self.expect_100_continue)
             previous, self.cycle = self.cycle, exchange  # type: ignore[assignment]
             if previous is None or previous.response_complete:
+                self._arm_body_timer()
                 exchange.start()
             else:  # pipelined behind a request still being served
                 self.flow.pause_reading()
                 self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if cycle is self.cycle and cycle.more_body and not self._stopped:
+                self._arm_body_timer()  # its turn: its body is read from now on
             # uvicorn starts the next request of the queue this way, from the previous one's
             # answer: a later turn of the loop, so that a queue of requests refused at once is
             # not answered in one deepening chain of calls.
@@ -110,28 +245,95 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 super()._start_asgi_task(cycle, app)
 
         def on_body(self, body: bytes) -> None:
+            self._body_bytes += len(body)
             if type(self.cycle) is IngestExchange:
                 self.cycle.feed(body)
             else:
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            if self._upgrade_ignored:
+                return
+            self._cancel_body_timer()
             if type(self.cycle) is IngestExchange:
                 self.cycle.body_complete()
             else:
                 super().on_message_complete()
 
+        # -- answers
+
         def on_response_complete(self) -> None:
+            # uvicorn's, except that reading resumes only when nothing holds it back, and a
+            # refusal waiting behind the requests just answered goes out.
             self.transport.flush()  # a head without a body (HEAD, 204) goes out now
-            super().on_response_complete()
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            elif self._last_words is not None:
+                self._close_with(self._last_words)
+                return
+            elif self._reading_head:
+                if self._header_timer is None:
+                    self._arm_header_timer()
+            else:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self._catch_up()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._catch_up()
+
+        def _unanswered(self) -> bool:
+            return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+        def _refuse(self, answer: bytes) -> None:
+            """Read nothing more; the request being read gets this answer in its turn, then the
+            connection is closed."""
+            self._stopped, self._held = True, b""
+            self.flow.pause_reading()
+            self._cancel_header_timer()
+            cycle = self.cycle
+            if not self._reading_head and cycle is not None and cycle.more_body and not cycle.response_complete:
+                self._cancel_body_timer()
+                if type(cycle) is IngestExchange:
+                    cycle.refuse(answer)
+                    return
+                # An application's request cut off mid-body: it is told the client left.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self.transport.close()
+                return
+            if self._unanswered():
+                self._last_words = answer
+            else:
+                self._close_with(answer)
+
+        def _close_with(self, answer: bytes) -> None:
+            self._cancel_header_timer()
+            if not self.transport.is_closing():
+                self.transport.write_whole(answer)
+                self.transport.close()
+
+        def shutdown(self) -> None:
+            """The server is stopping: requests received are answered; one still arriving is not waited for."""
+            if self._reading_head or (self.cycle is not None and self.cycle.more_body
+                                      and not self.cycle.response_complete):
+                self._refuse(_SHUTTING_DOWN)
+            elif not self._unanswered():
+                self.transport.close()
+            else:
+                self._stopped, self._held = True, b""
+                self.cycle.keep_alive = False
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
-            if self._body_timer is not None:
-                self._body_timer.cancel()
+            self._cancel_body_timer()
+            self._held, self._stopped = b"", True
             for cycle, _ in self.pipeline:
                 if type(cycle) is IngestExchange:
                     cycle.connection_lost()
@@ -139,6 +341,8 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 self.cycle.connection_lost()
                 self.cycle = None  # type: ignore[assignment]  # uvicorn would signal its message event
             super().connection_lost(exc)
+
+        # -- timers
 
         def _arm_header_timer(self) -> None:
             self._header_timer = self.loop.call_later(header_timeout, self._headers_timed_out)
@@ -150,16 +354,36 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
 
         def _headers_timed_out(self) -> None:
             self._header_timer = None
-            if not self.transport.is_closing():
-                self.transport.write(_HEADERS_TIMED_OUT)
-                self.transport.close()
+            self._close_with(_HEADERS_TIMED_OUT)
 
-        def _body_timed_out(self) -> None:
+        def _arm_body_timer(self) -> None:
+            self._cancel_body_timer()
+            self._body_started, self._body_bytes = time.monotonic(), 0
+            first_check = min(body_timeout, MIN_RATE_GRACE) if min_rate else body_timeout
+            self._body_timer = self.loop.call_later(first_check, self._check_body)
+
+        def _cancel_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _check_body(self) -> None:
+            """The body's deadline, or (with --min-body-rate) its average rate, once a second after its grace."""
             self._body_timer = None
-            if not self.transport.is_closing():
-                if self.cycle is not None and not self.cycle.response_started:  # else just close
-                    self.transport.write(_BODY_TIMED_OUT)
-                self.transport.close()  # the application's next read sees a disconnect
+            elapsed = time.monotonic() - self._body_started
+            if elapsed >= body_timeout:
+                self._body_timed_out(_BODY_TIMED_OUT)
+            elif self._body_bytes < min_rate * elapsed:
+                self._body_timed_out(_BODY_TOO_SLOW)
+            else:
+                self._body_timer = self.loop.call_later(min(1.0, body_timeout - elapsed), self._check_body)
+
+        def _body_timed_out(self, answer: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_started:  # else just close
+                self.transport.write(answer)
+            self.transport.close()  # the application's next read sees a disconnect
 
     return Protocol
 
