@@ -123,6 +123,14 @@ def post_maybe_killed(server: Server, body: bytes, key: str, rng: Any, *, chance
     return response, timer is not None
 
 
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's memory from /proc/PID/status: VmRSS (now) or VmHWM (its peak), in MiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
 def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
     """Poll until predicate() is true (a condition, not a guessed delay); False on timeout."""
     deadline = time.monotonic() + timeout

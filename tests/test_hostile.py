@@ -9,7 +9,7 @@ import zlib
 
 import httpx
 import pytest
-from conftest import csv_files
+from conftest import csv_files, memory_mib
 from model import model_files, ndjson
 
 GOOD_BEFORE = [{"time": "2024-07-01T02:03:04Z", "id": 1, "description": "before"}]
@@ -116,23 +116,16 @@ def test_gzip_body_is_accepted(server_factory):
     assert csv_files(server.output) == model_files(events)
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_gzip_bomb_is_413_in_bounded_memory(server_factory):
     server = server_factory("--max-body", "1MiB")
     deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
     bomb = b"".join(deflate.compress(b"\n" * (1 << 20)) for _ in range(1024)) + deflate.flush()  # 1 GiB inflated
     assert len(bomb) < 2 << 20
-    before = _peak_rss_mib(server.proc.pid)
+    before = memory_mib(server.proc.pid, "VmHWM")
     assert server.post(ndjson(GOOD_BEFORE)).status_code == 200
     response = server.post(bomb, {"Content-Encoding": "gzip"})
     assert response.status_code == 413 and response.json()["error"]
-    assert _peak_rss_mib(server.proc.pid) - before < 64  # never inflated far past the limit
+    assert memory_mib(server.proc.pid, "VmHWM") - before < 64  # never inflated far past the limit
     assert server.post(ndjson(GOOD_AFTER)).status_code == 200
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(GOOD_BEFORE + GOOD_AFTER)

@@ -10,7 +10,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import csv_files, wait_for
+from conftest import csv_files, memory_mib, wait_for
 from model import model_files, ndjson
 
 GOOD = [{"time": "2024-07-01T02:03:04Z", "id": 1}]
@@ -164,13 +164,6 @@ def test_curl_default_content_type_is_taken_as_ndjson_and_other_types_are_refuse
 # -- issue 19: connections that announce much and send little, or never read ---------------------
 
 
-def _rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_bodies_announced_but_not_sent_hold_none_of_the_pending_budget(server_factory):
     """Five connections declare 64 MiB bodies and send one byte: other clients are still served,
     and /readyz stays ready (a load balancer would otherwise pull the instance)."""
@@ -220,11 +213,11 @@ def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> in
 def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(server_factory, request_bytes):
     server = server_factory()
     assert server.post(ndjson(GOOD)).status_code == 200
-    before = _rss_mib(server.proc.pid)
+    before = memory_mib(server.proc.pid)
     flood = request_bytes * (15_000_000 // len(request_bytes))
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as greedy:
         sent = _send_until_the_server_stops_reading(greedy, flood)
-        grown = _rss_mib(server.proc.pid) - before
+        grown = memory_mib(server.proc.pid) - before
         print(f"{request_bytes.split()[0].decode()}: {sent} of {len(flood)} bytes taken, RSS +{grown:.1f} MiB")
         assert sent < len(flood)  # it stopped reading
         assert grown < 40
