@@ -226,3 +226,32 @@ def test_a_long_url_is_414_and_large_headers_431(server_factory):
     conn.close()
     assert server.post(ndjson(EVENTS)).status_code == 200
     _assert_stopped_with(server, EVENTS)
+
+
+def test_connect_is_405_and_the_server_serves_on(server_factory):
+    server = server_factory()
+    conn = Connection(server.port)
+    conn.send(b"CONNECT x:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.response()[0] == 405
+    conn.close()
+    assert server.post(ndjson(EVENTS)).status_code == 200
+    _assert_stopped_with(server, EVENTS)
+
+
+def test_an_application_request_broken_mid_body_is_answered_after_the_ingest_before_it(server_factory):
+    server = server_factory("--max-windows-per-request", "5000")
+    conn = Connection(server.port)
+    conn.send(_post(_many_windows(4000)) + b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert conn.answer() == (200, {"accepted": 4000})
+    assert conn.response()[0] == 400
+    conn.close()
+    assert server.stop() == 0
+    assert sum(len(content.splitlines()) for content in csv_files(server.output).values()) == 4000
+
+
+def test_a_post_to_the_ingest_path_with_a_trailing_newline_is_404(server_factory):
+    server = server_factory()
+    response = server.client.post("/user/event%0a", content=ndjson(EVENTS))
+    assert response.status_code == 404
+    _assert_stopped_with(server, [])
+    assert "Traceback" not in server.log.read_text()

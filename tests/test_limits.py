@@ -200,31 +200,66 @@ def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> in
         try:
             sent += sock.send(data[sent:sent + 65536])
         except BlockingIOError:
-            _, writable, _ = select.select([], [sock], [], 3.0)
-            if not writable:  # three seconds without room: nothing more is read
+            _, writable, _ = select.select([], [sock], [], 1.0)
+            if not writable:  # a second without room: nothing more is read
                 break
     return sent
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  # served by the protocol
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # served by the ASGI application
-], ids=["ingest", "healthz"])
-def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(server_factory, request_bytes):
-    server = server_factory()
+@pytest.mark.parametrize("first, request_bytes", [
+    (b"", b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),  # served by the protocol
+    (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),  # served by the ASGI application
+    (b"", b"GET / HTTP/1.1\r\n\r\n"),  # the smallest request: the most per byte read
+    # A static file's response listens for a disconnect, and uvicorn resumes reading for that.
+    (b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+], ids=["ingest", "healthz", "tiny", "behind-a-file"])
+def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(server_factory, first, request_bytes):
+    """Ten connections each pipeline 15 MB of requests and read no answer: the server stops
+    reading them, holds a bounded amount for each, serves others meanwhile, logs no error when
+    they leave, and shuts down at once with them still connected."""
+    server = server_factory("--send-timeout", "10m")
     assert server.post(ndjson(GOOD)).status_code == 200
     before = memory_mib(server.proc.pid)
-    flood = request_bytes * (15_000_000 // len(request_bytes))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as greedy:
-        sent = _send_until_the_server_stops_reading(greedy, flood)
+    flood = first + request_bytes * (15_000_000 // len(request_bytes))
+    greedy: list[socket.socket] = []
+    try:
+        taken = []
+        for _ in range(10):  # each opened as it sends (a silent one is closed after --header-timeout)
+            greedy.append(socket.create_connection(("127.0.0.1", server.port), timeout=20))
+            taken.append(_send_until_the_server_stops_reading(greedy[-1], flood))
         grown = memory_mib(server.proc.pid) - before
-        print(f"{request_bytes.split()[0].decode()}: {sent} of {len(flood)} bytes taken, RSS +{grown:.1f} MiB")
-        assert sent < len(flood)  # it stopped reading
-        assert grown < 40
-        # Others are served meanwhile, and the greedy client gets its answers once it reads.
+        print(f"{request_bytes.split()[1].decode()}: {min(taken)}..{max(taken)} of {len(flood)} bytes taken on each of "
+              f"10 connections, RSS +{grown:.1f} MiB")
+        assert max(taken) < len(flood)  # it stopped reading
+        assert grown < 60
+        # Others are served meanwhile, and a greedy client gets its answers once it reads.
         assert server.post(ndjson(GOOD)).status_code == 200
-        greedy.setblocking(True)
-        assert greedy.recv(4096).startswith(b"HTTP/1.1 200")
+        greedy[0].setblocking(True)
+        assert greedy[0].recv(4096).startswith(b"HTTP/1.1 ")
+        greedy.pop(0).close()
+        assert server.post(ndjson(GOOD)).status_code == 200  # after the first one left
+        assert server.stop() == 0  # with nine still connected
+    finally:
+        for sock in greedy:
+            sock.close()
+    log = server.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log
+    assert csv_files(server.output) == model_files(GOOD * 3)
+
+
+def test_a_client_that_reads_no_answers_is_closed_after_the_send_timeout_and_gives_its_bytes_back(server_factory):
+    server = server_factory("--send-timeout", "1s", "--max-body", "1MiB", "--max-pending", "2MiB")
+    body = ndjson(_events(0, 9, 100_000))  # 900 KB
+    request = b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    greedy = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    try:
+        _send_until_the_server_stops_reading(greedy, b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\n\r\n" * 4
+                                             + request * 2)
+        assert wait_for(lambda: "read no answer for 1s (--send-timeout)" in server.log.read_text())
+        assert wait_for(lambda: _pending(server) == 0)
+        assert server.client.get("/readyz").status_code == 200
+    finally:
+        greedy.close()
     assert server.stop() == 0
 
 
@@ -244,3 +279,36 @@ def test_shutdown_answers_connections_mid_headers_or_mid_body_at_once(server_fac
     assert head_answer.startswith(b"HTTP/1.1 503")
     assert server.proc.wait(timeout=60) == 0
     assert csv_files(server.output) == model_files(GOOD)
+
+
+def test_an_endless_header_line_is_431_before_it_ends(server_factory):
+    server = server_factory("--header-timeout", "120s")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ")
+        try:
+            for _ in range(1000):  # 8 MB at most; the server answers and closes long before
+                sock.sendall(b"a" * 8192)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert server.stop() == 0
+
+
+def test_a_connection_answered_before_its_body_ended_is_closed_when_idle(server_factory):
+    """A refused request's body arrives after its answer: the connection is then idle, and closed
+    after --keep-alive like any other; a broken chunk after it is not answered a second time."""
+    server = server_factory("--keep-alive", "1s", "--header-timeout", "120s", "--body-timeout", "120s",
+                            "--min-body-rate", "0")
+    for rest in (b"0123456789", b""):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            if rest:
+                sock.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 10\r\n\r\n")
+            else:
+                sock.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 415")
+            sock.sendall(rest or b"zz\r\n")
+            assert _read_all(sock) == b""  # closed, and nothing more said
+    assert server.stop() == 0

@@ -18,7 +18,7 @@ class RequestLog:
                events: int = 0, size: int = 0) -> None:
         self.metrics.observe_request(route, status, seconds)
         if access_log.isEnabledFor(logging.INFO):  # one check when the line is off
-            if not path.isprintable():  # a client's %0a must not start a forged log line
+            if not path.isprintable() or "\\" in path:  # a client's %0a must not start a forged log line
                 path = escape(path)
             access_log.info(
                 "%s %s %d events=%d bytes=%d duration_ms=%.2f", method, path, status, events, size, seconds * 1000,

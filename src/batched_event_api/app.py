@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -322,9 +323,10 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
         return JSONResponse({"error": "method not allowed"}, status_code=405, headers=headers)
 
     async def ingest_elsewhere(request: Request) -> Response:
-        # Only other methods reach the app here (405 with Allow: POST): POST is served by the HTTP
-        # protocol (ingest_route.py).
-        raise RuntimeError(f"POST {INGEST_PATH} reached the ASGI application")
+        # Other methods get 405 with Allow: POST, and POST is served by the HTTP protocol
+        # (ingest_route.py): a POST gets here only for a path that Starlette's pattern takes for
+        # the ingest path and the protocol does not (`/user/event%0a`: `$` matches before "\n").
+        return await not_found(request, HTTPException(404))
 
     framework = Starlette(
         routes=[

@@ -158,6 +158,9 @@ def _env(name: str) -> dict[str, Any]:
 @click.option("--header-timeout", type=Duration(), default="10s",
               help="Time allowed from a connection's opening, or a request's first byte, to the end of its headers "
               "(408 and closed after).", **_env("HEADER_TIMEOUT"))
+@click.option("--send-timeout", type=Duration(), default="30s",
+              help="Time a client may leave its answers unread while more wait to be sent (the connection is "
+              "closed after; nginx's send_timeout).", **_env("SEND_TIMEOUT"))
 @click.option("--keep-alive", type=Duration(), default="5s", help="How long an idle keep-alive connection stays open.",
               **_env("KEEP_ALIVE"))
 @click.option("--max-connections", type=click.IntRange(1), default=1024,

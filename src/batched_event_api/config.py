@@ -75,6 +75,7 @@ class Settings:
     min_body_rate: int = 240  # bytes/s a body must average after its first 5 seconds (Kestrel's default); 0: off
     header_timeout: float = 10.0  # seconds from a connection's first byte (or its opening) to the end of the headers
     max_header_size: int = 64 * 1024  # bytes of request line and headers (431 beyond; a URL beyond 8 KiB: 414)
+    send_timeout: float = 30.0  # seconds a client may leave its answers unread (the transport's writing paused)
     keep_alive: float = 5.0  # seconds an idle keep-alive connection is kept open
     max_connections: int = 1024  # connections beyond this are answered 503 and closed
     max_pending: int = 256 * 1024 * 1024  # body bytes received and not yet written (503 beyond)

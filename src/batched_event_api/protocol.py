@@ -54,7 +54,11 @@ log = logging.getLogger("batched_event_api")
 MAX_URL = 8 * 1024  # nginx's default large_client_header_buffers line
 MIN_RATE_GRACE = 5.0  # seconds a body has before its average rate is checked (Kestrel's grace period)
 _MAX_QUEUED = 8  # pipelined requests parsed ahead of the one being answered
-_SLICE = 64 * 1024  # bytes handed to the parser at a time, so that reading can stop between requests
+# Bytes handed to the parser at a time, so that reading can stop between requests: a body of
+# known length goes in whole pieces (up to _BODY_SLICE), anything else in small ones, since one
+# piece may hold dozens of tiny pipelined requests, every one parsed before the next check.
+_HEAD_SLICE = 1024
+_BODY_SLICE = 1024 * 1024
 
 
 def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -70,6 +74,7 @@ _BODY_TOO_SLOW = _response("408 Request Timeout", b'{"error":"the request body a
 _TOO_MANY = _response("503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n")
 _INVALID = _response("400 Bad Request", b'{"error":"invalid HTTP request"}')
 _URL_TOO_LONG = _response("414 URI Too Long", b'{"error":"request URL longer than %d bytes"}' % MAX_URL)
+_NOT_ALLOWED = _response("405 Method Not Allowed", b'{"error":"method not allowed"}')
 _SHUTTING_DOWN = _response("503 Service Unavailable", b'{"error":"the server is shutting down; retry"}',
                            b"retry-after: " + RETRY_AFTER.encode() + b"\r\n")
 _UPGRADE_TOKENS = {b"upgrade", b"http2-settings"}
@@ -90,6 +95,8 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
     min_rate = settings.min_body_rate
     max_head = settings.max_header_size
     max_connections = settings.max_connections
+    send_timeout = settings.send_timeout
+    head_bound = max(max_head, MAX_URL) + _HEAD_SLICE  # fed while a head is read: past it, the head is too large
     head_too_large = _response("431 Request Header Fields Too Large",
                                b'{"error":"request headers larger than %d bytes (--max-header-size)"}' % max_head)
 
@@ -98,7 +105,13 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         _body_timer: asyncio.TimerHandle | None = None
         _body_started = 0.0  # when the body being read got its turn
         _body_bytes = 0  # of it, received so far
-        _head_size = 0  # bytes of the head being read
+        _body_left: int | None = None  # bytes of the body being parsed still to come, when its length is known
+        _declared: bytes | None = None  # the Content-Length of the head being parsed
+        _head_size = 0  # bytes of the head being read, as the parser reports them
+        _head_fed = 0  # bytes fed to the parser while a head was being read (a long line is reported only once whole)
+        _running: Any = None  # the application's request being served (uvicorn tracks only the last parsed)
+        _broken: Any = None  # an application's request cut off mid-body: the last words go in its place
+        _write_timer: asyncio.TimerHandle | None = None
         _reading_head = False  # a request has begun and its headers are not all in
         _upgrade_ignored = False  # the head being read asked for an upgrade we do not make
         _held = b""  # received and not yet parsed: waits while requests are queued or answers unread
@@ -122,8 +135,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._unset_keepalive_if_required()
             if self._stopped:
                 return
-            if self._held:  # data already read when reading was paused
+            if self._held:  # read although paused (uvicorn's receive() resumes reading): held too
                 self._held += data
+                self.flow.pause_reading()
                 return
             self._feed(data)
 
@@ -135,8 +149,14 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                     if self._backed_up():
                         self._held = bytes(view[offset:])
                         self.flow.pause_reading()
+                        # Its bytes are here, unread by us: no timer on the client until they are.
+                        self._cancel_header_timer()
+                        self._cancel_body_timer()
                         return
-                    piece = view[offset:offset + _SLICE]
+                    if self._reading_head and self._head_fed > head_bound:
+                        self._refuse(head_too_large)  # one endless line: refused before it is whole
+                        return
+                    piece = view[offset:offset + (min(self._body_left, _BODY_SLICE) if self._body_left else _HEAD_SLICE)]
                     offset += len(piece)
                     try:
                         self.parser.feed_data(piece)
@@ -144,13 +164,18 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                         if self._should_upgrade():
                             self.handle_websocket_upgrade()
                             return
+                        if self.parser.get_method() == b"CONNECT":  # an upgrade by its method: no HTTP/1.1 form
+                            self._refuse(_NOT_ALLOWED)
+                            return
                         # Served as HTTP/1.1: its head again without the upgrade, then what followed it.
                         view, offset = memoryview(self._head_without_upgrade() + piece[exc.args[0]:] + view[offset:]), 0
                         self.parser = httptools.HttpRequestParser(self)
+                        continue
                     except httptools.HttpParserError as exc:
                         cause = exc.__context__
                         self._refuse(cause.answer if isinstance(cause, _HeadTooLarge) else _INVALID)
                         return
+                    self._head_fed = self._head_fed + len(piece) if self._reading_head else 0
             finally:
                 self._feeding = False
             if self.flow.read_paused and not self._unanswered():
@@ -168,6 +193,14 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 self._feed(data)
                 if self._held or self._stopped:
                     return
+                # Waiting on the client again: the timers stopped while its bytes were held.
+                cycle = self.cycle
+                if self._reading_head:
+                    if self._header_timer is None and not self._unanswered():
+                        self._arm_header_timer()
+                elif (cycle is not None and cycle.more_body and self._body_timer is None
+                      and not any(queued is cycle for queued, _ in self.pipeline)):
+                    self._arm_body_timer()
             self.flow.resume_reading()
 
         def _head_without_upgrade(self) -> bytes:
@@ -188,7 +221,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._reading_head, self._head_size, self._upgrade_ignored = True, 0, False
+            self._reading_head, self._head_size, self._upgrade_ignored, self._declared = True, 0, False, None
             if self._header_timer is None and not self._unanswered():
                 self._arm_header_timer()
 
@@ -202,13 +235,17 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._head_size += len(name) + len(value) + 4
             if self._head_size > max_head:
                 raise _HeadTooLarge(head_too_large)
+            if len(name) == 14 and name.lower() == b"content-length":
+                self._declared = value
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             if self.parser.should_upgrade() and not self._should_upgrade():
                 self._upgrade_ignored = True  # parsed again without it (_feed)
                 return
-            self._reading_head = False
+            self._reading_head, self._head_fed = False, 0
+            declared = self._declared
+            self._body_left = int(declared) if declared is not None and declared.isdigit() else None
             self._cancel_header_timer()
             if self._is_ingest():
                 self._begin_ingest()
@@ -234,6 +271,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if cycle is self._broken:  # cut off mid-body: its turn is the connection's end
+                self._close_with(self._last_words or b"")
+                return
             if cycle is self.cycle and cycle.more_body and not self._stopped:
                 self._arm_body_timer()  # its turn: its body is read from now on
             # uvicorn starts the next request of the queue this way, from the previous one's
@@ -242,10 +282,13 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             if type(cycle) is IngestExchange:
                 self.loop.call_soon(cycle.start)
             else:
+                self._running = cycle
                 super()._start_asgi_task(cycle, app)
 
         def on_body(self, body: bytes) -> None:
             self._body_bytes += len(body)
+            if self._body_left is not None:
+                self._body_left -= len(body)
             if type(self.cycle) is IngestExchange:
                 self.cycle.feed(body)
             else:
@@ -254,11 +297,18 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         def on_message_complete(self) -> None:
             if self._upgrade_ignored:
                 return
+            self._body_left = None
             self._cancel_body_timer()
             if type(self.cycle) is IngestExchange:
                 self.cycle.body_complete()
             else:
                 super().on_message_complete()
+            cycle = self.cycle
+            if (cycle is not None and cycle.response_complete and not self.pipeline and not self._held
+                    and self.timeout_keep_alive_task is None):
+                # Answered before its body ended (a refusal): idle from now on. uvicorn armed the
+                # keep-alive timer at the answer, and the body's bytes since cancelled it.
+                self._arm_keep_alive()
 
         # -- answers
 
@@ -277,16 +327,33 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 self._close_with(self._last_words)
                 return
             elif self._reading_head:
-                if self._header_timer is None:
+                if self._header_timer is None and not self._held:
                     self._arm_header_timer()
-            else:
-                self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            elif not self._held:  # (held bytes are requests waiting for the client to read: not idle)
+                self._arm_keep_alive()
             self._catch_up()
+
+        def _arm_keep_alive(self) -> None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+        def pause_writing(self) -> None:
+            # The client does not read its answers: nothing more is read from it (_backed_up), and
+            # past --send-timeout the connection is closed, giving back what its queued requests hold.
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(send_timeout, self._send_timed_out)
 
         def resume_writing(self) -> None:
             super().resume_writing()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
             self._catch_up()
+
+        def _send_timed_out(self) -> None:
+            self._write_timer = None
+            log.warning("closed a connection whose client read no answer for %gs (--send-timeout)", send_timeout)
+            self.transport.abort()
 
         def _unanswered(self) -> bool:
             return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
@@ -298,15 +365,19 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self.flow.pause_reading()
             self._cancel_header_timer()
             cycle = self.cycle
-            if not self._reading_head and cycle is not None and cycle.more_body and not cycle.response_complete:
+            if not self._reading_head and cycle is not None and cycle.more_body:
                 self._cancel_body_timer()
-                if type(cycle) is IngestExchange:
+                if cycle.response_complete:  # answered already (a refusal before its body ended)
+                    self.transport.close()
+                elif type(cycle) is IngestExchange:
                     cycle.refuse(answer)
-                    return
-                # An application's request cut off mid-body: it is told the client left.
-                cycle.disconnected = True
-                cycle.message_event.set()
-                self.transport.close()
+                else:  # an application's request cut off mid-body: told the client left, answered for
+                    cycle.disconnected, cycle.more_body = True, False
+                    cycle.message_event.set()
+                    if any(queued is cycle for queued, _ in self.pipeline):
+                        self._broken, self._last_words = cycle, answer
+                    else:  # being served: every request before it is answered
+                        self._close_with(answer)
                 return
             if self._unanswered():
                 self._last_words = answer
@@ -316,13 +387,16 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         def _close_with(self, answer: bytes) -> None:
             self._cancel_header_timer()
             if not self.transport.is_closing():
-                self.transport.write_whole(answer)
+                if answer:
+                    self.transport.write_whole(answer)
                 self.transport.close()
 
         def shutdown(self) -> None:
             """The server is stopping: requests received are answered; one still arriving is not waited for."""
-            if self._reading_head or (self.cycle is not None and self.cycle.more_body
-                                      and not self.cycle.response_complete):
+            if self.flow.write_paused:  # its client reads no answers: none would arrive
+                self.transport.abort()
+            elif self._reading_head or (self.cycle is not None and self.cycle.more_body
+                                        and not self.cycle.response_complete):
                 self._refuse(_SHUTTING_DOWN)
             elif not self._unanswered():
                 self.transport.close()
@@ -333,10 +407,15 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
             self._cancel_body_timer()
+            if self._write_timer is not None:
+                self._write_timer.cancel()
             self._held, self._stopped = b"", True
-            for cycle, _ in self.pipeline:
+            for cycle in [queued for queued, _ in self.pipeline] + [self._running]:
                 if type(cycle) is IngestExchange:
                     cycle.connection_lost()
+                elif cycle is not None and cycle is not self.cycle:  # uvicorn tells only the last one parsed
+                    cycle.disconnected = True
+                    cycle.message_event.set()
             if type(self.cycle) is IngestExchange:
                 self.cycle.connection_lost()
                 self.cycle = None  # type: ignore[assignment]  # uvicorn would signal its message event
