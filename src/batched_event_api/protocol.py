@@ -112,6 +112,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         _running: Any = None  # the application's request being served (uvicorn tracks only the last parsed)
         _broken: Any = None  # an application's request cut off mid-body: the last words go in its place
         _write_timer: asyncio.TimerHandle | None = None
+        _closing_down = False  # the server is shutting down
         _reading_head = False  # a request has begun and its headers are not all in
         _upgrade_ignored = False  # the head being read asked for an upgrade we do not make
         _held = b""  # received and not yet parsed: waits while requests are queued or answers unread
@@ -340,7 +341,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             # The client does not read its answers: nothing more is read from it (_backed_up), and
             # past --send-timeout the connection is closed, giving back what its queued requests hold.
             super().pause_writing()
-            if self._write_timer is None:
+            if self._closing_down:  # the server is stopping: no waiting for a client that does not read
+                self.transport.abort()
+            elif self._write_timer is None:
                 self._write_timer = self.loop.call_later(send_timeout, self._send_timed_out)
 
         def resume_writing(self) -> None:
@@ -393,7 +396,8 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
 
         def shutdown(self) -> None:
             """The server is stopping: requests received are answered; one still arriving is not waited for."""
-            if self.flow.write_paused:  # its client reads no answers: none would arrive
+            self._closing_down = True
+            if self.flow.write_paused or self._held:  # its client reads no answers: none would arrive
                 self.transport.abort()
             elif self._reading_head or (self.cycle is not None and self.cycle.more_body
                                         and not self.cycle.response_complete):
