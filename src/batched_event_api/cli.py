@@ -364,7 +364,10 @@ def _resume_command(prefix: str) -> tuple[str, bool]:
             token_left_out = True
         elif not arg.startswith("--key-prefix="):
             args.append(arg)
-    return shlex.join(["batched-event-api", *args[:1], "--key-prefix", prefix, *args[1:]]), token_left_out
+    # The program as typed (`.venv/bin/batched-event-api` works without an active venv); under
+    # `python -m` argv[0] is a path to __main__.py, and the installed command is named instead.
+    program = sys.argv[0] if Path(sys.argv[0]).name == "batched-event-api" else "batched-event-api"
+    return shlex.join([program, *args[:1], "--key-prefix", prefix, *args[1:]]), token_left_out
 
 
 @main.command()
