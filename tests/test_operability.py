@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, csv_files, wait_for
+from conftest import SEED, Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -253,6 +254,106 @@ def test_send_prints_how_to_resume_and_a_resend_applies_nothing_twice(server_fac
     assert "sent 100 events" in out and "200 events in 2 requests were already applied (replays)" in out
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(events)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing_twice(server_factory, sig, code):
+    token = "s3cret-token"
+    server = server_factory("--auth-token", token)
+    events = generate_events(random.Random(15), 300)
+    body = ndjson(events)
+    lines = body.splitlines(keepends=True)
+    args = ["--url", server.url, "--batch-lines", "50", "--auth-token", token, "-"]
+    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    try:
+        # 200 lines given and stdin left open: three chunks go, the fourth waits for its last line.
+        proc.stdin.write(b"".join(lines[:200]))  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        accepted = "bea_events_accepted_total 150.0"
+        assert wait_for(lambda: accepted in server.client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text)
+        proc.send_signal(sig)
+        out, err = (text.decode() for text in proc.communicate(timeout=60))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code
+    assert f"interrupted by {sig.name}" in err and "Aborted!" not in err and token not in out + err
+    prefix = err.split("idempotency key prefix: ", 1)[1].split()[0]
+    resume = err.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1].splitlines()[0].strip()
+    assert resume == shlex.join(["batched-event-api", "send", "--key-prefix", prefix, "--no-progress",
+                                 "--url", server.url, "--batch-lines", "50", "-"])
+    again = subprocess.run([sys.executable, "-m", "batched_event_api", *shlex.split(resume)[1:], "--auth-token", token],
+                           input=body, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert b"sent 150 events" in again.stdout and b"150 events in 3 requests were already applied" in again.stdout
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
+
+
+def test_send_says_at_once_when_nothing_listens_at_the_url(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(GOOD_EVENTS))
+    with socket.socket() as taken:  # bound, not listening: a port where nothing answers
+        taken.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}"
+        proc = _send("--url", url, str(path))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"error: nothing is listening at {url} (Connection refused)" in err
+    assert "retrying" not in err and "to resume" not in err  # nothing was applied: nothing to resume
+
+
+def test_a_short_send_off_a_terminal_prints_only_its_summary_in_plain_words(server_factory, tmp_path):
+    server = server_factory()
+    path = tmp_path / "one.ndjson"
+    path.write_bytes(ndjson(GOOD_EVENTS))
+    proc = _send("--url", server.url, "--key-prefix", "k1", str(path))
+    out, err = proc.communicate(timeout=60)
+    assert err == "idempotency key prefix: k1\n"  # no progress line for a run this short
+    size = len(ndjson(GOOD_EVENTS))
+    assert out.startswith(f"sent 1 event ({size / 1e6:.1f} MB) in 1 request from 1 file in ")
+    out = _sent("--url", server.url, "--key-prefix", "k1", str(path))  # the same again: a replay
+    assert out.startswith("sent 0 events (0.0 MB) in 1 request from 1 file in ")  # replayed bytes are not sent MB
+    assert "1 event in 1 request was already applied (replays); 0 retries" in out
+
+
+def _on_a_terminal(args: list[str], columns: int) -> tuple[int, list[str]]:
+    """Run a command with a terminal of `columns` columns as its stdout and stderr: its exit status
+    and the lines it drew, escape sequences removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    drawn = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the command and its terminal are gone
+            break
+        if not data:
+            break
+        drawn.append(data)
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(drawn).decode())
+    return proc.wait(timeout=60), [line for line in re.split(r"[\r\n]", text) if line.strip()]
+
+
+def test_the_progress_bar_fits_an_80_column_terminal(server_factory):
+    server = server_factory()
+    code, lines = _on_a_terminal([sys.executable, "-m", "batched_event_api", "send", "--url", server.url,
+                                  "--batch-lines", "20", str(SEED / "initial-dataset-01.ndjson")], 80)
+    assert code == 0
+    bars = [line for line in lines if "events/s" in line and not line.startswith("sent ")]
+    assert bars and all(len(line) <= 80 for line in bars), bars
+    assert "400 events" in bars[-1] and "/103.2 kB" in bars[-1]  # the last one whole, its unit on its line
 
 
 def test_status_describes_a_directory_without_a_server(server_factory, tmp_path):

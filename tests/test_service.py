@@ -208,7 +208,7 @@ def test_send_reads_the_token_from_a_file(server_factory, tmp_path):
     path.write_text(EVENT % ("2024-07-01T02:03:04Z", 1))
     sent = _cli("send", "--no-progress", "--url", server.url, "--auth-token-file", str(token_file), str(path))
     assert sent.returncode == 0, sent.stderr
-    assert "sent 1 events" in sent.stdout
+    assert "sent 1 event " in sent.stdout
 
 
 @pytest.mark.parametrize("command", ["serve", "send"])

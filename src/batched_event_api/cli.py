@@ -325,28 +325,58 @@ def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_
                     retries=retries, timeout=timeout, **options)
     # With this prefix, a resend of the same files skips every chunk the server already applied.
     click.echo(f"idempotency key prefix: {sender.key_prefix}", err=True)
-    with _Progress(total_bytes(list(files)), tty) as bar:
+    with _Progress(total_bytes(list(files)), tty) as bar, _interrupts_raised() as interrupted:
         sender.progress = bar
         try:
             summary = sender.send_files(list(files))
-        except SendError as exc:
+        except (SendError, KeyboardInterrupt) as exc:
             bar.stop()
-            click.echo(f"error: {exc}", err=True)
-            command, token_left_out = _resume_command(sender.key_prefix)
-            click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {command}", err=True)
-            if token_left_out:
-                click.echo("  (the bearer token is left out: give it as BEA_AUTH_TOKEN or with --auth-token-file)",
-                           err=True)
-            sys.exit(1)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the chunk in flight may or may not be applied
+                click.echo(f"interrupted by {interrupted[0].name}", err=True)
+            else:
+                click.echo(f"error: {exc}", err=True)
+            if isinstance(exc, KeyboardInterrupt) or sender.reached:
+                _echo_resume(sender.key_prefix)
+            sys.exit(128 + interrupted[0] if isinstance(exc, KeyboardInterrupt) else 1)
         finally:
             sender.close()
     rate = summary.events / summary.seconds if summary.seconds else 0.0
     click.echo(
-        f"sent {summary.events:,} events ({summary.bytes / 1e6:.1f} MB) in {summary.requests:,} requests "
-        f"from {summary.files} file(s) in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
-        f"{summary.replayed_events:,} events in {summary.replays:,} requests were already applied (replays); "
-        f"{summary.retries} retries"
+        f"sent {_count(summary.events, 'event')} ({summary.bytes / 1e6:.1f} MB) in {_count(summary.requests, 'request')} "
+        f"from {_count(summary.files, 'file')} in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
+        f"{_count(summary.replayed_events, 'event')} in {_count(summary.replays, 'request')} "
+        f"{'was' if summary.replayed_events == 1 else 'were'} already applied (replays); "
+        f"{_count(summary.retries, 'retry', 'retries')}"
     )
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[list[signal.Signals]]:
+    """SIGTERM raises KeyboardInterrupt as SIGINT does, so both end a send the same way; the list
+    holds the signal that came (SIGINT when none did, as for a KeyboardInterrupt raised otherwise)."""
+    came = [signal.SIGINT]
+
+    def handler(signum: int, frame: object) -> None:
+        came[0] = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield came
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _echo_resume(prefix: str) -> None:
+    command, token_left_out = _resume_command(prefix)
+    click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {command}", err=True)
+    if token_left_out:
+        click.echo("  (the bearer token is left out: give it as BEA_AUTH_TOKEN or with --auth-token-file)", err=True)
 
 
 def _resume_command(prefix: str) -> tuple[str, bool]:
@@ -410,7 +440,7 @@ class _Progress:
         self.events = 0
         self.bytes = 0
         self.started = time.monotonic()
-        self._last_line = 0.0
+        self._last_line = self.started  # the first plain line after two seconds: a short run prints none
         self._bar: Any = None
         if tty:
             from rich.progress import (
@@ -422,10 +452,15 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
+            from rich.console import Console
+
+            # On stderr, as the plain lines and the messages (stdout keeps the summary for scripts);
+            # the bar takes what the figures leave of the terminal's width, so the line fits 80
+            # columns instead of wrapping.
             self._bar = Progress(
-                TextColumn("[bold]{task.fields[events]:>12,} events"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn(),
-                transient=False,
+                TextColumn("[bold]{task.fields[events]:>9,} events"), BarColumn(bar_width=None), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>7,.0f} events/s"), TimeRemainingColumn(),
+                transient=False, expand=True, console=Console(stderr=True),
             )
             self._task = self._bar.add_task("send", total=total, events=0, rate=0.0)
 
