@@ -393,6 +393,29 @@ def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_an_output_that_is_a_file_is_refused_as_not_a_directory(tmp_path):
+    a_file = tmp_path / "hostname"
+    a_file.write_text("not a directory\n")
+    result = _serve("-o", str(a_file), "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot write to {a_file}: it is not a directory"
+
+
+# Root writes anywhere: without the capabilities that bypass permissions it meets them as a user does.
+AS_A_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+             if os.geteuid() == 0 else [])
+
+
+def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
+    out = tmp_path / "read-only"
+    out.mkdir(mode=0o555)
+    result = subprocess.run([*AS_A_USER, sys.executable, "-m", "batched_event_api", "serve", "-o", str(out), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    out.chmod(0o755)  # so that pytest can remove it
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot serve from {out}: the directory is not writable (permission denied)"
+
+
 def test_the_log_names_the_port_actually_bound(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path / "out"),
                              "--port", "0"], stderr=subprocess.PIPE, text=True)

@@ -202,6 +202,9 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     # The port first: when it is taken, nothing is created. Then the directory.
     listener = _listen(settings.host, settings.port)
+    if settings.output.exists() and not settings.output.is_dir():
+        listener.close()
+        raise click.ClickException(f"cannot write to {settings.output}: it is not a directory")
     try:
         settings.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -221,7 +224,13 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     except ValueError as exc:  # the bucket's configuration, as the upload process found it
         listener.close()
         raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
-    except (RuntimeError, OSError) as exc:
+    except OSError as exc:
+        listener.close()
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`
+            raise click.ClickException(f"cannot serve from {settings.output}: the directory is not writable "
+                                       f"({exc.strerror.lower()})") from None
+        raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
+    except RuntimeError as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     app = create_app(settings, ingest)
