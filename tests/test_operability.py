@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -467,3 +468,27 @@ def test_a_request_path_cannot_forge_a_log_line_and_is_not_echoed(server_factory
     assert not any(line.startswith("2026-12-05 10:00:00") or "\x1b" in line or "\r" in line for line in lines)
     assert any("GET /x\\n2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv\\r\\x1b[2J 404" in line
                for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash completion needs bash")
+def test_bash_completion_as_the_readme_sets_it_up_works_without_an_active_venv(tmp_path):
+    # A clone's console script, as pip writes it: this interpreter, this source (PYTHONPATH).
+    program = tmp_path / "clone" / ".venv" / "bin" / "batched-event-api"
+    program.parent.mkdir(parents=True)
+    program.write_text(f"#!{sys.executable}\nimport sys\nfrom batched_event_api.cli import main\nsys.exit(main())\n")
+    program.chmod(0o755)
+    # The README's setup, run from the clone: the script saved once, sourced by ~/.bashrc.
+    script = subprocess.run([".venv/bin/batched-event-api"], cwd=program.parents[2], capture_output=True, text=True,
+                            env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": "bash_source"}, timeout=60).stdout
+    (tmp_path / "complete.bash").write_text(script)
+    # TAB after `batched-event-api se` elsewhere, the venv not on PATH: what bash runs is the
+    # registered function with the command word as $1.
+    tab = ('. ./complete.bash; COMP_WORDS=(batched-event-api se); COMP_CWORD=1; '
+           '$(complete -p batched-event-api | sed "s/.*-F \\([^ ]*\\) .*/\\1/") batched-event-api; echo "${COMPREPLY[*]}"')
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", tab], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.stderr == "" and result.stdout.split() == ["send", "serve"]
+    for shell in ("zsh", "fish"):  # their scripts call the program by its path too
+        source = subprocess.run([str(program)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": f"{shell}_source"}).stdout
+        assert f"_COMPLETE={shell}_complete" in source and f" {program})" in source

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.shell_completion import BashComplete, FishComplete, ShellComplete, ZshComplete, add_completion_class
 
 from . import __version__
 from .config import Align, BucketUrl, Compress, Settings, SyncMany
@@ -80,6 +82,33 @@ class _EnvOption(click.Option):
         if ctx is not None and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT:
             hint += f" (from the environment variable {self.envvar})"
         return hint
+
+
+def _program_path() -> str | None:
+    """This command's absolute path as run (`.venv/bin/batched-event-api`), or None under
+    `python -m` (where argv[0] is a path to __main__.py)."""
+    return os.path.abspath(sys.argv[0]) if Path(sys.argv[0]).name == "batched-event-api" else None
+
+
+def _completion_by_path(base: type[ShellComplete], call: str, fallback: str) -> None:
+    """click's completion script for `base`'s shell, calling this program by its absolute path
+    instead of by the name the shell saw (bash's $1) or by `batched-event-api`: the name is on PATH
+    only in an active venv, so TAB elsewhere ran `env: 'batched-event-api': No such file`."""
+
+    class ByPath(base):  # type: ignore[valid-type,misc]
+        source_template = base.source_template.replace(call, call.replace(fallback, "%(program)s"))
+
+        def source_vars(self) -> Any:
+            program = _program_path()
+            vars = super().source_vars()
+            return {**vars, "program": shlex.quote(program) if program else fallback % vars}
+
+    add_completion_class(ByPath, base.name)
+
+
+_completion_by_path(BashComplete, "=bash_complete $1)", "$1")
+_completion_by_path(ZshComplete, "=zsh_complete %(prog_name)s)", "%(prog_name)s")
+_completion_by_path(FishComplete, "(commandline -t) %(prog_name)s)", "%(prog_name)s")
 
 
 def _env(name: str) -> dict[str, Any]:
