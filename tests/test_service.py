@@ -77,6 +77,21 @@ def test_header_option_writes_a_header_row(server_factory):
         assert content.count(b"\n") == 2
 
 
+@pytest.mark.parametrize("first, then", [([], ["--header"]), (["--header"], [])], ids=["header-added", "header-dropped"])
+def test_a_directory_is_not_served_with_and_without_a_header_row(server_factory, tmp_path, first, then):
+    out = tmp_path / "out"
+    server = server_factory(*first, output=out)
+    assert server.post(_body("2024-07-01T02:03:04Z")).status_code == 200
+    assert server.stop() == 0
+    before = csv_files(out)
+    refused = _cli("serve", "-o", str(out), "--port", "0", *then)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert f"cannot serve from {out} {'with' if then else 'without'} --header" in refused.stderr
+    assert csv_files(out) == before
+    server = server_factory(*first, output=out)  # as before: served
+    assert server.stop() == 0
+
+
 def test_aligned_windows(server_factory):
     server = server_factory("--align", "interval")
     assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:04:59Z", "2024-07-01T02:05:00Z")).status_code == 200

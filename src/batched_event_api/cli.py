@@ -240,6 +240,12 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         listener.close()
         raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
 
+    if settings.bucket is None:
+        mixed = _header_mismatch(settings.output, settings.header)
+        if mixed is not None:
+            listener.close()
+            raise click.ClickException(mixed)
+
     import uvicorn
 
     from .app import Ingest, create_app
@@ -280,6 +286,27 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     server.run(sockets=[listener])
     if not server.started:
         sys.exit(3)
+
+
+def _header_mismatch(directory: Path, header: bool) -> str | None:
+    """Why serving `directory` with (or without) --header would mix files with and without a
+    header row, judged by its newest committed file (readers of *.csv then fail, or read a header
+    as data); None when it would not."""
+    import gzip
+
+    from .render import COLUMNS
+
+    files = [p for pattern in ("user-events-*.csv", "user-events-*.csv.gz") for p in directory.glob(pattern)]
+    if not files:
+        return None
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    with (gzip.open if newest.name.endswith(".gz") else open)(newest, "rb") as f:
+        has_header = f.readline() == (",".join(COLUMNS) + "\n").encode()
+    if has_header == header:
+        return None
+    it, option = ("has no header row", "without --header") if header else ("starts with a header row", "with --header")
+    return (f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest.name}, "
+            f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory")
 
 
 def _directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, BucketUrl | None]:
