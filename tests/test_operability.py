@@ -40,7 +40,22 @@ def test_health_readiness_and_docs(server_factory):
     assert set(document["paths"]) == {"/user/event", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
     ingest = document["paths"]["/user/event"]["post"]
     assert "application/x-ndjson" in ingest["requestBody"]["content"]
-    assert {"200", "400", "401", "405", "413", "415", "503"} <= set(ingest["responses"])
+    assert {"200", "400", "405", "413", "415", "503"} <= set(ingest["responses"])
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["no-token", "token"])
+def test_docs_ask_for_a_token_only_when_one_is_configured(server_factory, token):
+    server = server_factory(*(["--auth-token", "s3cret-token"] if token else []))
+    text = server.client.get("/openapi.json").text
+    # Swagger UI draws a lock on each operation with `security`: none without a token.
+    assert ('"security"' in text) is token and ("securitySchemes" in text) is token
+    assert ('"401"' in text) is token
+
+
+def test_metrics_of_a_local_output_list_no_upload_metrics(server_factory):
+    server = server_factory()
+    text = server.client.get("/metrics").text
+    assert "bea_events_accepted_total" in text and "bea_upload" not in text
 
 
 def test_metrics_count_what_happened(server_factory):
