@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SEED, Server, csv_files, wait_for
+from conftest import AS_A_USER, SEED, Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -415,11 +415,6 @@ def test_an_output_that_is_a_file_is_refused_as_not_a_directory(tmp_path):
     result = _serve("-o", str(a_file), "--port", "0")
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: cannot write to {a_file}: it is not a directory"
-
-
-# Root writes anywhere: without the capabilities that bypass permissions it meets them as a user does.
-AS_A_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-             if os.geteuid() == 0 else [])
 
 
 def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
