@@ -493,6 +493,8 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     click.echo(f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
                f"({state.committed_bytes:,} bytes)"
                + (f", newest {state.newest_committed}" if state.newest_committed else ""))
+    if state.uploaded_kept:
+        click.echo(f"uploaded, kept until the journal moves on: {state.uploaded_kept:,}")
     click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
     click.echo(f"journal:           {state.journal_bytes:,} bytes, {state.journal_records:,} records")
 
