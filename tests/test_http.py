@@ -226,12 +226,3 @@ def test_a_long_url_is_414_and_large_headers_431(server_factory):
     conn.close()
     assert server.post(ndjson(EVENTS)).status_code == 200
     _assert_stopped_with(server, EVENTS)
-
-
-def test_common_body_mistakes_are_answered_with_what_is_expected(server_factory):
-    from test_decode import MISTAKES
-
-    server = server_factory()
-    for body, says in MISTAKES.values():
-        answer = server.post(body.encode())
-        assert answer.status_code == 400 and says in answer.json()["error"] and answer.json()["line"] == 1
