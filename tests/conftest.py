@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +23,19 @@ SEED = ROOT / "examples"  # the sample datasets the README sends
 NDJSON = {"content-type": "application/x-ndjson"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The address a server logs once it listens (text or JSON logs alike).
+_SERVING = re.compile(rb"serving on http://127\.0\.0\.1:([0-9]+)")
+
+# Root writes anywhere: without the capabilities that bypass permissions, a process of root's meets
+# them as its owner would, wherever the clone is (a user like `nobody` may not even read it).
+AS_A_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+             if os.geteuid() == 0 else [])
 
 
 class Server:
-    """`batched-event-api serve` in a subprocess, on a free port, writing to `output`."""
+    """`batched-event-api serve` in a subprocess, writing to `output`: on a port it picks itself
+    (`--port 0`, read from its log, so no other program can take it in between), or on `port`
+    (a restart at the same address)."""
 
     def __init__(
         self,
@@ -45,14 +50,14 @@ class Server:
         self.wrapper = wrapper or []
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or 0
+        self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
+        self.client: httpx.Client | None = None
         # In pytest's tmp_path (pruned by pytest), beside the output unless told; one log per process.
-        handle, name = tempfile.mkstemp(dir=log_dir or output.parent, prefix=f"server-{self.port}-", suffix=".log")
+        handle, name = tempfile.mkstemp(dir=log_dir or output.parent, prefix="server-", suffix=".log")
         os.close(handle)
         self.log = Path(name)
-        self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def start(self) -> Server:
         self._log_file = open(self.log, "ab")
@@ -66,8 +71,12 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if self.client is None and (serving := _SERVING.search(self.log.read_bytes())) is not None:
+                self.port = int(serving.group(1))
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.client = httpx.Client(base_url=self.url, timeout=60)
             try:
-                if self.client.get("/healthz", timeout=1).status_code == 200:
+                if self.client is not None and self.client.get("/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -75,6 +84,7 @@ class Server:
         raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
 
     def post(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/user/event") -> httpx.Response:
+        assert self.client is not None, "start() it first"
         return self.client.post(path, content=body, headers={**NDJSON, **(headers or {})})
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -83,7 +93,8 @@ class Server:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout=30)
         self._log_file.close()
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
         return code
 
     def kill(self) -> None:

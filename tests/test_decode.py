@@ -203,3 +203,23 @@ def test_deeply_nested_json_is_a_400_naming_the_line(native, nested):
         prepare(body, LIMIT, native=native)
     assert (info.value.status, info.value.line) == (400, 2) and "nested" in info.value.message
     assert len(prepare(('{%s,"extra":%s}\n' % (T, "[" * 64 + "]" * 64)).encode(), LIMIT, native=native)) == 1
+
+
+# The usual ways a body is JSON but not NDJSON, and what the one-line answer must say.
+MISTAKES = {
+    "a JSON array": ('[{%s},{%s}]\n' % (T, T), "not an array: the body is NDJSON, one JSON object per line"),
+    "a pretty-printed object": ('{\n  %s,\n  "id": 1\n}\n' % T, "the body is NDJSON, one JSON object per line, not pretty-printed"),
+    "curl -d (newlines stripped)": ('{%s}{%s}{%s}' % (T, T, T), "the body is NDJSON, one JSON object per line (`curl -d @file` strips newlines: send the file with `--data-binary @file`)"),
+}
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_a_body_that_is_not_ndjson_says_what_is_expected(native, mistake):
+    from batched_event_api.prepare import prepare
+
+    body, says = MISTAKES[mistake]
+    with pytest.raises(EventError) as info:
+        prepare(body.encode(), LIMIT, native=native)
+    assert (info.value.status, info.value.line) == (400, 1)
+    assert says in info.value.message and "\n" not in info.value.message

@@ -291,3 +291,12 @@ def test_the_windows_limit_allows_exactly_the_limit_and_comes_from_the_environme
     assert server.post(ndjson(_ten_minutes_apart(10))).json() == {"accepted": 10}
     assert server.stop() == 0
     assert csv_files(server.output) == model_files(_ten_minutes_apart(10))
+
+
+def test_common_body_mistakes_are_answered_with_what_is_expected(server_factory):
+    from test_decode import MISTAKES
+
+    server = server_factory()
+    for body, says in MISTAKES.values():
+        answer = server.post(body.encode())
+        assert answer.status_code == 400 and says in answer.json()["error"] and answer.json()["line"] == 1

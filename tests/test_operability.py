@@ -7,6 +7,8 @@ import json
 import os
 import random
 import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, csv_files, wait_for
+from conftest import AS_A_USER, SEED, Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,7 +40,22 @@ def test_health_readiness_and_docs(server_factory):
     assert set(document["paths"]) == {"/user/event", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
     ingest = document["paths"]["/user/event"]["post"]
     assert "application/x-ndjson" in ingest["requestBody"]["content"]
-    assert {"200", "400", "401", "405", "413", "415", "503"} <= set(ingest["responses"])
+    assert {"200", "400", "405", "413", "415", "503"} <= set(ingest["responses"])
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["no-token", "token"])
+def test_docs_ask_for_a_token_only_when_one_is_configured(server_factory, token):
+    server = server_factory(*(["--auth-token", "s3cret-token"] if token else []))
+    text = server.client.get("/openapi.json").text
+    # Swagger UI draws a lock on each operation with `security`: none without a token.
+    assert ('"security"' in text) is token and ("securitySchemes" in text) is token
+    assert ('"401"' in text) is token
+
+
+def test_metrics_of_a_local_output_list_no_upload_metrics(server_factory):
+    server = server_factory()
+    text = server.client.get("/metrics").text
+    assert "bea_events_accepted_total" in text and "bea_upload" not in text
 
 
 def test_metrics_count_what_happened(server_factory):
@@ -255,6 +272,106 @@ def test_send_prints_how_to_resume_and_a_resend_applies_nothing_twice(server_fac
     assert csv_files(server.output) == model_files(events)
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing_twice(server_factory, sig, code):
+    token = "s3cret-token"
+    server = server_factory("--auth-token", token)
+    events = generate_events(random.Random(15), 300)
+    body = ndjson(events)
+    lines = body.splitlines(keepends=True)
+    args = ["--url", server.url, "--batch-lines", "50", "--auth-token", token, "-"]
+    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    try:
+        # 200 lines given and stdin left open: three chunks go, the fourth waits for its last line.
+        proc.stdin.write(b"".join(lines[:200]))  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        accepted = "bea_events_accepted_total 150.0"
+        assert wait_for(lambda: accepted in server.client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text)
+        proc.send_signal(sig)
+        out, err = (text.decode() for text in proc.communicate(timeout=60))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code
+    assert f"interrupted by {sig.name}" in err and "Aborted!" not in err and token not in out + err
+    prefix = err.split("idempotency key prefix: ", 1)[1].split()[0]
+    resume = err.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1].splitlines()[0].strip()
+    assert resume == shlex.join(["batched-event-api", "send", "--key-prefix", prefix, "--no-progress",
+                                 "--url", server.url, "--batch-lines", "50", "-"])
+    again = subprocess.run([sys.executable, "-m", "batched_event_api", *shlex.split(resume)[1:], "--auth-token", token],
+                           input=body, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert b"sent 150 events" in again.stdout and b"150 events in 3 requests were already applied" in again.stdout
+    assert server.stop() == 0
+    assert csv_files(server.output) == model_files(events)
+
+
+def test_send_says_at_once_when_nothing_listens_at_the_url(tmp_path):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(GOOD_EVENTS))
+    with socket.socket() as taken:  # bound, not listening: a port where nothing answers
+        taken.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{taken.getsockname()[1]}"
+        proc = _send("--url", url, str(path))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"error: nothing is listening at {url} (Connection refused)" in err
+    assert "retrying" not in err and "to resume" not in err  # nothing was applied: nothing to resume
+
+
+def test_a_short_send_off_a_terminal_prints_only_its_summary_in_plain_words(server_factory, tmp_path):
+    server = server_factory()
+    path = tmp_path / "one.ndjson"
+    path.write_bytes(ndjson(GOOD_EVENTS))
+    proc = _send("--url", server.url, "--key-prefix", "k1", str(path))
+    out, err = proc.communicate(timeout=60)
+    assert err == "idempotency key prefix: k1\n"  # no progress line for a run this short
+    size = len(ndjson(GOOD_EVENTS))
+    assert out.startswith(f"sent 1 event ({size / 1e6:.1f} MB) in 1 request from 1 file in ")
+    out = _sent("--url", server.url, "--key-prefix", "k1", str(path))  # the same again: a replay
+    assert out.startswith("sent 0 events (0.0 MB) in 1 request from 1 file in ")  # replayed bytes are not sent MB
+    assert "1 event in 1 request was already applied (replays); 0 retries" in out
+
+
+def _on_a_terminal(args: list[str], columns: int) -> tuple[int, list[str]]:
+    """Run a command with a terminal of `columns` columns as its stdout and stderr: its exit status
+    and the lines it drew, escape sequences removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    drawn = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the command and its terminal are gone
+            break
+        if not data:
+            break
+        drawn.append(data)
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(drawn).decode())
+    return proc.wait(timeout=60), [line for line in re.split(r"[\r\n]", text) if line.strip()]
+
+
+def test_the_progress_bar_fits_an_80_column_terminal(server_factory):
+    server = server_factory()
+    code, lines = _on_a_terminal([sys.executable, "-m", "batched_event_api", "send", "--url", server.url,
+                                  "--batch-lines", "20", str(SEED / "initial-dataset-01.ndjson")], 80)
+    assert code == 0
+    bars = [line for line in lines if "events/s" in line and not line.startswith("sent ")]
+    assert bars and all(len(line) <= 80 for line in bars), bars
+    assert "400 events" in bars[-1] and "/103.2 kB" in bars[-1]  # the last one whole, its unit on its line
+
+
 def test_status_describes_a_directory_without_a_server(server_factory, tmp_path):
     out = tmp_path / "out"
     server = server_factory(output=out)
@@ -290,6 +407,24 @@ def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{server.port}: the port is in use"
     assert not (tmp_path / "never").exists()
+
+
+def test_an_output_that_is_a_file_is_refused_as_not_a_directory(tmp_path):
+    a_file = tmp_path / "hostname"
+    a_file.write_text("not a directory\n")
+    result = _serve("-o", str(a_file), "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot write to {a_file}: it is not a directory"
+
+
+def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
+    out = tmp_path / "read-only"
+    out.mkdir(mode=0o555)
+    result = subprocess.run([*AS_A_USER, sys.executable, "-m", "batched_event_api", "serve", "-o", str(out), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    out.chmod(0o755)  # so that pytest can remove it
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: cannot serve from {out}: the directory is not writable (permission denied)"
 
 
 def test_the_log_names_the_port_actually_bound(tmp_path):
@@ -343,3 +478,27 @@ def test_a_request_path_cannot_forge_a_log_line_and_is_not_echoed(server_factory
     assert not any(line.startswith("2026-12-05 10:00:00") or "\x1b" in line or "\r" in line for line in lines)
     assert any("GET /x\\n2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv\\r\\x1b[2J 404" in line
                for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash completion needs bash")
+def test_bash_completion_as_the_readme_sets_it_up_works_without_an_active_venv(tmp_path):
+    # A clone's console script, as pip writes it: this interpreter, this source (PYTHONPATH).
+    program = tmp_path / "clone" / ".venv" / "bin" / "batched-event-api"
+    program.parent.mkdir(parents=True)
+    program.write_text(f"#!{sys.executable}\nimport sys\nfrom batched_event_api.cli import main\nsys.exit(main())\n")
+    program.chmod(0o755)
+    # The README's setup, run from the clone: the script saved once, sourced by ~/.bashrc.
+    script = subprocess.run([".venv/bin/batched-event-api"], cwd=program.parents[2], capture_output=True, text=True,
+                            env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": "bash_source"}, timeout=60).stdout
+    (tmp_path / "complete.bash").write_text(script)
+    # TAB after `batched-event-api se` elsewhere, the venv not on PATH: what bash runs is the
+    # registered function with the command word as $1.
+    tab = ('. ./complete.bash; COMP_WORDS=(batched-event-api se); COMP_CWORD=1; '
+           '$(complete -p batched-event-api | sed "s/.*-F \\([^ ]*\\) .*/\\1/") batched-event-api; echo "${COMPREPLY[*]}"')
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", tab], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.stderr == "" and result.stdout.split() == ["send", "serve"]
+    for shell in ("zsh", "fish"):  # their scripts call the program by its path too
+        source = subprocess.run([str(program)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": f"{shell}_source"}).stdout
+        assert f"_COMPLETE={shell}_complete" in source and f" {program})" in source

@@ -164,7 +164,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
             assert wait_for(lambda: not uploader.backlog_windows and not uploader.awaiting_release)
             uploader.stop()
             writer.close()
-            brought_back += len(disk.unsynced_removals())
+            brought_back += len([n for n in disk.unsynced_removals() if not n.startswith(".")])  # windows, not .uploaded
             disk.power_cut()
             cuts += 1
             writer, uploader = started()
@@ -564,3 +564,23 @@ def test_status_counts_only_the_regular_window_files_of_the_state_directory(buck
     found = json.loads(status.stdout)
     assert (found["committed_files"], found["committed_bytes"], found["newest_committed"]) == (
         1, window.stat().st_size, window.name)
+
+
+def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(bucket, tmp_path):
+    server = _serve(bucket, tmp_path)
+    # Three windows: two committed (and uploaded), whose local files the last journal record keeps.
+    events = [{"time": t, "id": i} for i, t in enumerate(["2024-07-01T02:00:00Z", "2024-07-01T02:06:00Z",
+                                                           "2024-07-01T02:12:00Z"])]
+    assert server.post(ndjson(events)).status_code == 200
+    assert wait_for(lambda: len(bucket.objects()) == 2 and _backlog(server)["windows"] == 0)
+
+    def status() -> str:
+        result = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
+                                 str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert wait_for(lambda: "waiting for upload: 0 (0 bytes)" in status())  # the uploader's record can lag a moment
+    assert "uploaded, kept until the journal moves on: 2" in status()
+    assert server.stop() == 0
+    assert "waiting for upload: 0 (0 bytes)" in status() and "uploaded, kept" not in status()

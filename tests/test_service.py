@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import csv_files, wait_for
+from conftest import ROOT, csv_files, wait_for
 
 EVENT = '{"time":"%s","id":%d}\n'
 
@@ -77,6 +77,21 @@ def test_header_option_writes_a_header_row(server_factory):
         assert content.count(b"\n") == 2
 
 
+@pytest.mark.parametrize("first, then", [([], ["--header"]), (["--header"], [])], ids=["header-added", "header-dropped"])
+def test_a_directory_is_not_served_with_and_without_a_header_row(server_factory, tmp_path, first, then):
+    out = tmp_path / "out"
+    server = server_factory(*first, output=out)
+    assert server.post(_body("2024-07-01T02:03:04Z")).status_code == 200
+    assert server.stop() == 0
+    before = csv_files(out)
+    refused = _cli("serve", "-o", str(out), "--port", "0", *then)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert f"cannot serve from {out} {'with' if then else 'without'} --header" in refused.stderr
+    assert csv_files(out) == before
+    server = server_factory(*first, output=out)  # as before: served
+    assert server.stop() == 0
+
+
 def test_aligned_windows(server_factory):
     server = server_factory("--align", "interval")
     assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T02:04:59Z", "2024-07-01T02:05:00Z")).status_code == 200
@@ -88,6 +103,19 @@ def test_aligned_windows(server_factory):
         "user-events-20240701-020000.csv": 2,
         "user-events-20240701-020500.csv": 1,
     }
+
+
+def test_an_aligned_window_also_holds_late_events_and_the_readme_says_so(server_factory):
+    server = server_factory("--align", "interval")
+    # 01:40 comes while [02:00, 02:05) is open: it joins it, as the README says.
+    assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T01:40:00Z", "2024-07-01T02:05:00Z")).status_code == 200
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert sorted(files) == ["user-events-20240701-020000.csv", "user-events-20240701-020500.csv"]
+    assert b"2024-07-01T01:40:00Z," in files["user-events-20240701-020000.csv"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "holds exactly" not in readme
+    assert "a late event joins the open window, whatever its time, so a file's name is not a bound" in readme
 
 
 def test_idempotency_key_replays_without_writing_even_after_a_restart(server_factory, tmp_path):
@@ -195,7 +223,7 @@ def test_send_reads_the_token_from_a_file(server_factory, tmp_path):
     path.write_text(EVENT % ("2024-07-01T02:03:04Z", 1))
     sent = _cli("send", "--no-progress", "--url", server.url, "--auth-token-file", str(token_file), str(path))
     assert sent.returncode == 0, sent.stderr
-    assert "sent 1 events" in sent.stdout
+    assert "sent 1 event " in sent.stdout
 
 
 @pytest.mark.parametrize("command", ["serve", "send"])

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import csv_files, wait_for
+from conftest import AS_A_USER, csv_files, wait_for
 from model import generate_events, model_files, ndjson
-
-NOBODY = 65534
-
 
 def _mount(*args: str) -> None:
     result = subprocess.run(["mount", *args], capture_output=True, text=True)
@@ -68,21 +63,9 @@ def test_full_disk_gives_503_and_recovers_when_space_returns(server_factory, sma
     assert csv_files(out) == model_files(accepted)
 
 
-@pytest.fixture
-def unprivileged_dir() -> Iterator[Path]:
-    """A directory owned by `nobody`, for a server that runs as `nobody` (root ignores permissions)."""
-    base = Path(tempfile.mkdtemp(prefix="bea-perm-"))
-    base.chmod(0o755)
-    os.chown(base, NOBODY, NOBODY)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivileged_dir):
-    out = unprivileged_dir / "out"
-    server = server_factory(output=out, wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+def test_unwritable_directory_gives_503_and_recovers(server_factory, tmp_path):
+    out = tmp_path / "out"
+    server = server_factory(output=out, wrapper=AS_A_USER)
     first = [{"time": "2024-07-01T02:03:04Z", "id": 1}, {"time": "2024-07-01T02:04:00Z", "id": 2}]
     second = [{"time": "2024-07-01T02:04:30Z", "id": 3}, {"time": "2024-07-01T02:09:00Z", "id": 4}]  # opens a file
     assert server.post(ndjson(first)).status_code == 200
@@ -91,7 +74,7 @@ def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivilege
         response = server.post(ndjson(second))
         assert response.status_code == 503
         assert "permission denied" in response.json()["error"]
-        assert str(unprivileged_dir) not in response.text
+        assert str(tmp_path) not in response.text
         readiness = server.client.get("/readyz")
         assert readiness.status_code == 503 and "not writable" in readiness.json()["error"]
     finally:
@@ -103,10 +86,9 @@ def test_unwritable_directory_gives_503_and_recovers(server_factory, unprivilege
     assert csv_files(out) == model_files(first + second)
 
 
-def test_readiness_probes_of_an_unhealthy_writer_try_a_recovery_at_most_once_a_second(server_factory, unprivileged_dir):
-    out = unprivileged_dir / "out"
-    server = server_factory("--idle-close", "300ms", output=out,
-                            wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+def test_readiness_probes_of_an_unhealthy_writer_try_a_recovery_at_most_once_a_second(server_factory, tmp_path):
+    out = tmp_path / "out"
+    server = server_factory("--idle-close", "300ms", output=out, wrapper=AS_A_USER)
     assert server.post(ndjson([{"time": "2024-07-01T02:03:04Z", "id": 1}])).status_code == 200
     out.chmod(0o555)  # the idle commit cannot publish the window: the writer needs a recovery
     try:
@@ -125,10 +107,9 @@ def test_readiness_probes_of_an_unhealthy_writer_try_a_recovery_at_most_once_a_s
     assert server.stop() == 0
 
 
-def test_a_failed_idle_commit_is_retried_without_a_new_request(server_factory, unprivileged_dir):
-    out = unprivileged_dir / "out"
-    server = server_factory("--idle-close", "300ms", output=out,
-                            wrapper=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"])
+def test_a_failed_idle_commit_is_retried_without_a_new_request(server_factory, tmp_path):
+    out = tmp_path / "out"
+    server = server_factory("--idle-close", "300ms", output=out, wrapper=AS_A_USER)
     events = [{"time": "2024-07-01T02:03:04Z", "id": 1}]
     assert server.post(ndjson(events)).status_code == 200
     out.chmod(0o555)  # the idle commit cannot publish the window

@@ -60,7 +60,7 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = metrics = Metrics()
+        self.metrics = metrics = Metrics(uploads=settings.bucket is not None)
         policy = WindowPolicy(settings.interval_ns, aligned=settings.align is Align.INTERVAL)
         self.writer = Writer(
             settings.output,
@@ -308,8 +308,10 @@ def create_app(settings: Settings, ingest: Ingest) -> Any:
             return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    document = openapi.document(token=settings.auth_token is not None)
+
     async def openapi_route(request: Request) -> Response:
-        return JSONResponse(openapi.DOCUMENT)
+        return JSONResponse(document)
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(openapi.DOCS_HTML)

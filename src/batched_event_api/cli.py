@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.shell_completion import BashComplete, FishComplete, ShellComplete, ZshComplete, add_completion_class
 
 from . import __version__
 from .config import Align, BucketUrl, Compress, Settings, SyncMany
@@ -80,6 +82,33 @@ class _EnvOption(click.Option):
         if ctx is not None and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT:
             hint += f" (from the environment variable {self.envvar})"
         return hint
+
+
+def _program_path() -> str | None:
+    """This command's absolute path as run (`.venv/bin/batched-event-api`), or None under
+    `python -m` (where argv[0] is a path to __main__.py)."""
+    return os.path.abspath(sys.argv[0]) if Path(sys.argv[0]).name == "batched-event-api" else None
+
+
+def _completion_by_path(base: type[ShellComplete], call: str, fallback: str) -> None:
+    """click's completion script for `base`'s shell, calling this program by its absolute path
+    instead of by the name the shell saw (bash's $1) or by `batched-event-api`: the name is on PATH
+    only in an active venv, so TAB elsewhere ran `env: 'batched-event-api': No such file`."""
+
+    class ByPath(base):  # type: ignore[valid-type,misc]
+        source_template = base.source_template.replace(call, call.replace(fallback, "%(program)s"))
+
+        def source_vars(self) -> Any:
+            program = _program_path()
+            vars = super().source_vars()
+            return {**vars, "program": shlex.quote(program) if program else fallback % vars}
+
+    add_completion_class(ByPath, base.name)
+
+
+_completion_by_path(BashComplete, "=bash_complete $1)", "$1")
+_completion_by_path(ZshComplete, "=zsh_complete %(prog_name)s)", "%(prog_name)s")
+_completion_by_path(FishComplete, "(commandline -t) %(prog_name)s)", "%(prog_name)s")
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -205,11 +234,20 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     configure_logging(settings.log_format, settings.log_level, access_log=settings.access_log)
     # The port first: when it is taken, nothing is created. Then the directory.
     listener = _listen(settings.host, settings.port)
+    if settings.output.exists() and not settings.output.is_dir():
+        listener.close()
+        raise click.ClickException(f"cannot write to {settings.output}: it is not a directory")
     try:
         settings.output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         listener.close()
         raise click.ClickException(f"cannot create the output directory {settings.output}: {exc.strerror}") from None
+
+    if settings.bucket is None:
+        mixed = _header_mismatch(settings.output, settings.header)
+        if mixed is not None:
+            listener.close()
+            raise click.ClickException(mixed)
 
     import uvicorn
 
@@ -224,7 +262,13 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     except ValueError as exc:  # the bucket's configuration, as the upload process found it
         listener.close()
         raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
-    except (RuntimeError, OSError) as exc:
+    except OSError as exc:
+        listener.close()
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`
+            raise click.ClickException(f"cannot serve from {settings.output}: the directory is not writable "
+                                       f"({exc.strerror.lower()})") from None
+        raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
+    except RuntimeError as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     app = create_app(settings, ingest)
@@ -245,6 +289,27 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     server.run(sockets=[listener])
     if not server.started:
         sys.exit(3)
+
+
+def _header_mismatch(directory: Path, header: bool) -> str | None:
+    """Why serving `directory` with (or without) --header would mix files with and without a
+    header row, judged by its newest committed file (readers of *.csv then fail, or read a header
+    as data); None when it would not."""
+    import gzip
+
+    from .render import COLUMNS
+
+    files = [p for pattern in ("user-events-*.csv", "user-events-*.csv.gz") for p in directory.glob(pattern)]
+    if not files:
+        return None
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    with (gzip.open if newest.name.endswith(".gz") else open)(newest, "rb") as f:
+        has_header = f.readline() == (",".join(COLUMNS) + "\n").encode()
+    if has_header == header:
+        return None
+    it, option = ("has no header row", "without --header") if header else ("starts with a header row", "with --header")
+    return (f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest.name}, "
+            f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory")
 
 
 def _directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, BucketUrl | None]:
@@ -328,28 +393,58 @@ def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_
                     retries=retries, timeout=timeout, **options)
     # With this prefix, a resend of the same files skips every chunk the server already applied.
     click.echo(f"idempotency key prefix: {sender.key_prefix}", err=True)
-    with _Progress(total_bytes(list(files)), tty) as bar:
+    with _Progress(total_bytes(list(files)), tty) as bar, _interrupts_raised() as interrupted:
         sender.progress = bar
         try:
             summary = sender.send_files(list(files))
-        except SendError as exc:
+        except (SendError, KeyboardInterrupt) as exc:
             bar.stop()
-            click.echo(f"error: {exc}", err=True)
-            command, token_left_out = _resume_command(sender.key_prefix)
-            click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {command}", err=True)
-            if token_left_out:
-                click.echo("  (the bearer token is left out: give it as BEA_AUTH_TOKEN or with --auth-token-file)",
-                           err=True)
-            sys.exit(1)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the chunk in flight may or may not be applied
+                click.echo(f"interrupted by {interrupted[0].name}", err=True)
+            else:
+                click.echo(f"error: {exc}", err=True)
+            if isinstance(exc, KeyboardInterrupt) or sender.reached:
+                _echo_resume(sender.key_prefix)
+            sys.exit(128 + interrupted[0] if isinstance(exc, KeyboardInterrupt) else 1)
         finally:
             sender.close()
     rate = summary.events / summary.seconds if summary.seconds else 0.0
     click.echo(
-        f"sent {summary.events:,} events ({summary.bytes / 1e6:.1f} MB) in {summary.requests:,} requests "
-        f"from {summary.files} file(s) in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
-        f"{summary.replayed_events:,} events in {summary.replays:,} requests were already applied (replays); "
-        f"{summary.retries} retries"
+        f"sent {_count(summary.events, 'event')} ({summary.bytes / 1e6:.1f} MB) in {_count(summary.requests, 'request')} "
+        f"from {_count(summary.files, 'file')} in {summary.seconds:.1f}s, {rate:,.0f} events/s; "
+        f"{_count(summary.replayed_events, 'event')} in {_count(summary.replays, 'request')} "
+        f"{'was' if summary.replayed_events == 1 else 'were'} already applied (replays); "
+        f"{_count(summary.retries, 'retry', 'retries')}"
     )
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[list[signal.Signals]]:
+    """SIGTERM raises KeyboardInterrupt as SIGINT does, so both end a send the same way; the list
+    holds the signal that came (SIGINT when none did, as for a KeyboardInterrupt raised otherwise)."""
+    came = [signal.SIGINT]
+
+    def handler(signum: int, frame: object) -> None:
+        came[0] = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield came
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _echo_resume(prefix: str) -> None:
+    command, token_left_out = _resume_command(prefix)
+    click.echo(f"to resume without duplicates, run again with the same key prefix:\n  {command}", err=True)
+    if token_left_out:
+        click.echo("  (the bearer token is left out: give it as BEA_AUTH_TOKEN or with --auth-token-file)", err=True)
 
 
 def _resume_command(prefix: str) -> tuple[str, bool]:
@@ -367,7 +462,10 @@ def _resume_command(prefix: str) -> tuple[str, bool]:
             token_left_out = True
         elif not arg.startswith("--key-prefix="):
             args.append(arg)
-    return shlex.join(["batched-event-api", *args[:1], "--key-prefix", prefix, *args[1:]]), token_left_out
+    # The program as typed (`.venv/bin/batched-event-api` works without an active venv); under
+    # `python -m` argv[0] is a path to __main__.py, and the installed command is named instead.
+    program = sys.argv[0] if Path(sys.argv[0]).name == "batched-event-api" else "batched-event-api"
+    return shlex.join([program, *args[:1], "--key-prefix", prefix, *args[1:]]), token_left_out
 
 
 @main.command()
@@ -398,6 +496,8 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     click.echo(f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
                f"({state.committed_bytes:,} bytes)"
                + (f", newest {state.newest_committed}" if state.newest_committed else ""))
+    if state.uploaded_kept:
+        click.echo(f"uploaded, kept until the journal moves on: {state.uploaded_kept:,}")
     click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
     click.echo(f"journal:           {state.journal_bytes:,} bytes, {state.journal_records:,} records")
 
@@ -410,7 +510,7 @@ class _Progress:
         self.events = 0
         self.bytes = 0
         self.started = time.monotonic()
-        self._last_line = 0.0
+        self._last_line = self.started  # the first plain line after two seconds: a short run prints none
         self._bar: Any = None
         if tty:
             from rich.progress import (
@@ -422,10 +522,15 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
+            from rich.console import Console
+
+            # On stderr, as the plain lines and the messages (stdout keeps the summary for scripts);
+            # the bar takes what the figures leave of the terminal's width, so the line fits 80
+            # columns instead of wrapping.
             self._bar = Progress(
-                TextColumn("[bold]{task.fields[events]:>12,} events"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn(),
-                transient=False,
+                TextColumn("[bold]{task.fields[events]:>9,} events"), BarColumn(bar_width=None), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>7,.0f} events/s"), TimeRemainingColumn(),
+                transient=False, expand=True, console=Console(stderr=True),
             )
             self._task = self._bar.add_task("send", total=total, events=0, rate=0.0)
 

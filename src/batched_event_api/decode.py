@@ -127,7 +127,7 @@ def _decode_by_line(body: bytes) -> list[Event]:
         except msgspec.ValidationError as exc:
             raise _validation_error(str(exc), number) from None
         except msgspec.DecodeError as exc:
-            raise EventError(f"invalid JSON: {exc}", line=number) from None
+            raise EventError(f"invalid JSON: {exc}{_shape_hint(str(exc))}", line=number) from None
         except UnicodeDecodeError:
             raise EventError("invalid UTF-8", line=number) from None
         except RecursionError:  # msgspec's own depth limit on arrays and objects, not Python's stack
@@ -143,9 +143,24 @@ def _validation_error(message: str, line: int) -> EventError:
         message = message[: match.start()]
     elif message.startswith("Object missing required field `"):
         field = message.split("`")[1]
-    if message.startswith("Expected `object`"):
-        message = "a line must be one JSON object; " + message
+    if message.startswith("Expected `object`, got "):  # the line is a JSON value, but no object
+        got = message.removeprefix("Expected `object`, got ").strip("`")
+        message = f"a line must be one JSON object, not {_JSON_KINDS.get(got, got)}: {NDJSON}"
     return EventError(message.replace(" | null", ""), line=line, field=field)
+
+
+# The usual ways a body is JSON but not NDJSON get one line that says what is expected (the error
+# path only: a good body never comes here).
+NDJSON = "the body is NDJSON, one JSON object per line"
+_JSON_KINDS = {"array": "an array", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
+
+
+def _shape_hint(decode_error: str) -> str:
+    if "trailing characters" in decode_error:  # objects run together: newlines lost on the way
+        return f": {NDJSON} (`curl -d @file` strips newlines: send the file with `--data-binary @file`)"
+    if "truncated" in decode_error:  # a line ends inside a value: JSON spread over lines
+        return f": {NDJSON}, not pretty-printed over several lines"
+    return ""
 
 
 def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float | None]) -> None:

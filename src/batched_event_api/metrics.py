@@ -6,9 +6,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, uploads: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The upload metrics are kept out of /metrics when there is no bucket (always 0, misleading).
+        u = r if uploads else None
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.events = Counter("bea_events_accepted", "Events written and acknowledged", registry=r)
         self.bytes = Counter("bea_request_bytes", "Request body bytes received (after decompression)", registry=r)
@@ -23,15 +25,15 @@ class Metrics:
             "bea_commit_group_requests", "Requests written together in one commit round (group commit)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096), registry=r,
         )
-        self.backlog_windows = Gauge("bea_upload_backlog_windows", "Committed windows waiting to be uploaded to the bucket", registry=r)
-        self.backlog_bytes = Gauge("bea_upload_backlog_bytes", "Bytes of committed windows waiting to be uploaded", registry=r)
-        self.uploads = Counter("bea_uploads", "Window uploads by result", ["result"], registry=r)
+        self.backlog_windows = Gauge("bea_upload_backlog_windows", "Committed windows waiting to be uploaded to the bucket", registry=u)
+        self.backlog_bytes = Gauge("bea_upload_backlog_bytes", "Bytes of committed windows waiting to be uploaded", registry=u)
+        self.uploads = Counter("bea_uploads", "Window uploads by result", ["result"], registry=u)
         self.upload_failures = Counter(
             "bea_upload_failures", "Failed turns of the uploader by stage (release, scan, upload), each retried with backoff",
-            ["stage"], registry=r)
+            ["stage"], registry=u)
         self.upload_duration = Histogram(
             "bea_upload_duration_seconds", "Time to upload one window (all its attempts at names)",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=u,
         )
         self.duration = Histogram(
             "bea_request_duration_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,20 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
+def document(token: bool) -> dict[str, Any]:
+    """The document this server serves: without a token configured, no route asks for one (Swagger
+    UI would show a lock on each) and none answers 401."""
+    if token:
+        return DOCUMENT
+    doc = copy.deepcopy(DOCUMENT)
+    del doc["components"]["securitySchemes"]
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            operation.pop("security", None)
+            operation["responses"].pop("401", None)
+    return doc
+
 
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's files, served from the installed swagger-ui-py package
 

@@ -26,6 +26,9 @@ from .timestamps import utc_stamp
 log = logging.getLogger("batched_event_api.writer")
 
 PART_SUFFIX = ".inprogress"
+# With a bucket: the windows already uploaded whose local file the journal still keeps, one name a
+# line, rewritten by the uploader as that changes (for `status`; advisory, never synced).
+UPLOADED_LIST = ".uploaded"
 _FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(?:\.([0-9a-f]{16}))?(\.csv(?:\.gz)?)")
 
 

@@ -38,7 +38,7 @@ class Summary:
     files: int = 0
     requests: int = 0
     events: int = 0  # newly applied
-    bytes: int = 0
+    bytes: int = 0  # of the chunks newly applied
     replays: int = 0  # requests answered as already applied (a resend)
     replayed_events: int = 0
     retries: int = 0
@@ -89,6 +89,14 @@ class Sender:
         self._client = httpx.Client(headers=headers, timeout=self.timeout)
         self.endpoints = [url.rstrip("/") + ("" if url.rstrip("/").endswith("/user/event") else "/user/event")
                           for url in self.urls]
+        # Servers that answered at least once: a refused connection there is a restart, worth the
+        # retries; where nothing ever answered, it is a wrong URL or port, said at once.
+        self._answered: set[int] = set()
+
+    @property
+    def reached(self) -> bool:
+        """Whether any server answered (else nothing was applied, and there is nothing to resume)."""
+        return bool(self._answered)
 
     def close(self) -> None:
         self._client.close()
@@ -126,16 +134,20 @@ class Sender:
                         wait = 0.0  # another server is still untried
                     else:
                         refused = 0
+                        if not self._answered:
+                            raise SendError(f"nothing is listening at {' or '.join(self.urls)} ({_reason(exc)}): "
+                                            "is the server running, and is this its address and port?") from None
             else:
+                self._answered.add(server)
                 if response.status_code == 200:
                     answer = response.json()
                     summary.requests += 1
-                    summary.bytes += len(chunk.data)
                     if answer.get("replay"):
                         summary.replays += 1
                         summary.replayed_events += answer.get("accepted", 0)
                     else:
                         summary.events += answer.get("accepted", 0)
+                        summary.bytes += len(chunk.data)  # what this run applied: replays were sent before
                     if self.progress is not None:
                         self.progress.advance(answer.get("accepted", 0), len(chunk.data))  # type: ignore[attr-defined]
                     return
@@ -153,6 +165,12 @@ class Sender:
                 self.progress.note(f"retrying in {wait:.1f}s: {problem}")  # type: ignore[attr-defined]
             time.sleep(wait)  # backoff between retries of a real network call
             delay = min(delay * 2, 10.0)
+
+
+def _reason(exc: httpx.ConnectError) -> str:
+    """The operating system's words for a failed connection ("Connection refused"), without errno."""
+    text = str(exc)
+    return text.split("] ", 1)[1] if text.startswith("[Errno") and "] " in text else text
 
 
 def _retry_after(response: httpx.Response) -> float | None:

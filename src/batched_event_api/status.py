@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .timestamps import utc_stamp
 from .journal import JOURNAL, decode_journal
-from .partfiles import finished_stem, part_name
+from .partfiles import UPLOADED_LIST, finished_stem, part_name
 from .writer import LOCK
 
 
@@ -35,6 +35,7 @@ class Status:
     pending_publish: list[str] = field(default_factory=list)  # committed, still under the part file's name
     journal_bytes: int = 0
     journal_records: int = 0
+    uploaded_kept: int = 0  # with a bucket: uploaded, the local file kept while the journal names it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +57,9 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
         open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size,
                                  round(max(age, 0.0), 1))
-    committed = sorted(_committed_files(directory), key=lambda entry: entry[0])
+    uploaded = _uploaded_names(directory)
+    found = _committed_files(directory)
+    committed = sorted((entry for entry in found if entry[0] not in uploaded), key=lambda entry: entry[0])
     return Status(
         directory=str(directory),
         served=_is_served(directory),
@@ -67,7 +70,16 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         pending_publish=[n for n in (last.publish if last else []) if (directory / part_name(n)).exists()],
         journal_bytes=len(data),
         journal_records=len(records),
+        uploaded_kept=len(found) - len(committed),
     )
+
+
+def _uploaded_names(directory: Path) -> frozenset[str]:
+    """The windows the uploader lists as in the bucket already (none without a bucket)."""
+    try:
+        return frozenset((directory / UPLOADED_LIST).read_text().split())
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return frozenset()
 
 
 def _committed_files(directory: Path) -> list[tuple[str, int]]:

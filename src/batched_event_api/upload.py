@@ -27,6 +27,7 @@ said once and left alone. The server runs the uploader in a process of its own
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -40,7 +41,7 @@ from typing import BinaryIO, TypeVar
 
 from .metrics import Metrics
 from .objectstore import Identity, S3Bucket, StoreError
-from .partfiles import finished_stem, names_from, window_id
+from .partfiles import UPLOADED_LIST, finished_stem, names_from, window_id
 from .storage import LocalDisk
 
 log = logging.getLogger("batched_event_api.upload")
@@ -87,6 +88,7 @@ class Uploader:
         self._refused: set[str] = set()  # names that are not regular files (said once each)
         # What drain() and the report read (ints: a read never sees a half-changed dict).
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
+        self._listed: frozenset[str] | None = None  # what UPLOADED_LIST says (None: not written yet)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopped = threading.Event()
@@ -192,9 +194,33 @@ class Uploader:
         upload would cost O(backlog) each while an outage's backlog is thousands of windows)."""
         self.backlog_windows, self.awaiting_release = len(self._queue), len(self._uploaded)
         self.report.counted(self.backlog_windows, self.backlog_bytes, self.awaiting_release)
+        if self._listed != self._uploaded.keys():
+            self._list_uploaded()
         if not self._queue and not self._uploaded:
             with self._idle:
                 self._idle.notify_all()
+
+    def _list_uploaded(self) -> None:
+        """Rewrite UPLOADED_LIST (under the lock), so that `status` does not count an uploaded
+        window the journal still keeps as waiting; removed when empty. Advisory: a failure is
+        only logged, and a list a crash left is replaced at the next start."""
+        names = frozenset(self._uploaded)
+        path, temporary = self.directory / UPLOADED_LIST, self.directory / (UPLOADED_LIST + ".tmp")
+        try:
+            if not names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)  # whatever is there (a link is removed, never written through)
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write("".join(name + "\n" for name in sorted(names)))
+                os.replace(temporary, path)
+        except OSError as exc:
+            log.debug("could not write %s: %s", UPLOADED_LIST, exc)
+            return
+        self._listed = names
 
     def _upload_all(self, names: list[str]) -> bool:
         """Upload these windows side by side; the first failure raised once all are done."""
