@@ -360,7 +360,11 @@ class Writer:
             self._commit(Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [],
                          new_entries=False)
         self.open = None
-        self._published(publish)
+        try:  # the window is committed, whatever comes next
+            self._published(publish)
+        except Exception:
+            log.exception("after committing the open window (it is committed; the next step recovers)")
+            self._broken = True
         return [closed]
 
     def heal(self) -> bool:
@@ -369,6 +373,9 @@ class Writer:
         try:
             self._ensure_healthy()
         except StorageError:
+            return False
+        except Exception:
+            log.exception("recovering the writer")
             return False
         return not self._broken
 
@@ -380,7 +387,8 @@ class Writer:
     @contextlib.contextmanager
     def _storage_step(self) -> Iterator[None]:
         """An OSError inside means the disk state is unknown: recover before the next step, and
-        tell the client 503."""
+        tell the client 503. Any other error leaves the state unknown too (a record written but
+        not synced, a rename not done): the next step recovers from the journal all the same."""
         try:
             yield
         except OSError as exc:
@@ -388,6 +396,10 @@ class Writer:
             self.problem = describe(exc)
             log.error("%s: %s", self.problem, exc)  # the log has the path; the client's answer not
             raise StorageError(self.problem, errno=exc.errno) from exc
+        except Exception as exc:
+            self._broken = True
+            self.problem = f"internal error: {type(exc).__name__}"
+            raise
 
     def _place_segments(self, plan: Plan, times: Sequence[int], rows: Rows, state: _RoundState) -> list[Committed]:
         """Where one request's rows go, against the round's state so far: adds the writes and
@@ -446,7 +458,7 @@ class Writer:
         try:
             self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size),
                           directory=new_entries or bool(self._publish))
-        except OSError:
+        except Exception:  # not only a storage error: the record must never count
             self.journal.discard_unfinished()
             raise
         self.journal.appended(line)
@@ -460,9 +472,11 @@ class Writer:
     def settle(self) -> None:
         """Make the published names durable and replace the journal with a snapshot that names no
         finished window (an idle or final commit): nothing stays pinned."""
-        if not self.healthy or not self._publish_pending():
+        if not self.healthy:
             return
         with self._storage_step():
+            if not self._publish_pending():
+                return
             if self.fsync:
                 self.disk.sync_directory()
             self._publish = []  # every name in it is renamed (healthy), and now durable

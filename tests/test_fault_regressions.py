@@ -1,0 +1,81 @@
+"""Bugs the fault model (tests/test_fault_model.py) found in the writer, each as a plain test
+that failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from powercut import Crash, PowerCutDisk
+
+from batched_event_api.prepare import Rows
+from batched_event_api.windows import WindowPolicy
+from batched_event_api.writer import Writer
+
+T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
+POLICY = WindowPolicy(300 * 10**9)
+
+
+
+class _FailingDisk(PowerCutDisk):
+    """Raises `error` at the next call of `method` (once)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.fail: tuple[str, BaseException] | None = None
+
+    def _maybe_fail(self, method: str) -> None:
+        if self.fail is not None and self.fail[0] == method:
+            error, self.fail = self.fail[1], None
+            raise error
+
+    def sync_data(self, fd):
+        self._maybe_fail("sync_data")
+        return super().sync_data(fd)
+
+    def publish(self, src_name, dst_name):
+        self._maybe_fail("publish")
+        return super().publish(src_name, dst_name)
+
+
+def test_an_idle_commit_failing_with_any_error_never_lets_its_record_publish_a_later_crashed_rounds_rows(tmp_path):
+    """commit_open's record is written, then its sync fails with an error that is not an OSError:
+    the record stayed in the journal, yet the writer carried on as if the window were open. The
+    next round appended to the window and died before its own record: recovery took the idle
+    commit's record, published the window with the dead round's rows in it, without its key;
+    the resend was written again (its rows twice)."""
+    disk = _FailingDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]), key="a")
+    disk.fail = ("sync_data", RuntimeError("not a storage error"))
+    with pytest.raises(RuntimeError):
+        writer.commit_open()
+    disk.crash_at = disk.calls + 2  # b's rows reach the window's file, the process dies at its record's write
+    with pytest.raises(Crash):
+        writer.apply([T0 + 1], Rows.from_lines(["b"]), key="b")
+    writer.close()
+    again = Writer(tmp_path, POLICY, disk=disk)
+    again.start()
+    again.apply([T0 + 1], Rows.from_lines(["b"]), key="b")  # the client's resend
+    again.commit_open()
+    again.close()
+    rows = [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()]
+    assert sorted(rows) == ["a", "b"]
+
+
+def test_an_error_publishing_after_an_idle_commit_leaves_the_writer_unhealthy_until_the_window_is_published(tmp_path):
+    """The idle commit's record is durable, then the rename fails with an error that is not an
+    OSError: the window is committed (returned), and the writer says it is not healthy until a
+    heal has published it (it claimed health with the window unpublished, and nothing retried)."""
+    disk = _FailingDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]), key="a")
+    name = writer.open.name
+    disk.fail = ("publish", RuntimeError("not a storage error"))
+    assert [c.name for c in writer.commit_open()] == [name]
+    assert not writer.healthy and not (tmp_path / name).exists()
+    assert writer.heal()
+    assert (tmp_path / name).read_text() == "a\n"
+    writer.close()
