@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import errno
+
 import pytest
 from powercut import Crash, PowerCutDisk
 
@@ -32,6 +34,10 @@ class _FailingDisk(PowerCutDisk):
     def sync_data(self, fd):
         self._maybe_fail("sync_data")
         return super().sync_data(fd)
+
+    def sync_directory(self):
+        self._maybe_fail("sync_directory")
+        return super().sync_directory()
 
     def publish(self, src_name, dst_name):
         self._maybe_fail("publish")
@@ -79,3 +85,28 @@ def test_an_error_publishing_after_an_idle_commit_leaves_the_writer_unhealthy_un
     assert writer.heal()
     assert (tmp_path / name).read_text() == "a\n"
     writer.close()
+
+
+def test_rows_of_a_refused_round_never_come_back_in_a_window_published_before_a_power_cut(tmp_path):
+    """A round appends c to the open window W and syncs it, then the directory's sync fails: c
+    is refused, and recovery cuts W back to its recorded size, but that cut was never synced.
+    The next round closes W (published, not truncated again: recovery trusts a committed
+    window's file), and the power fails: W came back with c in it."""
+    minute = 60 * 10**9
+    disk = _FailingDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]))
+    writer.apply([T0 + 10 * minute], Rows.from_lines(["b"]))  # publishes a's window: the next round syncs the directory
+    disk.fail = ("sync_directory", OSError(errno.EIO, "I/O error"))
+    with pytest.raises(Exception, match="I/O error"):
+        writer.apply([T0 + 10 * minute + 1], Rows.from_lines(["c"]))
+    writer.apply([T0 + 20 * minute], Rows.from_lines(["d"]))  # closes b's window
+    writer.close()
+    disk.power_cut()
+    again = Writer(tmp_path, POLICY, disk=disk)
+    again.start()
+    again.commit_open()
+    again.close()
+    rows = [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()]
+    assert rows == ["a", "b", "d"]

@@ -193,13 +193,13 @@ class Writer:
         self._publish = list(last.publish)
         self._moved = {name: last.moved[name] for name in self._publish if name in last.moved}
         self._pin(last)
-        if self.fsync:
-            self._make_state_durable()
-        if self.open is not None:
+        if self.open is not None:  # cut to its recorded size before it is made durable (see _make_state_durable)
             self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
             if size < self.open.size:  # a snapshot's window, when fsync was off and the machine lost power
                 log.warning("%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size)
                 self.open.size = size
+        if self.fsync:
+            self._make_state_durable()
         self._resume_journal(records, ends, compact=compact)
         published = self._publish_pending()  # may append a record (a name another file took)
         if self.fsync:
@@ -228,7 +228,9 @@ class Writer:
         """fdatasync every file the recovered state names, and their directory. The last record's
         round may have been cut short by the crash, leaving its bytes in the page cache only: read
         back with the right CRCs, but lost at the next power cut although the resend is answered
-        as a replay."""
+        as a replay. The open window is synced after its cut: bytes of a refused round may have
+        been synced past its recorded size, and once the window is closed and published, no
+        recovery cuts it again."""
         names = [*([self.open.name] if self.open else []), *self._publish]
         fds = self.parts.open_all([(name, self._moved.get(name, name)) for name in names])
         try:
