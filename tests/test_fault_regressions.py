@@ -163,3 +163,80 @@ def test_a_foreign_file_at_the_part_name_of_a_published_window_is_never_taken_fo
     again.close()
     assert (out / part_name(window)).read_text() == "foreign,file\n" or not (out / part_name(window)).exists()
     assert sorted(row for p in out.glob("*.csv") for row in p.read_text().splitlines()) == ["a", "b1", "b2"]
+
+
+class _OutageDisk(PowerCutDisk):
+    """Every sync fails from the first directory sync after `arm` until `outage` is cleared;
+    writes to the journal's temporary file fail while `full`."""
+
+    arm = outage = full = False
+
+    def sync_directory(self):
+        if self.arm:
+            self.arm, self.outage = False, True
+        if self.outage:
+            raise OSError(errno.EIO, "I/O error")
+        return super().sync_directory()
+
+    def sync_data(self, fd):
+        if self.outage:
+            raise OSError(errno.EIO, "I/O error")
+        return super().sync_data(fd)
+
+    def write(self, fd, chunks, offset):
+        if self.full and os.readlink(f"/proc/self/fd/{fd}").endswith(".journal.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(fd, chunks, offset)
+
+
+def test_a_refused_round_never_comes_back_at_a_power_cut_after_the_writer_healed(tmp_path):
+    """A round opening a window: its rows and record synced, then the directory's sync fails,
+    and so does the sync of the journal's cut (the disk is failing). Once the disk is back,
+    heal() recovers (the directory synced: the refused round's part file's name with it), but
+    the journal's cut was never synced: at a power cut the refused request came back."""
+    minute = 60 * 10**9
+    disk = _OutageDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk, syncfs_from=None)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]))
+    disk.arm = True
+    with pytest.raises(Exception, match="I/O error"):
+        writer.apply([T0 + 10 * minute], Rows.from_lines(["c"]))
+    assert not writer.healthy
+    disk.outage = False
+    assert writer.heal()
+    writer.close()
+    disk.power_cut()
+    again = Writer(tmp_path, POLICY, disk=disk)
+    again.start()
+    again.commit_open()
+    again.close()
+    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a"]
+
+
+def test_a_resend_answered_as_a_replay_after_a_start_on_a_full_disk_survives_a_power_cut(tmp_path):
+    """The process dies after b's record is written, before it is synced; the restart finds the
+    disk full, so the start-up compaction (which would have made the journal durable) fails and
+    the journal is kept as it is: b's record, in the page cache only. The resend was answered as a
+    replay, and a power cut then lost b."""
+    disk = _OutageDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk, syncfs_from=None)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]), key="a")
+    disk.crash_at = disk.calls + 3  # b's row and record written; the first sync (the journal's) dies
+    with pytest.raises(Crash):
+        writer.apply([T0 + 1], Rows.from_lines(["b"]), key="b")
+    writer.close()
+    disk.full = True
+    again = Writer(tmp_path, POLICY, disk=disk, syncfs_from=None)
+    again.start()
+    assert again.apply([T0 + 1], Rows.from_lines(["b"]), key="b").replay
+    again.close()
+    disk.full = False
+    disk.power_cut()
+    third = Writer(tmp_path, POLICY, disk=disk)
+    third.start()
+    assert "b" in third.keys
+    third.commit_open()
+    third.close()
+    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a", "b"]

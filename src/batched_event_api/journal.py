@@ -168,13 +168,17 @@ class Journal:
 
     def resume(self, records: int, end: int, snapshot_size: int) -> None:
         """Append after the first `records` records, ending at byte `end`: a torn tail is cut off in
-        place (needs no free space, so it works on a full disk too)."""
+        place (needs no free space, so it works on a full disk too). The journal is then durable
+        as recovery reads it, whether or not it was cut now: its last record may sit in the page
+        cache only (the process died before the round's sync: recovery then answers resends as
+        replays, and publishes), and a failed round's record may have been cut off by a truncation
+        that could not be synced (it must not come back at a power cut)."""
         self.close()
         self.fd = self.disk.open_append(JOURNAL)
         if os.fstat(self.fd).st_size != end:
             os.ftruncate(self.fd, end)
-            if self.fsync:  # a cut record must not come back at a power cut
-                self.disk.sync_data(self.fd)
+        if self.fsync:
+            self.disk.sync_data(self.fd)
         self.size, self.records, self._snapshot_size = end, records, snapshot_size
         self.void_from = None
 
