@@ -240,3 +240,27 @@ def test_a_resend_answered_as_a_replay_after_a_start_on_a_full_disk_survives_a_p
     third.commit_open()
     third.close()
     assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a", "b"]
+
+
+def test_a_group_refused_for_a_full_key_store_never_drops_a_published_window_from_the_journal(tmp_path):
+    """A window was just published (its new name durable only at the next round's directory
+    sync). Then a request is refused for a full key store: nothing written, no round, but the
+    writer went on as after a round and forgot the published window as if its name were
+    durable. The next round's record no longer listed it and synced no directory; at a power
+    cut the window was back under its part name, named by no record: deleted as a stray, with
+    an acknowledged request's rows in it."""
+    minute = 60 * 10**9
+    disk = PowerCutDisk(tmp_path)
+    writer = Writer(tmp_path, POLICY, disk=disk, key_memory=200)  # room for one key
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["a"]), key="a")
+    writer.apply([T0 + 10 * minute], Rows.from_lines(["b"]))  # publishes a's window
+    assert writer.apply([T0 + 10 * minute + 1], Rows.from_lines(["c"]), key="c").keys_full
+    writer.apply([T0 + 10 * minute + 2], Rows.from_lines(["d"]))
+    writer.close()
+    disk.power_cut()
+    again = Writer(tmp_path, POLICY, disk=disk)
+    again.start()
+    again.commit_open()
+    again.close()
+    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a", "b", "d"]

@@ -276,7 +276,8 @@ class Writer:
         try:
             with self._storage_step():
                 results = [self._place(r, state, now) for r in requests]
-                if state.events or state.keys:
+                written = bool(state.events or state.keys)
+                if written:
                     record = Record(self.seq + 1, open=state.open, publish=state.publish,
                                     moved=self._moved_for(state.publish), applied=list(state.keys.items()),
                                     at=now, events=state.events, checks=state.checks)
@@ -284,6 +285,10 @@ class Writer:
         except Exception as exc:
             self._abandon(state, exc)
             raise
+        if not written:
+            # Every request refused (a full key store): no round, so nothing it could publish, and
+            # the directory was not synced: the names published before stay listed.
+            return results
         if state.created:  # the newest part file is the open window from now on
             for fd in [self._open_fd, *state.created[:-1]]:
                 if fd is not None:
