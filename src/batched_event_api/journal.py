@@ -128,6 +128,10 @@ class Journal:
         self.records = 0
         self._snapshot_size = 0
         self.void_from: int | None = None  # bytes from here on are a failed round's: never read them
+        # Replaced by a snapshot whose name may not be durable (the directory's sync failed after
+        # the rename): a power cut could bring the old journal back, without what is appended to
+        # this one. The writer syncs the directory with its next record (or recovery does).
+        self.name_unsynced = False
 
     def read(self) -> tuple[list[Record], list[int]]:
         """The intact records and where each ends. Damage (a bad record before intact ones, or an
@@ -223,7 +227,9 @@ class Journal:
         if old is not None:
             os.close(old)
         if self.fsync:
+            self.name_unsynced = True
             self.disk.sync_directory()
+            self.name_unsynced = False
 
     def due(self, keys: int) -> bool:
         """Time for a snapshot: many records (each start replays them) or many bytes (a round

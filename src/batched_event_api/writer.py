@@ -204,6 +204,7 @@ class Writer:
         published = self._publish_pending()  # may append a record (a name another file took)
         if self.fsync:
             self.disk.sync_directory()  # before any record stops listing them
+            self.journal.name_unsynced = False
         # Committed windows not published yet (their rename failed) stay too.
         self.parts.remove_strays([*self._publish, *([self.open.name] if self.open else [])])
         self._broken = not published  # a publish that failed is retried at the next step
@@ -219,6 +220,13 @@ class Writer:
             try:
                 self._write_snapshot()
             except OSError as exc:  # a full disk must not keep the server from starting
+                if self.journal.name_unsynced:
+                    # The snapshot is the journal now (renamed), only its name is not durable yet:
+                    # recovery syncs the directory below. Never resume the old records' offsets
+                    # on it.
+                    log.warning("syncing the directory after compacting the journal failed (%s: %s): "
+                                "retried", describe(exc), exc)
+                    return
                 log.warning("could not compact the journal (%s: %s): carrying on with it as it is", describe(exc), exc)
                 self.journal.resume(len(records), good, snapshot_size=ends[0])
         else:
@@ -461,13 +469,16 @@ class Writer:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
         side by side. The record may reach the disk before the rows: recovery checks for that."""
         line = encode_record(record)
-        # The directory too for new part files, or windows published since the last round.
+        # The directory too for new part files, windows published since the last round, or the
+        # journal's own name after a compaction whose directory sync failed.
+        directory = new_entries or bool(self._publish) or self.journal.name_unsynced
         try:
-            self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size),
-                          directory=new_entries or bool(self._publish))
+            self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size), directory=directory)
         except Exception:  # not only a storage error: the record must never count
             self.journal.discard_unfinished()
             raise
+        if directory:
+            self.journal.name_unsynced = False
         self.journal.appended(line)
         self._pin(record)
         self.seq = record.seq
