@@ -111,11 +111,14 @@ class PowerCutDisk(LocalDisk):
     def write_durable(self, target: Path) -> None:
         """Write the regular files a power cut now would leave into `target` (empty of them):
         their durable names and bytes, with their permissions; names of one inode stay hard
-        links of one file. (Symlinks and other entries are not tracked: they stay as they are.)"""
+        links of one file. (Symlinks are not tracked: they stay as they are, but for one at a
+        durable file's name, which must have come later: it goes.)"""
         with self._lock:
             names, data, modes = dict(self._names), dict(self._data), dict(self._modes)
         first: dict[int, Path] = {}
         for name, ino in names.items():
+            if os.path.islink(target / name):  # made since the name was last durable: gone at a cut
+                os.unlink(target / name)
             if ino in first:
                 os.link(first[ino], target / name)
             else:
