@@ -38,11 +38,12 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, event, note, settings
+from hypothesis import HealthCheck, Phase, event, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from model import STRINGS, ndjson, time_text
@@ -569,6 +570,7 @@ class FaultModel(RuleBasedStateMachine):
     def start(self, fault: str = "none", at: int = 1) -> None:
         """Start the server on the directory (after a crash, a power cut or a clean stop), with a
         fault aimed at its recovery; a start that fails is retried (without), as an operator would."""
+        failures = []
         for attempt in range(8):
             self.disk.outage = None  # the disk was fixed before the restart
             writer = self.new_writer()
@@ -586,11 +588,13 @@ class FaultModel(RuleBasedStateMachine):
                 self.disarm(armed)
                 assert type(exc).__name__ != "JournalDamaged", f"the journal is damaged: {exc}"
                 _count(f"start: failed ({type(exc).__name__})")
+                failures.append(f"{type(exc).__name__}: {exc}")
                 continue
             self.disarm(armed)
             break
         else:
-            raise AssertionError("the server did not start in 8 attempts")
+            raise AssertionError(f"the server did not start in 8 attempts: {failures}; "
+                                 f"the directory: {sorted(os.listdir(self.dir))}")
         self.writer = writer
         if self.bucket is not None:
             self.uploader = Uploader(self.dir, self.bucket, self.report, concurrency=1,  # type: ignore[arg-type]
@@ -614,6 +618,10 @@ class FaultModel(RuleBasedStateMachine):
             lost = self.disk.power_cut()
             _count("power cuts that dropped unsynced data" if lost else "power cuts with nothing unsynced")
             self.finished.clear()  # an unsynced publish may be undone, and the window's name go to another
+            for name, planted in list(self.planted.items()):
+                if planted.kind == "symlink" and not os.path.islink(self.dir / name):
+                    del self.planted[name]  # made after the name's last durable state: gone with the power
+                    _count("foreign symlinks gone with the power (a durable file of ours came back at the name)")
             for s in self.sends.values():
                 if s.state == "refused" and s.id in self.unsettled:
                     s.state = "doubt"  # its rollback may not be durable: the disk failed it too
@@ -1191,10 +1199,12 @@ class FaultModel(RuleBasedStateMachine):
         return view
 
 
+if os.environ.get("BEA_FAULT_SEED"):  # explore new sequences from this seed (and see them again)
+    FaultModel = seed(int(os.environ["BEA_FAULT_SEED"]))(FaultModel)
 FaultModel.TestCase.settings = settings(
     max_examples=_examples(),
     stateful_step_count=_steps(),
-    derandomize=os.environ.get("BEA_FAULT_RANDOM") != "1",
+    derandomize=os.environ.get("BEA_FAULT_RANDOM") != "1" and not os.environ.get("BEA_FAULT_SEED"),
     database=None,
     deadline=None,
     suppress_health_check=list(HealthCheck),
@@ -1205,13 +1215,33 @@ FaultModel.TestCase.settings = settings(
 TestFaultModel = FaultModel.TestCase
 
 
+def summary_lines(stats: collections.Counter[str]) -> list[str]:
+    """Faults by kind (injected, landed where aimed, not reached; where they landed), then the
+    other counts."""
+    kinds = sorted({name.split()[1] for name in stats if name.startswith("injected ") and len(name.split()) == 2})
+    lines = [f"  {'fault':<28}{'injected':>9}{'landed':>8}{'not reached':>12}  landed in (the writer's function, at the operation)"]
+    for kind in kinds:
+        places = sorted(((n, name.removeprefix(f"landed {kind} in ")) for name, n in stats.items()
+                         if name.startswith(f"landed {kind} in ")), reverse=True)
+        lines.append(f"  {kind:<28}{stats[f'injected {kind}']:>9}{stats[f'landed {kind}']:>8}"
+                     f"{stats[f'not reached {kind}']:>12}  " + ", ".join(f"{place} {n}" for n, place in places[:6])
+                     + (", ..." if len(places) > 6 else ""))
+    fault_names = {f"{what} {kind}" for kind in kinds for what in ("injected", "landed", "not reached")}
+    others = [name for name in sorted(stats) if name not in fault_names and not any(
+        name.startswith(f"{what} {kind} in ") for kind in kinds for what in ("injected", "landed"))]
+    lines += [f"  {stats[name]:6d}  {name}" for name in others]
+    return lines
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fault_summary(request):
     """Print what was injected and where it landed, after the module's tests."""
     STATS.clear()
+    started = time.monotonic()
     yield
-    lines = ["", "fault model: what was injected, and where it landed"]
-    lines += [f"  {STATS[name]:6d}  {name}" for name in sorted(STATS)]
+    lines = ["", f"fault model: {STATS['examples (sequences run)']} sequences, "
+                 f"{STATS['steps (each followed by the checks)']} steps, {time.monotonic() - started:.0f} s"]
+    lines += summary_lines(STATS)
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
     capture = request.config.pluginmanager.getplugin("capturemanager")
     if reporter is None or capture is None:
