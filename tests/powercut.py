@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -40,10 +41,12 @@ class PowerCutDisk(LocalDisk):
         """Everything in the directory now is durable."""
         self._names: dict[str, int] = {}
         self._data: dict[int, bytes] = {}
+        self._modes: dict[int, int] = {}  # permissions, durable with the file's name
         for entry in os.scandir(self.directory):
             if entry.is_file(follow_symlinks=False):
                 try:
                     data = Path(entry.path).read_bytes()
+                    self._modes[entry.inode()] = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
                 except FileNotFoundError:  # removed meanwhile (the uploader, on its own thread)
                     continue
                 self._names[entry.name] = entry.inode()
@@ -101,18 +104,44 @@ class PowerCutDisk(LocalDisk):
         lost = self.unsynced()
         for name in self._current():
             os.unlink(self.directory / name)
-        first: dict[int, Path] = {}  # names of one inode stay hard links of one file
-        for name, ino in self._names.items():
-            if ino in first:
-                os.link(first[ino], self.directory / name)
-            else:
-                first[ino] = self.directory / name
-                first[ino].write_bytes(self._data.get(ino, b""))
+        self.write_durable(self.directory)
         self._settle()
         return lost
 
+    def write_durable(self, target: Path) -> None:
+        """Write the regular files a power cut now would leave into `target` (empty of them):
+        their durable names and bytes, with their permissions; names of one inode stay hard
+        links of one file. (Symlinks are not tracked: they stay as they are, but for one at a
+        durable file's name, which must have come later: it goes.)"""
+        with self._lock:
+            names, data, modes = dict(self._names), dict(self._data), dict(self._modes)
+        first: dict[int, Path] = {}
+        for name, ino in names.items():
+            if os.path.islink(target / name):  # made since the name was last durable: gone at a cut
+                os.unlink(target / name)
+            if ino in first:
+                os.link(first[ino], target / name)
+            else:
+                first[ino] = target / name
+                fd = os.open(first[ino], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.fchmod(fd, modes.get(ino, 0o600))
+                    view = memoryview(data.get(ino, b""))
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+
     def _current(self) -> dict[str, int]:
-        return {e.name: e.inode() for e in os.scandir(self.directory) if e.is_file(follow_symlinks=False)}
+        current = {}
+        for entry in os.scandir(self.directory):
+            if entry.is_file(follow_symlinks=False):
+                try:
+                    self._modes.setdefault(entry.inode(), stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                current[entry.name] = entry.inode()
+        return current
 
 
 def _writer_frames() -> set[str]:

@@ -128,6 +128,10 @@ class Journal:
         self.records = 0
         self._snapshot_size = 0
         self.void_from: int | None = None  # bytes from here on are a failed round's: never read them
+        # Replaced by a snapshot whose name may not be durable (the directory's sync failed after
+        # the rename): a power cut could bring the old journal back, without what is appended to
+        # this one. The writer syncs the directory with its next record (or recovery does).
+        self.name_unsynced = False
 
     def read(self) -> tuple[list[Record], list[int]]:
         """The intact records and where each ends. Damage (a bad record before intact ones, or an
@@ -168,13 +172,17 @@ class Journal:
 
     def resume(self, records: int, end: int, snapshot_size: int) -> None:
         """Append after the first `records` records, ending at byte `end`: a torn tail is cut off in
-        place (needs no free space, so it works on a full disk too)."""
+        place (needs no free space, so it works on a full disk too). The journal is then durable
+        as recovery reads it, whether or not it was cut now: its last record may sit in the page
+        cache only (the process died before the round's sync: recovery then answers resends as
+        replays, and publishes), and a failed round's record may have been cut off by a truncation
+        that could not be synced (it must not come back at a power cut)."""
         self.close()
         self.fd = self.disk.open_append(JOURNAL)
         if os.fstat(self.fd).st_size != end:
             os.ftruncate(self.fd, end)
-            if self.fsync:  # a cut record must not come back at a power cut
-                self.disk.sync_data(self.fd)
+        if self.fsync:
+            self.disk.sync_data(self.fd)
         self.size, self.records, self._snapshot_size = end, records, snapshot_size
         self.void_from = None
 
@@ -219,7 +227,9 @@ class Journal:
         if old is not None:
             os.close(old)
         if self.fsync:
+            self.name_unsynced = True
             self.disk.sync_directory()
+            self.name_unsynced = False
 
     def due(self, keys: int) -> bool:
         """Time for a snapshot: many records (each start replays them) or many bytes (a round

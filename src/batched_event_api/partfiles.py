@@ -14,6 +14,7 @@ upload from another window's with the same bytes by it (x-amz-meta-window-id).
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import re
@@ -89,10 +90,12 @@ class PartFiles:
 
     def read_range(self, name: str, start: int, end: int, published_as: str | None = None) -> bytes | None:
         """Bytes [start, end) of the window's file, in progress or finished (under `published_as`
-        where the journal says it was published elsewhere); None when neither exists."""
+        where the journal says it was published elsewhere); None when neither exists. A symlink
+        or the like at either name is not the window's file (never followed)."""
         for candidate in (part_name(name), published_as or name):
-            with contextlib.suppress(FileNotFoundError):
-                return self.disk.read_range(candidate, start, end)
+            with contextlib.suppress(FileNotFoundError, _NotRegular):
+                with _not_regular_as_missing():
+                    return self.disk.read_range(candidate, start, end)
         return None
 
     def open_all(self, names: list[tuple[str, str]]) -> list[int]:
@@ -101,8 +104,9 @@ class PartFiles:
         fds = []
         for name, finished in names:
             for candidate in (part_name(name), finished):
-                with contextlib.suppress(FileNotFoundError):
-                    fds.append(self.disk.open_read(candidate)[0])
+                with contextlib.suppress(FileNotFoundError, _NotRegular):
+                    with _not_regular_as_missing():
+                        fds.append(self.disk.open_read(candidate)[0])
                     break
         return fds
 
@@ -115,6 +119,12 @@ class PartFiles:
         renamed, blocked = [], []
         for name in names:
             part, final = part_name(name), moved.get(name, name)
+            if self.disk.is_link_or_special(part):
+                # Another program's, at the name of a window published already (the name stays
+                # listed until the directory is synced): ours is a regular file. Removed, never
+                # followed nor published as the window.
+                log.warning("%s is not a file this server made: removing it", part)
+                self.disk.remove(part)
             try:
                 self.disk.publish(part, final)
             except FileNotFoundError:
@@ -139,3 +149,19 @@ class PartFiles:
             if entry.endswith(PART_SUFFIX) and entry not in wanted:
                 log.info("removing %s: written by a request that was never acknowledged", entry)
                 self.disk.remove(entry)
+
+
+class _NotRegular(Exception):
+    """Something other than a regular file at a window's name."""
+
+
+@contextlib.contextmanager
+def _not_regular_as_missing() -> Iterator[None]:
+    """A symlink (ELOOP: opened without following) or a FIFO or directory (EINVAL) at a window's
+    name is not the window's file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL):
+            raise _NotRegular from exc
+        raise

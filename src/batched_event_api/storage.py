@@ -121,6 +121,14 @@ class LocalDisk:
         """Rename src over dst (the journal's snapshot: the one name that is meant to be replaced)."""
         os.replace(self.directory / src_name, self.directory / dst_name)
 
+    def is_link_or_special(self, name: str) -> bool:
+        """Is there something other than a regular file at the name (a symlink, a FIFO, a
+        directory)? Never one of ours: this server only makes regular files."""
+        try:
+            return not stat.S_ISREG(os.lstat(self.directory / name).st_mode)
+        except FileNotFoundError:
+            return False
+
     def same_file(self, a: str, b: str) -> bool:
         """Are the two names one file (a hard link left by a publish a crash cut short)?"""
         sa, sb = os.lstat(self.directory / a), os.lstat(self.directory / b)

@@ -132,17 +132,15 @@ class Uploader:
         self._stopped.set()
         self._hurry.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started (a test may drive turn() without the thread)
+            self._thread.join()
         self._workers.shutdown(cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
             self._wake.clear()
-            # Each stage on its own: a removal refused does not hold up the uploads, nor the reverse.
-            released = self._stage("release", self._release)
-            names = self._stage("scan", self._scan)
-            uploaded = names is not None and self._stage("upload", lambda: self._upload_all(names))
-            if released is None or uploaded is None or names is None:
+            names = self.turn()
+            if names is None:
                 self._hurry.wait(self._retry)  # new windows do not cut the backoff short
                 self._hurry.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX)
@@ -150,6 +148,18 @@ class Uploader:
             self._retry = RETRY_FIRST
             if not names:
                 self._wake.wait()
+
+    def turn(self) -> list[str] | None:
+        """One turn of the loop: remove the uploaded windows no longer pinned, scan the state
+        directory, upload what it holds. The windows found, or None when a stage failed (said,
+        counted; the loop retries after its backoff). Each stage on its own: a removal refused
+        does not hold up the uploads, nor the reverse."""
+        released = self._stage("release", self._release)
+        names = self._stage("scan", self._scan)
+        uploaded = names is not None and self._stage("upload", lambda: self._upload_all(names))
+        if released is None or uploaded is None or names is None:
+            return None
+        return names
 
     def _stage(self, stage: str, work: Callable[[], T]) -> T | None:
         """One stage of a turn; None when it failed (said, counted, retried after the backoff)."""

@@ -193,17 +193,18 @@ class Writer:
         self._publish = list(last.publish)
         self._moved = {name: last.moved[name] for name in self._publish if name in last.moved}
         self._pin(last)
-        if self.fsync:
-            self._make_state_durable()
-        if self.open is not None:
+        if self.open is not None:  # cut to its recorded size before it is made durable (see _make_state_durable)
             self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
             if size < self.open.size:  # a snapshot's window, when fsync was off and the machine lost power
                 log.warning("%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size)
                 self.open.size = size
+        if self.fsync:
+            self._make_state_durable()
         self._resume_journal(records, ends, compact=compact)
         published = self._publish_pending()  # may append a record (a name another file took)
         if self.fsync:
             self.disk.sync_directory()  # before any record stops listing them
+            self.journal.name_unsynced = False
         # Committed windows not published yet (their rename failed) stay too.
         self.parts.remove_strays([*self._publish, *([self.open.name] if self.open else [])])
         self._broken = not published  # a publish that failed is retried at the next step
@@ -219,6 +220,13 @@ class Writer:
             try:
                 self._write_snapshot()
             except OSError as exc:  # a full disk must not keep the server from starting
+                if self.journal.name_unsynced:
+                    # The snapshot is the journal now (renamed), only its name is not durable yet:
+                    # recovery syncs the directory below. Never resume the old records' offsets
+                    # on it.
+                    log.warning("syncing the directory after compacting the journal failed (%s: %s): "
+                                "retried", describe(exc), exc)
+                    return
                 log.warning("could not compact the journal (%s: %s): carrying on with it as it is", describe(exc), exc)
                 self.journal.resume(len(records), good, snapshot_size=ends[0])
         else:
@@ -228,7 +236,9 @@ class Writer:
         """fdatasync every file the recovered state names, and their directory. The last record's
         round may have been cut short by the crash, leaving its bytes in the page cache only: read
         back with the right CRCs, but lost at the next power cut although the resend is answered
-        as a replay."""
+        as a replay. The open window is synced after its cut: bytes of a refused round may have
+        been synced past its recorded size, and once the window is closed and published, no
+        recovery cuts it again."""
         names = [*([self.open.name] if self.open else []), *self._publish]
         fds = self.parts.open_all([(name, self._moved.get(name, name)) for name in names])
         try:
@@ -274,7 +284,8 @@ class Writer:
         try:
             with self._storage_step():
                 results = [self._place(r, state, now) for r in requests]
-                if state.events or state.keys:
+                written = bool(state.events or state.keys)
+                if written:
                     record = Record(self.seq + 1, open=state.open, publish=state.publish,
                                     moved=self._moved_for(state.publish), applied=list(state.keys.items()),
                                     at=now, events=state.events, checks=state.checks)
@@ -282,6 +293,10 @@ class Writer:
         except Exception as exc:
             self._abandon(state, exc)
             raise
+        if not written:
+            # Every request refused (a full key store): no round, so nothing it could publish, and
+            # the directory was not synced: the names published before stay listed.
+            return results
         if state.created:  # the newest part file is the open window from now on
             for fd in [self._open_fd, *state.created[:-1]]:
                 if fd is not None:
@@ -360,7 +375,11 @@ class Writer:
             self._commit(Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [],
                          new_entries=False)
         self.open = None
-        self._published(publish)
+        try:  # the window is committed, whatever comes next
+            self._published(publish)
+        except Exception:
+            log.exception("after committing the open window (it is committed; the next step recovers)")
+            self._broken = True
         return [closed]
 
     def heal(self) -> bool:
@@ -369,6 +388,9 @@ class Writer:
         try:
             self._ensure_healthy()
         except StorageError:
+            return False
+        except Exception:
+            log.exception("recovering the writer")
             return False
         return not self._broken
 
@@ -380,7 +402,8 @@ class Writer:
     @contextlib.contextmanager
     def _storage_step(self) -> Iterator[None]:
         """An OSError inside means the disk state is unknown: recover before the next step, and
-        tell the client 503."""
+        tell the client 503. Any other error leaves the state unknown too (a record written but
+        not synced, a rename not done): the next step recovers from the journal all the same."""
         try:
             yield
         except OSError as exc:
@@ -388,6 +411,10 @@ class Writer:
             self.problem = describe(exc)
             log.error("%s: %s", self.problem, exc)  # the log has the path; the client's answer not
             raise StorageError(self.problem, errno=exc.errno) from exc
+        except Exception as exc:
+            self._broken = True
+            self.problem = f"internal error: {type(exc).__name__}"
+            raise
 
     def _place_segments(self, plan: Plan, times: Sequence[int], rows: Rows, state: _RoundState) -> list[Committed]:
         """Where one request's rows go, against the round's state so far: adds the writes and
@@ -442,13 +469,16 @@ class Writer:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
         side by side. The record may reach the disk before the rows: recovery checks for that."""
         line = encode_record(record)
-        # The directory too for new part files, or windows published since the last round.
+        # The directory too for new part files, windows published since the last round, or the
+        # journal's own name after a compaction whose directory sync failed.
+        directory = new_entries or bool(self._publish) or self.journal.name_unsynced
         try:
-            self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size),
-                          directory=new_entries or bool(self._publish))
-        except OSError:
+            self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size), directory=directory)
+        except Exception:  # not only a storage error: the record must never count
             self.journal.discard_unfinished()
             raise
+        if directory:
+            self.journal.name_unsynced = False
         self.journal.appended(line)
         self._pin(record)
         self.seq = record.seq
@@ -460,9 +490,11 @@ class Writer:
     def settle(self) -> None:
         """Make the published names durable and replace the journal with a snapshot that names no
         finished window (an idle or final commit): nothing stays pinned."""
-        if not self.healthy or not self._publish_pending():
+        if not self.healthy:
             return
         with self._storage_step():
+            if not self._publish_pending():
+                return
             if self.fsync:
                 self.disk.sync_directory()
             self._publish = []  # every name in it is renamed (healthy), and now durable
