@@ -17,7 +17,7 @@ rows must then equal the model. Also: no torn row, no foreign file changed or co
 no symlink followed, no file of ours readable by others, a remembered Idempotency-Key exactly
 when its request's rows are there.
 
-BEA_FAULT_EXAMPLES / BEA_FAULT_STEPS set the size of the run (default 40 examples of up to 40
+BEA_FAULT_EXAMPLES / BEA_FAULT_STEPS set the size of the run (default 60 examples of up to 40
 steps); BEA_FAULT_RANDOM=1 explores new sequences (the default is derandomized, no database: the
 same sequences every run, so not flaky). The faults injected, and how many landed where they
 were aimed, are printed at the end of the module's run.
@@ -471,7 +471,7 @@ def _scratch_root() -> str | None:
 
 
 def _examples() -> int:
-    return int(os.environ.get("BEA_FAULT_EXAMPLES", "40"))
+    return int(os.environ.get("BEA_FAULT_EXAMPLES", "60"))
 
 
 def _steps() -> int:
