@@ -171,6 +171,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                         # Served as HTTP/1.1: its head again without the upgrade, then what followed it.
                         view, offset = memoryview(self._head_without_upgrade() + piece[exc.args[0]:] + view[offset:]), 0
                         self.parser = httptools.HttpRequestParser(self)
+                        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets it
                         continue
                     except httptools.HttpParserError as exc:
                         cause = exc.__context__
