@@ -43,6 +43,7 @@ from .upload import UploadReport, Uploader
 log = logging.getLogger("batched_event_api.upload")
 
 RESTART_AFTER = 1.0  # seconds before a child that died alone is replaced
+_STOP_GRACE = 2.0  # seconds the stopped child has to finish what it does before it is killed
 _PR_SET_PDEATHSIG = 1
 
 
@@ -99,7 +100,10 @@ class UploadProcess:
         self._stopping.set()
         self._send(("stop",))
         if self._reader is not None:  # it ends when the child does (a replacement under way is stopped too)
-            self._reader.join(timeout=70)  # an upload under way ends within its request timeout
+            # Not for a request under way (up to its 60 s timeout when the store hangs): the drain
+            # had its --drain-timeout, and a PUT cut short is safe, as an object it did create is
+            # recognised by its window id at the next start.
+            self._reader.join(timeout=_STOP_GRACE)
         with self._send_lock:
             proc, conn = self._proc, self._conn
         if proc is not None and proc.poll() is None:
