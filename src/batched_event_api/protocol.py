@@ -80,6 +80,12 @@ _SHUTTING_DOWN = _response("503 Service Unavailable", b'{"error":"the server is 
 _UPGRADE_TOKENS = {b"upgrade", b"http2-settings"}
 
 
+def _cancelled(timer: asyncio.TimerHandle | None) -> None:
+    """Cancel a timer if armed; None, to store in its place."""
+    if timer is not None:
+        timer.cancel()
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: the parser stops there (and is not used again)."""
 
@@ -183,6 +189,10 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             if self.flow.read_paused and not self._unanswered():
                 self.flow.resume_reading()  # requests queued meanwhile were all answered at once
 
+        def _queued(self, cycle: Any) -> bool:
+            """Is this request waiting behind another for its turn?"""
+            return any(queued is cycle for queued, _ in self.pipeline)
+
         def _backed_up(self) -> bool:
             return len(self.pipeline) >= _MAX_QUEUED or self.flow.write_paused
 
@@ -201,7 +211,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                     if self._header_timer is None and not self._unanswered():
                         self._arm_header_timer()
                 elif (cycle is not None and cycle.more_body and self._body_timer is None
-                      and not any(queued is cycle for queued, _ in self.pipeline)):
+                      and not self._queued(cycle)):
                     self._arm_body_timer()
             self.flow.resume_reading()
 
@@ -349,9 +359,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
 
         def resume_writing(self) -> None:
             super().resume_writing()
-            if self._write_timer is not None:
-                self._write_timer.cancel()
-                self._write_timer = None
+            self._write_timer = _cancelled(self._write_timer)
             self._catch_up()
 
         def _send_timed_out(self) -> None:
@@ -378,7 +386,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 else:  # an application's request cut off mid-body: told the client left, answered for
                     cycle.disconnected, cycle.more_body = True, False
                     cycle.message_event.set()
-                    if any(queued is cycle for queued, _ in self.pipeline):
+                    if self._queued(cycle):
                         self._broken, self._last_words = cycle, answer
                     else:  # being served: every request before it is answered
                         self._close_with(answer)
@@ -412,8 +420,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
             self._cancel_body_timer()
-            if self._write_timer is not None:
-                self._write_timer.cancel()
+            self._write_timer = _cancelled(self._write_timer)
             self._held, self._stopped = b"", True
             for cycle in [queued for queued, _ in self.pipeline] + [self._running]:
                 if type(cycle) is IngestExchange:
@@ -432,9 +439,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._header_timer = self.loop.call_later(header_timeout, self._headers_timed_out)
 
         def _cancel_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._header_timer = _cancelled(self._header_timer)
 
         def _headers_timed_out(self) -> None:
             self._header_timer = None
@@ -447,9 +452,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._body_timer = self.loop.call_later(first_check, self._check_body)
 
         def _cancel_body_timer(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            self._body_timer = _cancelled(self._body_timer)
 
         def _check_body(self) -> None:
             """The body's deadline, or (with --min-body-rate) its average rate, once a second after its grace."""
