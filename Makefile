@@ -2,15 +2,23 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/_native.c | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/events/_native.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test python-path bench sanitize browser docker-check several-instances-check clean
+.PHONY: run test lint python-path bench sanitize browser docker-check several-instances-check clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
 
-test: $(STAMP) sanitize python-path browser
+test: $(STAMP) lint sanitize python-path browser
 	$(BIN)/python -m pytest
+
+# Lint and format (ruff), types (mypy, settings in pyproject.toml) and the import contracts:
+# imports run down the pipeline's layers, and no cycle anywhere (import-linter).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The Python path alone (BEA_NATIVE=0, what runs where no C compiler is): the golden replays and
 # the rendering, decoding, window and commit tests, servers included.
@@ -34,13 +42,13 @@ SANITIZED := build/sanitize
 PYCONFIG   = $(BIN)/python -c 'import sysconfig, sys; print(sysconfig.get_config_var(sys.argv[1]) or sysconfig.get_paths()[sys.argv[1]])'
 sanitize: $(STAMP)
 	rm -rf $(SANITIZED) && mkdir -p $(SANITIZED) && cp -r src/batched_event_api $(SANITIZED)/
-	rm -f $(SANITIZED)/batched_event_api/*.so
+	rm -f $(SANITIZED)/batched_event_api/events/*.so
 	gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -std=c11 -Wall -Wextra -Wno-unused-parameter -I"$$($(PYCONFIG) include)" \
-	    src/batched_event_api/_native.c -o $(SANITIZED)/batched_event_api/_native$$($(PYCONFIG) EXT_SUFFIX)
+	    src/batched_event_api/events/_native.c -o $(SANITIZED)/batched_event_api/events/_native$$($(PYCONFIG) EXT_SUFFIX)
 	PYTHONPATH=$(SANITIZED) ASAN_OPTIONS=detect_leaks=0 \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	    sh -c '$(BIN)/python -c "import batched_event_api._native as n; assert \"$(SANITIZED)\" in n.__file__, n.__file__" && \
+	    sh -c '$(BIN)/python -c "import batched_event_api.events._native as n; assert \"$(SANITIZED)\" in n.__file__, n.__file__" && \
 	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py tests/test_windows.py'
 
 $(STAMP):

@@ -8,8 +8,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "batched_event_api._native",
-            ["src/batched_event_api/_native.c"],
+            "batched_event_api.events._native",
+            ["src/batched_event_api/events/_native.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

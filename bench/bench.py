@@ -37,8 +37,39 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-WORDS = ("since that woman be doctor he bend nevertheless to this whomever whom child luck ouch too words "
-         "others lately most mock outside you usually cough whose monthly lastly earlier us cypriot").split()
+WORDS = [
+    "since",
+    "that",
+    "woman",
+    "be",
+    "doctor",
+    "he",
+    "bend",
+    "nevertheless",
+    "to",
+    "this",
+    "whomever",
+    "whom",
+    "child",
+    "luck",
+    "ouch",
+    "too",
+    "words",
+    "others",
+    "lately",
+    "most",
+    "mock",
+    "outside",
+    "you",
+    "usually",
+    "cough",
+    "whose",
+    "monthly",
+    "lastly",
+    "earlier",
+    "us",
+    "cypriot",
+]
 DOMAINS = ("murphy.org", "jakubowski.name", "fadel.net", "mcglynn.io", "erdman.net", "parker.info")
 
 WORKLOADS = {
@@ -135,14 +166,24 @@ class Bucket:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+        }
 
     def client(self):  # noqa: ANN201
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="bench", aws_secret_access_key="bench")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
 
     def objects(self, prefix: str) -> Iterator[bytes]:
         client = self.client()
@@ -156,8 +197,11 @@ def bucket_server(nice: int = 0) -> Iterator[Bucket]:
     """moto's S3 server in its own process, at CPU priority `nice` (19: what it uses of these two
     cores is taken only when the service does not need them, as a store on other machines would)."""
     port = free_port()
-    proc = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["nice", "-n", str(nice), sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         bucket = Bucket(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
@@ -214,8 +258,9 @@ def served(fsync: str, prefill: int = 0, bucket: Bucket | None = None) -> Iterat
     if bucket is None:
         server, port = start_server(str(workdir / "out"), "--fsync", fsync)
     else:
-        server, port = start_server(f"s3://{bucket.name}/{workdir.name}/", "--fsync", fsync,
-                                    "--state-dir", str(workdir / "out"), env=bucket.env)
+        server, port = start_server(
+            f"s3://{bucket.name}/{workdir.name}/", "--fsync", fsync, "--state-dir", str(workdir / "out"), env=bucket.env
+        )
     try:
         yield Served(workdir, port, server.pid, *probe, bucket=bucket)
     finally:
@@ -256,8 +301,11 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0, bucket: Buc
     sizes = [(data.count(b"\n"), len(data)) for data in server.committed()]
     rows = sum(n for n, _ in sizes)
     events = per_request * requests
-    name = (f"{name} ({per_request}/req)" + (f", {prefill:,} files already there" if prefill else "")
-            + (", bucket output" if bucket else ""))
+    name = (
+        f"{name} ({per_request}/req)"
+        + (f", {prefill:,} files already there" if prefill else "")
+        + (", bucket output" if bucket else "")
+    )
     if rows != per_request * (warmup + requests):
         raise RuntimeError(f"{name}: {rows} rows written for {per_request * (warmup + requests)} events sent")
     q = statistics.quantiles(latencies, n=100)
@@ -306,10 +354,19 @@ def run_wrk(name: str, fsync: str, rng: random.Random, seconds: int = 10) -> dic
     if not result["requests"] <= rows <= result["requests"] + connections:
         raise RuntimeError(f"wrk: {rows} requests' rows written for {result['requests']} requests answered")
     rate = result["requests/s"]
-    return {"workload": f"{name} wrk -t1 -c{connections} ({per_request}/req)", "fsync": fsync,
-            "events/s": rate * per_request, "requests/s": rate, "MB/s": rate * len(body) / 1e6,
-            "p50 ms": result["p50 ms"], "p99 ms": result["p99 ms"], "peak RSS MiB": result["peak RSS MiB"],
-            "rows checked": rows * per_request, "fsync ms": server.fsync_ms, "create ms": server.create_ms}
+    return {
+        "workload": f"{name} wrk -t1 -c{connections} ({per_request}/req)",
+        "fsync": fsync,
+        "events/s": rate * per_request,
+        "requests/s": rate,
+        "MB/s": rate * len(body) / 1e6,
+        "p50 ms": result["p50 ms"],
+        "p99 ms": result["p99 ms"],
+        "peak RSS MiB": result["peak RSS MiB"],
+        "rows checked": rows * per_request,
+        "fsync ms": server.fsync_ms,
+        "create ms": server.create_ms,
+    }
 
 
 def run_bare(name: str, rng: random.Random, seconds: int = 10) -> dict | None:
@@ -323,9 +380,25 @@ def run_bare(name: str, rng: random.Random, seconds: int = 10) -> dict | None:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
     FINISHED.append(workdir)
-    app = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "bare_app:app",
-                            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                            "--log-level", "warning"])
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    )
     try:
         _wait_healthy(port)
         result = _wrk(wrk, workdir, port, b"".join(lines), connections, seconds)
@@ -334,17 +407,38 @@ def run_bare(name: str, rng: random.Random, seconds: int = 10) -> dict | None:
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=60)
     rate = result["requests/s"]
-    return {"workload": f"{name} ceiling: bare uvicorn app that only reads the body", "fsync": "-",
-            "events/s": rate * per_request, "requests/s": rate, "MB/s": 0.0, "p50 ms": result["p50 ms"],
-            "p99 ms": result["p99 ms"], "peak RSS MiB": result["peak RSS MiB"], "fsync ms": float("nan"),
-            "create ms": float("nan")}
+    return {
+        "workload": f"{name} ceiling: bare uvicorn app that only reads the body",
+        "fsync": "-",
+        "events/s": rate * per_request,
+        "requests/s": rate,
+        "MB/s": 0.0,
+        "p50 ms": result["p50 ms"],
+        "p99 ms": result["p99 ms"],
+        "peak RSS MiB": result["peak RSS MiB"],
+        "fsync ms": float("nan"),
+        "create ms": float("nan"),
+    }
 
 
 def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seconds: int) -> dict:
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT % body.decode())
-    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}/user/event"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            wrk,
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/user/event",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError("wrk saw errors:\n" + out)
 
@@ -352,16 +446,33 @@ def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seco
         value, unit = re.search(rf"{q}%\s+([0-9.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "requests/s": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
-            "p50 ms": latency("50"), "p99 ms": latency("99")}
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "requests/s": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+        "p50 ms": latency("50"),
+        "p99 ms": latency("99"),
+    }
 
 
 def start_server(output: str, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     """The real server on a free port, once it answers /healthz."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", output,
-                               "--port", str(port), "--log-level", "warning", *options], env={**os.environ, **(env or {})})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batched_event_api",
+            "serve",
+            "-o",
+            output,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *options,
+        ],
+        env={**os.environ, **(env or {})},
+    )
     _wait_healthy(port)
     return server, port
 
@@ -404,22 +515,41 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=names, default=names)
     parser.add_argument("--fsync", nargs="*", choices=["always", "never"], default=["always", "never"])
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each workload; the table shows the median by events/s (this machine is noisy)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each workload; the table shows the median by events/s (this machine is noisy)",
+    )
     parser.add_argument("--dir", type=Path, default=WORKDIR, help=f"where the runs write (default {WORKDIR})")
-    parser.add_argument("--prefill", type=int, default=10_000,
-                        help="also run W1 (fsync on) with this many files already in the output directory (0: skip)")
-    parser.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run W1 and W2 (fsync on) with a bucket as output (a moto S3 server on loopback)")
-    parser.add_argument("--store-nice", type=int, default=19, metavar="N",
-                        help="the S3 server's CPU priority for the bucket runs (default 19: a store on other "
-                             "machines takes no CPU from the service; 0: it competes for these cores as an equal)")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=10_000,
+        help="also run W1 (fsync on) with this many files already in the output directory (0: skip)",
+    )
+    parser.add_argument(
+        "--bucket",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run W1 and W2 (fsync on) with a bucket as output (a moto S3 server on loopback)",
+    )
+    parser.add_argument(
+        "--store-nice",
+        type=int,
+        default=19,
+        metavar="N",
+        help="the S3 server's CPU priority for the bucket runs (default 19: a store on other "
+        "machines takes no CPU from the service; 0: it competes for these cores as an equal)",
+    )
     args = parser.parse_args()
     WORKDIR = args.dir
     WORKDIR.mkdir(parents=True, exist_ok=True)
     print(f"# {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}", flush=True)
-    header = ("| workload | fsync | events/s (median) | range of runs | requests/s | MB/s | p50 ms | p99 ms "
-              "| peak RSS MiB (server and its upload process) | disk: 100 KB fdatasync ms | disk: file create ms |")
+    header = (
+        "| workload | fsync | events/s (median) | range of runs | requests/s | MB/s | p50 ms | p99 ms "
+        "| peak RSS MiB (server and its upload process) | disk: 100 KB fdatasync ms | disk: file create ms |"
+    )
     print(header)
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     # The run with thousands of extra files goes last, and every output is deleted only at the end:
@@ -444,7 +574,9 @@ def main() -> None:
                 pairs = []
                 with bucket_server(args.store_nice) as bucket:
                     for _ in range(max(1, args.repeat)):
-                        pairs.append((run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), bucket=bucket)))
+                        pairs.append(
+                            (run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), bucket=bucket))
+                        )
                 r = median_of([b for _, b in pairs])
                 base = median_of([a for a, _ in pairs])
                 ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
@@ -454,32 +586,39 @@ def main() -> None:
                     f"events/s against {base['events/s']:,.0f} with local output in the runs beside them; bucket/local "
                     f"of each pair: median {statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}); "
                     f"{r['uploaded MB']:.0f} MB of windows all uploaded {r['uploads drained s']:.1f} s after the "
-                    f"first measured request ({r['uploaded MB'] / r['uploads drained s']:.1f} MB/s end to end)")
+                    f"first measured request ({r['uploaded MB'] / r['uploads drained s']:.1f} MB/s end to end)"
+                )
             elif name in WORKLOADS:
-                results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))
+                results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))  # noqa: B023
             if name in WRK_WORKLOADS and not extra:
-                results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))
+                results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))  # noqa: B023
             if name == "W4" and ceiling is None:  # the ceiling W4 is held against, once
-                ceiling = median(lambda: run_bare(name, random.Random(1)), args.repeat)
+                ceiling = median(lambda: run_bare(name, random.Random(1)), args.repeat)  # noqa: B023
                 results.append(ceiling)
             for r in filter(None, results):
                 if args.json:
                     print(json.dumps(r))
                 low, high = r["range"]
-                print(f"| {r['workload']} | {r['fsync']} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
-                      f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | "
-                      f"{r['create ms']:.3f} |", flush=True)
+                print(
+                    f"| {r['workload']} | {r['fsync']} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
+                    f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | "
+                    f"{r['create ms']:.3f} |",
+                    flush=True,
+                )
                 if r["workload"].startswith("W4 wrk"):
                     w4.append(r)
         for line in against_local:
             print(line)
         if ceiling is not None:
             for r in w4:
-                print(f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "
-                      f"({r['requests/s']:,.0f} against {ceiling['requests/s']:,.0f} requests/s)")
+                print(
+                    f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "
+                    f"({r['requests/s']:,.0f} against {ceiling['requests/s']:,.0f} requests/s)"
+                )
     finally:
         for workdir in FINISHED:
             shutil.rmtree(workdir, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ UNITS = {"": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1
 
 def parse_size(text: str) -> int:
     digits = "".join(c for c in text if c.isdigit())
-    return int(digits) * UNITS[text[len(digits):].lower()]
+    return int(digits) * UNITS[text[len(digits) :].lower()]
 
 
 def post(port: int, body: bytes) -> tuple[int, str | None, bytes]:
@@ -78,10 +78,12 @@ def main() -> None:
         statuses = collections.Counter(status for status, _, _ in answers)
         rows = sum(p.read_bytes().count(b"\n") for p in (workdir / "out").glob("*.csv"))
         bad = [a for a in answers if a[0] not in (200, 503) or (a[0] == 503 and a[1] is None)]
-        print(f"{args.concurrent} x {len(body) / 1e6:.0f} MB bodies, server {' '.join(options)}: "
-              f"{statuses[200]} answered 200, {statuses[503]} answered 503 + Retry-After, in {elapsed:.1f}s; "
-              f"rows on disk {rows:,} (the 200s' rows: {statuses[200] * rows_per_body:,}); "
-              f"server RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB")
+        print(
+            f"{args.concurrent} x {len(body) / 1e6:.0f} MB bodies, server {' '.join(options)}: "
+            f"{statuses[200]} answered 200, {statuses[503]} answered 503 + Retry-After, in {elapsed:.1f}s; "
+            f"rows on disk {rows:,} (the 200s' rows: {statuses[200] * rows_per_body:,}); "
+            f"server RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB"
+        )
         if bad or rows != statuses[200] * rows_per_body:
             raise SystemExit(f"wrong outcome: {bad[:3]} / rows {rows} != {statuses[200] * rows_per_body}")
     finally:

@@ -38,8 +38,13 @@ def uploads(port: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
-    return int(sum(float(v) for result, v in re.findall(r'^bea_uploads_total\{result="(\w+)"\} (\S+)$', text, re.M)
-                   if result != "failed"))
+    return int(
+        sum(
+            float(v)
+            for result, v in re.findall(r'^bea_uploads_total\{result="(\w+)"\} (\S+)$', text, re.M)
+            if result != "failed"
+        )
+    )
 
 
 def ingest(bodies: list[bytes], bucket: bench.Bucket | None) -> tuple[float, float, int]:
@@ -102,8 +107,10 @@ def main() -> None:
             with store() as bucket:
                 rate, cpu, done = ingest(bodies, bucket)
             cost = f", {(cpu - local_cpu) / done * 1000:.2f} ms of CPU each over local output" if done else ""
-            print(f"{name}: {rate:,.0f} events/s, CPU {cpu:.2f} s (server and upload process), {done} windows uploaded "
-                  f"meanwhile{cost}")
+            print(
+                f"{name}: {rate:,.0f} events/s, CPU {cpu:.2f} s (server and upload process), {done} windows uploaded "
+                f"meanwhile{cost}"
+            )
     finally:
         for workdir in bench.FINISHED:
             bench.shutil.rmtree(workdir, ignore_errors=True)

@@ -28,8 +28,11 @@ _SERVING = re.compile(rb"serving on http://127\.0\.0\.1:([0-9]+)")
 
 # Root writes anywhere: without the capabilities that bypass permissions, a process of root's meets
 # them as its owner would, wherever the clone is (a user like `nobody` may not even read it).
-AS_A_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-             if os.geteuid() == 0 else [])
+AS_A_USER = (
+    ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+    if os.geteuid() == 0
+    else []
+)
 
 
 class Server:
@@ -62,7 +65,18 @@ class Server:
     def start(self) -> Server:
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [*self.wrapper, sys.executable, "-m", "batched_event_api", "serve", "-o", str(self.output), "--port", str(self.port), *self.args],
+            [
+                *self.wrapper,
+                sys.executable,
+                "-m",
+                "batched_event_api",
+                "serve",
+                "-o",
+                str(self.output),
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -116,8 +130,9 @@ def server_factory(tmp_path: Path) -> Iterator:
             server.kill()
 
 
-def post_maybe_killed(server: Server, body: bytes, key: str, rng: Any, *, chance: float = 0.35,
-                      within: float = 0.015) -> tuple[httpx.Response | None, bool]:
+def post_maybe_killed(
+    server: Server, body: bytes, key: str, rng: Any, *, chance: float = 0.35, within: float = 0.015
+) -> tuple[httpx.Response | None, bool]:
     """Post with an Idempotency-Key; with probability `chance` a SIGKILL lands at a random instant
     within `within` seconds of the start: before, during or after the request. Returns the answer
     (None when the connection broke) and whether a kill was armed."""

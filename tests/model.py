@@ -6,14 +6,45 @@ from __future__ import annotations
 import json
 import random
 
-from batched_event_api import timestamps
-from batched_event_api.render import csv_record, go_float
+from batched_event_api.events import timestamps
+from batched_event_api.events.render import csv_record, go_float
 
 MIN5 = 300 * 10**9
-STRINGS = ["", "plain", "a,b", 'say "hi"', "line\nbreak", "crlf\r\nx", " leading", "\tTab", "\u00a0nbsp",
-           "\u2028ls", "\u3000ideo", "\\.", "\\.x", "ünïcödé 😀", "\u200bzwsp", "\x1cfs", "trailing ", "\"", ","]
-FLOATS = [0.0, -0.0, 1e21, 1e-7, 5e-324, 1.7976931348623157e308, -2.2250738585072014e-308, 100.0, 0.1,
-          123456789.123456789, 1.2345678901234568e17, -95925802.95830855]
+STRINGS = [
+    "",
+    "plain",
+    "a,b",
+    'say "hi"',
+    "line\nbreak",
+    "crlf\r\nx",
+    " leading",
+    "\tTab",
+    "\u00a0nbsp",
+    "\u2028ls",
+    "\u3000ideo",
+    "\\.",
+    "\\.x",
+    "ünïcödé 😀",
+    "\u200bzwsp",
+    "\x1cfs",
+    "trailing ",
+    '"',
+    ",",
+]
+FLOATS = [
+    0.0,
+    -0.0,
+    1e21,
+    1e-7,
+    5e-324,
+    1.7976931348623157e308,
+    -2.2250738585072014e-308,
+    100.0,
+    0.1,
+    123456789.123456789,
+    1.2345678901234568e17,
+    -95925802.95830855,
+]
 IDS = [0, -1, 2**63 - 1, -(2**63), 5811804537417038826]
 OFFSETS = ["Z", "+00:00", "-00:00", "+05:30", "-03:30", "+05:45", "+14:00", "-12:00", "+23:59"]
 
@@ -21,7 +52,11 @@ OFFSETS = ["Z", "+00:00", "-00:00", "+05:30", "-03:30", "+05:45", "+14:00", "-12
 def time_text(ns: int, rng: random.Random) -> str:
     """An RFC 3339 rendering of the instant in a random offset, with a random fraction length."""
     zone = rng.choice(OFFSETS)
-    offset = 0 if zone in ("Z", "+00:00", "-00:00") else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[4:6])) * 60
+    offset = (
+        0
+        if zone in ("Z", "+00:00", "-00:00")
+        else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[4:6])) * 60
+    )
     local = ns + offset * 10**9
     seconds, nanos = divmod(local, 10**9)
     days, rest = divmod(seconds, 86400)
@@ -30,7 +65,11 @@ def time_text(ns: int, rng: random.Random) -> str:
     frac = f"{nanos:09d}".ljust(digits, "0")[:digits] if digits else ""
     if digits < 9 and frac.ljust(9, "0") != f"{nanos:09d}":
         frac = f"{nanos:09d}"  # never lose precision the model relies on
-    return f"{y:04d}-{m:02d}-{d:02d}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}" + (f".{frac}" if frac else "") + zone
+    return (
+        f"{y:04d}-{m:02d}-{d:02d}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+        + (f".{frac}" if frac else "")
+        + zone
+    )
 
 
 def generate_events(rng: random.Random, n: int) -> list[dict]:
@@ -70,11 +109,20 @@ def model_files(events: list[dict]) -> dict[str, bytes]:
                 name = f"{stem}-{n}.csv"
             files[name] = []
         credits = e.get("credits")
-        files[name].append(csv_record([
-            text, e.get("uuid") or "", str(e.get("id") or 0), "true" if e.get("active") else "false",
-            e.get("email") or "", e.get("phone") or "", e.get("description") or "",
-            "0" if credits is None else go_float(float(credits)),
-        ]))
+        files[name].append(
+            csv_record(
+                [
+                    text,
+                    e.get("uuid") or "",
+                    str(e.get("id") or 0),
+                    "true" if e.get("active") else "false",
+                    e.get("email") or "",
+                    e.get("phone") or "",
+                    e.get("description") or "",
+                    "0" if credits is None else go_float(float(credits)),
+                ]
+            )
+        )
     return {k: "".join(v).encode() for k, v in sorted(files.items())}
 
 

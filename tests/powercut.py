@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from batched_event_api.storage import LocalDisk
+from batched_event_api.commit.disk import LocalDisk
 
 
 class Crash(BaseException):
@@ -128,7 +128,7 @@ class PowerCutDisk(LocalDisk):
                     os.fchmod(fd, modes.get(ino, 0o600))
                     view = memoryview(data.get(ino, b""))
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
 

@@ -32,14 +32,20 @@ class Bucket:
         self.name = f"bea-{uuid.uuid4().hex[:12]}"
         self.prefix = prefix
         self.url = f"s3://{self.name}/{prefix}"
-        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                   aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET
+        )
         self.client.create_bucket(Bucket=self.name)
         self.endpoint = endpoint
 
     def env(self, endpoint: str | None = None) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": endpoint or self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": KEY_ID,
-                "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": endpoint or self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_REGION": "us-east-1",
+        }
 
     def objects(self) -> dict[str, bytes]:
         """Every object under the prefix, by name (as csv_files gives a directory's files)."""
@@ -47,7 +53,7 @@ class Bucket:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=self.prefix):
             for item in page.get("Contents", []):
                 body = self.client.get_object(Bucket=self.name, Key=item["Key"])["Body"].read()
-                out[item["Key"][len(self.prefix):]] = body
+                out[item["Key"][len(self.prefix) :]] = body
         return dict(sorted(out.items()))
 
     def head(self, name: str) -> dict:

@@ -9,6 +9,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
 from conftest import NDJSON, csv_files
 from model import model_files, time_text
 
@@ -22,12 +23,14 @@ def _request(client: int, number: int, rng: random.Random) -> list[dict]:
     events = []
     for k in range(EVENTS):
         ns = BASE + rng.randrange(0, 30 * 60 * 10**9)  # spread over ~6 windows, in any order
-        events.append({
-            "time": time_text(ns, rng),
-            "id": client * 1_000_000 + number * 1_000 + k,
-            "description": rng.choice(["a,b", 'q"q', "multi\nline", "plain", " lead"]),
-            "credits": rng.uniform(-1e6, 1e6),
-        })
+        events.append(
+            {
+                "time": time_text(ns, rng),
+                "id": client * 1_000_000 + number * 1_000 + k,
+                "description": rng.choice(["a,b", 'q"q', "multi\nline", "plain", " lead"]),
+                "credits": rng.uniform(-1e6, 1e6),
+            }
+        )
     return events
 
 

@@ -13,6 +13,7 @@ import threading
 
 import httpx
 import pytest
+
 from conftest import Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, ndjson
 
@@ -93,10 +94,16 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
     clients, per_client = 6, 80
     base = 1_719_799_384
     work = {
-        (c, n): [{"time": f"2024-07-01T{(base + rng.randrange(1800)) % 86400 // 3600:02d}:"
-                          f"{rng.randrange(60):02d}:{rng.randrange(60):02d}Z", "id": c * 1_000_000 + n * 1000 + k}
-                 for k in range(rng.choice([1, 5, 40]))]
-        for c in range(clients) for n in range(per_client)
+        (c, n): [
+            {
+                "time": f"2024-07-01T{(base + rng.randrange(1800)) % 86400 // 3600:02d}:"
+                f"{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
+                "id": c * 1_000_000 + n * 1000 + k,
+            }
+            for k in range(rng.choice([1, 5, 40]))
+        ]
+        for c in range(clients)
+        for n in range(per_client)
     }
     out = tmp_path / "out"
     current = {"server": Server(out).start()}
@@ -109,8 +116,11 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
                 retried = False
                 while True:
                     try:
-                        response = http.post("/user/event", content=ndjson(work[(c, n)]),
-                                             headers={"content-type": "application/x-ndjson", "Idempotency-Key": f"c{c}-{n}"})
+                        response = http.post(
+                            "/user/event",
+                            content=ndjson(work[(c, n)]),
+                            headers={"content-type": "application/x-ndjson", "Idempotency-Key": f"c{c}-{n}"},
+                        )
                     except httpx.TransportError:
                         retried = True
                         wait_for(lambda: _healthy(port), timeout=30)  # the restarted server, then resend
@@ -155,9 +165,18 @@ def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_withou
     SIGKILL the moment the journal grows (its record just written), restart, resend. A crash of the
     process loses nothing acknowledged and a replay always has all its rows: every event exactly
     once, no half row."""
+
     def body_of(r: int) -> bytes:
-        return ndjson([{"time": f"2024-07-{1 + r // 24:02d}T{r % 24:02d}:{k // 600 % 5:02d}:{k // 10 % 60:02d}.{k % 10}Z",
-                        "id": r * 100_000 + k, "email": f"{'x' * 160}-{k}@example.com"} for k in range(16_000)])
+        return ndjson(
+            [
+                {
+                    "time": f"2024-07-{1 + r // 24:02d}T{r % 24:02d}:{k // 600 % 5:02d}:{k // 10 % 60:02d}.{k % 10}Z",
+                    "id": r * 100_000 + k,
+                    "email": f"{'x' * 160}-{k}@example.com",
+                }
+                for k in range(16_000)
+            ]
+        )
 
     out = tmp_path / "out"
     journal = out / ".journal"
@@ -203,8 +222,10 @@ def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_withou
         if server.proc.poll() is None:
             server.kill()
     rows = [row for content in csv_files(out).values() for row in content.splitlines()]
-    print(f"{requests} requests of 16,000 events, {kills} kills as their records were written, {replays} resends "
-          "answered as replays")
+    print(
+        f"{requests} requests of 16,000 events, {kills} kills as their records were written, {replays} resends "
+        "answered as replays"
+    )
     assert kills >= 3
     ids = [int(row.split(b",")[2]) for row in rows]
     assert sorted(ids) == sorted(r * 100_000 + k for r in range(requests) for k in range(16_000))

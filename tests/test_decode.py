@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batched_event_api.decode import decode
 from batched_event_api.errors import EventError
+from batched_event_api.events.decode import decode
 
 T = '"time":"2024-07-01T02:03:04Z"'
 LIMIT = 1 << 20
@@ -61,7 +61,7 @@ def test_long_line_is_accepted():
         ('"event"', None),
         ("{", None),
         ('{%s} {"a":1}' % T, None),
-        ('{%s},{%s}' % (T, T), None),
+        ("{%s},{%s}" % (T, T), None),
         ("NaN", None),
     ],
 )
@@ -103,10 +103,7 @@ json_values = st.recursive(
 )
 near_events = st.fixed_dictionaries(
     {"time": st.sampled_from(["2024-07-01T02:03:04Z", "2024-07-01T02:03:04.5+05:30", "bad", "", None]) | st.text()},
-    optional={
-        k: json_values
-        for k in ("uuid", "id", "active", "email", "phone", "description", "credits")
-    },
+    optional={k: json_values for k in ("uuid", "id", "active", "email", "phone", "description", "credits")},
 )
 
 
@@ -132,7 +129,7 @@ def test_near_valid_events_give_events_or_a_line_error(objects):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_large_bodies_are_decoded_in_slices_with_true_line_numbers(native):
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events.prepare import prepare
 
     lines = ['{"time":"2024-07-01T02:03:%02dZ","id":%d}\n' % (i % 60, i) for i in range(500)]
     body = "".join(lines).encode()
@@ -154,7 +151,7 @@ def test_negative_zero_with_lines_only_python_calls_blank():
 
 @given(st.lists(near_events | json_values, max_size=40), st.sampled_from(["\n", "\r\n", "\n\x0b\n", "\n \n"]))
 def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events.prepare import prepare
 
     body = separator.join(json.dumps(o) for o in objects).encode()
     try:
@@ -169,11 +166,21 @@ def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
 
 
 @pytest.mark.parametrize("native", [False, True])
-@pytest.mark.parametrize("when", ["2900-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "2262-01-01T00:00:00Z",
-                                  "1677-12-31T23:59:59.999999999Z", "1678-01-01T00:00:00+00:01",
-                                  "2261-12-31T23:00:00-01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2900-01-01T00:00:00Z",
+        "1600-01-01T00:00:00Z",
+        "2262-01-01T00:00:00Z",
+        "1677-12-31T23:59:59.999999999Z",
+        "1678-01-01T00:00:00+00:01",
+        "2261-12-31T23:00:00-01:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+    ],
+)
 def test_a_time_outside_the_accepted_range_names_its_line_and_field(native, when):
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events.prepare import prepare
 
     body = ('{%s}\n\n{"time":"%s"}\n{%s}\n' % (T, when, T)).encode()
     with pytest.raises(EventError) as info:
@@ -184,8 +191,8 @@ def test_a_time_outside_the_accepted_range_names_its_line_and_field(native, when
 
 @pytest.mark.parametrize("native", [False, True])
 def test_the_edges_of_the_accepted_range_are_accepted(native):
-    from batched_event_api import timestamps
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events import timestamps
+    from batched_event_api.events.prepare import prepare
 
     body = b'{"time":"1678-01-01T00:00:00Z"}\n{"time":"2261-12-31T23:59:59.999999999Z"}\n{"time":"2262-01-01T00:59:59+01:00"}\n'
     times = list(prepare(body, LIMIT, native=native).times)
@@ -193,10 +200,11 @@ def test_the_edges_of_the_accepted_range_are_accepted(native):
 
 
 @pytest.mark.parametrize("native", [False, True])
-@pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000,
-                                    '{"a":' * 100_000 + "1" + "}" * 100_000])
+@pytest.mark.parametrize(
+    "nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000]
+)
 def test_deeply_nested_json_is_a_400_naming_the_line(native, nested):
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events.prepare import prepare
 
     body = ('{%s}\n{%s,"extra":%s}\n' % (T, T, nested)).encode()
     with pytest.raises(EventError) as info:
@@ -207,16 +215,22 @@ def test_deeply_nested_json_is_a_400_naming_the_line(native, nested):
 
 # The usual ways a body is JSON but not NDJSON, and what the one-line answer must say.
 MISTAKES = {
-    "a JSON array": ('[{%s},{%s}]\n' % (T, T), "not an array: the body is NDJSON, one JSON object per line"),
-    "a pretty-printed object": ('{\n  %s,\n  "id": 1\n}\n' % T, "the body is NDJSON, one JSON object per line, not pretty-printed"),
-    "curl -d (newlines stripped)": ('{%s}{%s}{%s}' % (T, T, T), "the body is NDJSON, one JSON object per line (`curl -d @file` strips newlines: send the file with `--data-binary @file`)"),
+    "a JSON array": ("[{%s},{%s}]\n" % (T, T), "not an array: the body is NDJSON, one JSON object per line"),
+    "a pretty-printed object": (
+        '{\n  %s,\n  "id": 1\n}\n' % T,
+        "the body is NDJSON, one JSON object per line, not pretty-printed",
+    ),
+    "curl -d (newlines stripped)": (
+        "{%s}{%s}{%s}" % (T, T, T),
+        "the body is NDJSON, one JSON object per line (`curl -d @file` strips newlines: send the file with `--data-binary @file`)",
+    ),
 }
 
 
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("mistake", list(MISTAKES))
 def test_a_body_that_is_not_ndjson_says_what_is_expected(native, mistake):
-    from batched_event_api.prepare import prepare
+    from batched_event_api.events.prepare import prepare
 
     body, says = MISTAKES[mistake]
     with pytest.raises(EventError) as info:

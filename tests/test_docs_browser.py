@@ -18,12 +18,25 @@ def test_docs_render_every_route_with_no_network(server_factory, tmp_path):
         pytest.fail("this test needs Chromium: `make test` installs it (apt-get install chromium)")
     server = server_factory()
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}",
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # any other host: unresolvable
-         "--virtual-time-budget=15000", "--dump-dom", f"{server.url}/docs"],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # any other host: unresolvable
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{server.url}/docs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]

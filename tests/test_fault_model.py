@@ -45,20 +45,36 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, event, note, seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from batched_event_api.commit.disk import FILE_MODE, GROUP_FILE_MODE, LocalDisk
+from batched_event_api.commit.journal import COMPACT_BYTES
+from batched_event_api.commit.partfiles import (
+    PART_SUFFIX,
+    finished_stem,
+    part_name,
+    window_id,
+)
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Request, Writer
+from batched_event_api.events.prepare import Rows, prepare
+from batched_event_api.events.render import COLUMNS, csv_line
+from batched_event_api.events.timestamps import (
+    EARLIEST_NS,
+    LATEST_NS,
+    MAX_INTERVAL_NS,
+    utc_stamp,
+)
+from batched_event_api.output.s3 import Identity, StoreError
+from batched_event_api.output.uploader import Uploader
 from model import STRINGS, ndjson, time_text
 from powercut import Crash, PowerCutDisk, _writer_frames
-
-from batched_event_api.journal import COMPACT_BYTES
-from batched_event_api.objectstore import Identity, StoreError
-from batched_event_api.partfiles import PART_SUFFIX, finished_stem, part_name, window_id
-from batched_event_api.prepare import Rows, prepare
-from batched_event_api.render import COLUMNS, csv_line
-from batched_event_api.storage import FILE_MODE, GROUP_FILE_MODE, LocalDisk
-from batched_event_api.timestamps import EARLIEST_NS, LATEST_NS, MAX_INTERVAL_NS, utc_stamp
-from batched_event_api.upload import Uploader
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Request, Writer
 
 SEC = 10**9
 INTERVAL = 300 * SEC
@@ -70,22 +86,51 @@ KEY_RETENTION = 3600.0
 # Event times: anchors over the whole accepted range, and beyond it (the HTTP layer refuses those
 # with a 400; the writer must still keep its promise for whatever it answers); steps between
 # consecutive events that open, append to and close windows (and late events).
-IN_RANGE = [T0, 0, -1, EARLIEST_NS, EARLIEST_NS + 1, LATEST_NS - 1, LATEST_NS - INTERVAL,
-            951_782_400 * SEC,  # 2000-02-29
-            1_483_228_799 * SEC + SEC - 1]  # 2016-12-31T23:59:59.999999999Z
-BEYOND = [EARLIEST_NS - 1, EARLIEST_NS - MAX_INTERVAL_NS, LATEST_NS, LATEST_NS + INTERVAL,
-          2**63 - 1, -(2**63), 2**63 + 7, -(2**63) - INTERVAL]
+IN_RANGE = [
+    T0,
+    0,
+    -1,
+    EARLIEST_NS,
+    EARLIEST_NS + 1,
+    LATEST_NS - 1,
+    LATEST_NS - INTERVAL,
+    951_782_400 * SEC,  # 2000-02-29
+    1_483_228_799 * SEC + SEC - 1,
+]  # 2016-12-31T23:59:59.999999999Z
+BEYOND = [
+    EARLIEST_NS - 1,
+    EARLIEST_NS - MAX_INTERVAL_NS,
+    LATEST_NS,
+    LATEST_NS + INTERVAL,
+    2**63 - 1,
+    -(2**63),
+    2**63 + 7,
+    -(2**63) - INTERVAL,
+]
 STEPS = [0, 1, SEC, INTERVAL - 1, INTERVAL, INTERVAL + 1, -SEC, -INTERVAL, 2 * INTERVAL + 7, 7 * INTERVAL]
 
 # The disk operations of LocalDisk (exists() is os.path.lexists, which never raises).
 READS = frozenset({"open_read", "read_range", "read_all", "names", "same_file"})
-MUTATING = frozenset({"create", "reopen", "open_append", "write", "sync_data", "sync_directory",
-                      "sync_filesystem", "publish", "remove", "replace"})
+MUTATING = frozenset(
+    {
+        "create",
+        "reopen",
+        "open_append",
+        "write",
+        "sync_data",
+        "sync_directory",
+        "sync_filesystem",
+        "publish",
+        "remove",
+        "replace",
+    }
+)
 NAME_OPS = frozenset({"create", "publish", "remove", "replace"})
 FAULT_OPS = {
     "eio": READS | MUTATING,
-    "enospc": frozenset({"create", "reopen", "write", "sync_data", "sync_directory", "sync_filesystem",
-                         "publish", "replace"}),
+    "enospc": frozenset(
+        {"create", "reopen", "write", "sync_data", "sync_directory", "sync_filesystem", "publish", "replace"}
+    ),
     "runtime": READS | MUTATING,  # not a storage error: a bug, a MemoryError
     "crash_name": NAME_OPS,  # the process dies at a create, rename or unlink
     "outage": MUTATING,  # from the N-th operation on, every write fails until the disk comes back
@@ -94,9 +139,22 @@ FAULT_OPS = {
 }
 TORN = ("short_write", "torn_crash")
 # Where a landed fault was, by the writer's (or uploader's) function on the stack.
-PLACES = ["_abandon", "recover", "_make_state_durable", "_resume_journal", "_publish_pending", "_commit",
-          "_place_segments", "_write_snapshot", "discard_unfinished", "commit_open", "settle", "_release",
-          "_upload_one", "_keep_aside"]
+PLACES = [
+    "_abandon",
+    "recover",
+    "_make_state_durable",
+    "_resume_journal",
+    "_publish_pending",
+    "_commit",
+    "_place_segments",
+    "_write_snapshot",
+    "discard_unfinished",
+    "commit_open",
+    "settle",
+    "_release",
+    "_upload_one",
+    "_keep_aside",
+]
 
 STATS: collections.Counter[str] = collections.Counter()  # over the whole run, printed at the end
 
@@ -311,8 +369,10 @@ class MemoryBucket:
             if self.outage and not stored:
                 raise StoreError(f"{call}: the store is unreachable (outage)")
             armed = self.armed
-            if armed is None or call not in {"head_fails": ("HeadObject",),
-                                             "store_outage": ("PutObject", "HeadObject")}.get(armed.kind, ("PutObject",)):
+            if armed is None or call not in {
+                "head_fails": ("HeadObject",),
+                "store_outage": ("PutObject", "HeadObject"),
+            }.get(armed.kind, ("PutObject",)):
                 return
             after = armed.kind in ("put_lost", "crash_after_put")  # aimed at the N-th PUT that creates an object
             if stored != after:
@@ -416,7 +476,7 @@ def parse_window(name: str, data: bytes, header: bool) -> list[list[str]]:
     assert text.endswith("\n"), f"{name} ends in a torn row: {text[-80:]!r}"
     if header:
         assert text.startswith(HEADER), f"{name} does not start with the header: {text[:80]!r}"
-        text = text[len(HEADER):]
+        text = text[len(HEADER) :]
         assert HEADER not in text, f"{name} holds the header twice"
     return list(csv.reader(io.StringIO(text, newline="")))
 
@@ -482,10 +542,29 @@ FAULT_KINDS = ["none", "none", "eio", "enospc", "runtime", "crash", "crash_name"
 ERRORS = ["eio", "enospc", "runtime", "outage", "short_write"]
 START_FAULTS = ["none", "none", "eio", "enospc", "short_write", "runtime", "crash"]
 CRASHES = ["crash", "crash", "crash_name", "torn_crash"]
-AT_MOST = {"none": 1, "eio": 12, "enospc": 8, "runtime": 12, "outage": 8, "crash": 8, "crash_name": 3,
-           "short_write": 4, "torn_crash": 4}
-STORE_FAULTS = ["none", "none", "put_fails", "put_lost", "head_fails", "crash_before_put", "crash_after_put",
-                "store_outage", "disk_eio", "disk_crash"]
+AT_MOST = {
+    "none": 1,
+    "eio": 12,
+    "enospc": 8,
+    "runtime": 12,
+    "outage": 8,
+    "crash": 8,
+    "crash_name": 3,
+    "short_write": 4,
+    "torn_crash": 4,
+}
+STORE_FAULTS = [
+    "none",
+    "none",
+    "put_fails",
+    "put_lost",
+    "head_fails",
+    "crash_before_put",
+    "crash_after_put",
+    "store_outage",
+    "disk_eio",
+    "disk_crash",
+]
 
 
 class FaultModel(RuleBasedStateMachine):
@@ -517,7 +596,7 @@ class FaultModel(RuleBasedStateMachine):
         self.many_windows_done = False
         self.log = LogCounter()
         self._loggers = []
-        for name in ("batched_event_api.writer", "batched_event_api.upload"):
+        for name in ("batched_event_api.commit.writer", "batched_event_api.output.uploader"):
             logger = logging.getLogger(name)
             self._loggers.append((logger, logger.level, logger.propagate))
             logger.addHandler(self.log)
@@ -526,23 +605,38 @@ class FaultModel(RuleBasedStateMachine):
 
     # -- set-up -------------------------------------------------------------------------------
 
-    @initialize(compress=st.booleans(), aligned=st.booleans(), header=st.booleans(), bucket=st.booleans(),
-                syncfs_from=st.sampled_from([None, 3, 8]), compact_bytes=st.sampled_from([COMPACT_BYTES, 700]),
-                key_memory=st.sampled_from([256 << 20, 1500]), group_readable=st.booleans())
+    @initialize(
+        compress=st.booleans(),
+        aligned=st.booleans(),
+        header=st.booleans(),
+        bucket=st.booleans(),
+        syncfs_from=st.sampled_from([None, 3, 8]),
+        compact_bytes=st.sampled_from([COMPACT_BYTES, 700]),
+        key_memory=st.sampled_from([256 << 20, 1500]),
+        group_readable=st.booleans(),
+    )
     def configure(self, compress, aligned, header, bucket, syncfs_from, compact_bytes, key_memory, group_readable):
         self.policy = WindowPolicy(INTERVAL, aligned=aligned)
         self.compress, self.header = compress, header
         self.suffix = ".csv.gz" if compress else ".csv"
         self.file_mode = GROUP_FILE_MODE if group_readable else FILE_MODE
-        self.options = dict(compress=compress, header=HEADER if header else "", key_retention=KEY_RETENTION,
-                            key_memory=key_memory, window_ids=bucket, file_mode=self.file_mode,
-                            clock=lambda: self.now)
+        self.options = dict(
+            compress=compress,
+            header=HEADER if header else "",
+            key_retention=KEY_RETENTION,
+            key_memory=key_memory,
+            window_ids=bucket,
+            file_mode=self.file_mode,
+            clock=lambda: self.now,
+        )
         self.syncfs_from, self.compact_bytes = syncfs_from, compact_bytes
         if bucket:
             self.bucket = MemoryBucket()
-        note(f"config: compress={compress} aligned={aligned} header={header} bucket={bucket} "
-             f"syncfs_from={syncfs_from} compact_bytes={compact_bytes} key_memory={key_memory} "
-             f"file_mode={self.file_mode:o}")
+        note(
+            f"config: compress={compress} aligned={aligned} header={header} bucket={bucket} "
+            f"syncfs_from={syncfs_from} compact_bytes={compact_bytes} key_memory={key_memory} "
+            f"file_mode={self.file_mode:o}"
+        )
         event(f"config: {'bucket' if bucket else 'local'}{' gzip' if compress else ''}")
         self.start()
 
@@ -564,8 +658,14 @@ class FaultModel(RuleBasedStateMachine):
     # -- the process --------------------------------------------------------------------------
 
     def new_writer(self) -> Writer:
-        return Writer(self.dir, self.policy, disk=self.disk, syncfs_from=self.syncfs_from,
-                      compact_bytes=self.compact_bytes, **self.options)
+        return Writer(
+            self.dir,
+            self.policy,
+            disk=self.disk,
+            syncfs_from=self.syncfs_from,
+            compact_bytes=self.compact_bytes,
+            **self.options,
+        )
 
     def start(self, fault: str = "none", at: int = 1) -> None:
         """Start the server on the directory (after a crash, a power cut or a clean stop), with a
@@ -593,12 +693,19 @@ class FaultModel(RuleBasedStateMachine):
             self.disarm(armed)
             break
         else:
-            raise AssertionError(f"the server did not start in 8 attempts: {failures}; "
-                                 f"the directory: {sorted(os.listdir(self.dir))}")
+            raise AssertionError(
+                f"the server did not start in 8 attempts: {failures}; the directory: {sorted(os.listdir(self.dir))}"
+            )
         self.writer = writer
         if self.bucket is not None:
-            self.uploader = Uploader(self.dir, self.bucket, self.report, concurrency=1,  # type: ignore[arg-type]
-                                     pinned=lambda: writer.pinned, disk=self.disk)
+            self.uploader = Uploader(
+                self.dir,
+                self.bucket,
+                self.report,
+                concurrency=1,  # type: ignore[arg-type]
+                pinned=lambda: writer.pinned,
+                disk=self.disk,
+            )
         # Recovery has decided every request a crash left in doubt: durably (with fsync on).
         doubt = [s for s in self.sends.values() if s.state == "doubt"]
         if doubt:
@@ -697,8 +804,9 @@ class FaultModel(RuleBasedStateMachine):
     # -- requests -----------------------------------------------------------------------------
 
     def draw_times(self, data, n: int) -> list[int]:
-        where = data.draw(st.sampled_from(["continue", "continue", "continue", "anchor", "random", "beyond"]),
-                          label="where")
+        where = data.draw(
+            st.sampled_from(["continue", "continue", "continue", "anchor", "random", "beyond"]), label="where"
+        )
         if where == "anchor":
             self.cursor = data.draw(st.sampled_from(IN_RANGE), label="anchor")
         elif where == "random":
@@ -717,14 +825,24 @@ class FaultModel(RuleBasedStateMachine):
         uuid = f"s{sid}"
         if native and all(EARLIEST_NS <= t < LATEST_NS for t in times):  # through prepare() and the native pass
             rng = random.Random(sid)
-            events = [{"time": time_text(t, rng), "uuid": uuid, "id": i, "active": i % 2 == 0,
-                       "description": descriptions[i % len(descriptions)], "credits": i / 4}
-                      for i, t in enumerate(times)]
+            events = [
+                {
+                    "time": time_text(t, rng),
+                    "uuid": uuid,
+                    "id": i,
+                    "active": i % 2 == 0,
+                    "description": descriptions[i % len(descriptions)],
+                    "credits": i / 4,
+                }
+                for i, t in enumerate(times)
+            ]
             prepared = prepare(ndjson(events), max_line=1 << 20)
             seq, rows = prepared.times, prepared.rows
         else:  # a list of ints: the Python window scan
-            lines = [csv_line([str(t), uuid, str(i), "true", "", "", descriptions[i % len(descriptions)], "0"])
-                     for i, t in enumerate(times)]
+            lines = [
+                csv_line([str(t), uuid, str(i), "true", "", "", descriptions[i % len(descriptions)], "0"])
+                for i, t in enumerate(times)
+            ]
             seq, rows = list(times), Rows.from_lines(lines)
         expected = {}
         for i in range(len(rows)):
@@ -782,7 +900,9 @@ class FaultModel(RuleBasedStateMachine):
             elif applied.replay:
                 assert s.key is not None, "a request without a key answered as a replay"
                 if strict:
-                    assert committed is not None, f"a resend of {s.key} answered as a replay, but no request of that key is committed"
+                    assert committed is not None, (
+                        f"a resend of {s.key} answered as a replay, but no request of that key is committed"
+                    )
                     assert applied.accepted == committed.n
                 s.state, s.answer = "absent", "replay"
                 _count("requests answered as replays")
@@ -914,11 +1034,21 @@ class FaultModel(RuleBasedStateMachine):
     def foreign(self, data):
         """Another program puts a file or a symlink in the directory, writes to its file, or removes it."""
         local = self.bucket is None
-        choices = ["symlink at a window's name", "file at .journal.tmp", "symlink at .journal.tmp", "other file",
-                   "append", "remove"]
+        choices = [
+            "symlink at a window's name",
+            "file at .journal.tmp",
+            "symlink at .journal.tmp",
+            "other file",
+            "append",
+            "remove",
+        ]
         if local:
-            choices += ["file at a window's name", "file at the open window's name", "file at a part file's name",
-                        "symlink at a part file's name"]
+            choices += [
+                "file at a window's name",
+                "file at the open window's name",
+                "file at a part file's name",
+                "symlink at a part file's name",
+            ]
         what = data.draw(st.sampled_from(choices), label="foreign")
         step = data.draw(st.sampled_from([0, INTERVAL, 2 * INTERVAL + 7, 7 * INTERVAL]), label="ahead")
         final = f"user-events-{utc_stamp(self.policy.start_for(self.cursor + step))}{self.suffix}"
@@ -941,14 +1071,18 @@ class FaultModel(RuleBasedStateMachine):
             if self.writer is None or self.writer.open is None:
                 return
             final = self.writer.open.name
-        name = {"file at .journal.tmp": ".journal.tmp", "symlink at .journal.tmp": ".journal.tmp",
-                "other file": f"report-{self.next_id}.csv",
-                "file at a part file's name": part_name(final), "symlink at a part file's name": part_name(final),
-                }.get(what, final)
+        name = {
+            "file at .journal.tmp": ".journal.tmp",
+            "symlink at .journal.tmp": ".journal.tmp",
+            "other file": f"report-{self.next_id}.csv",
+            "file at a part file's name": part_name(final),
+            "symlink at a part file's name": part_name(final),
+        }.get(what, final)
         if os.path.lexists(self.dir / name):
             return
         if what == "file at a part file's name" and any(
-                (finished_stem(n) or ("",))[0] == finished_stem(final)[0] for n in os.listdir(self.dir)):  # type: ignore[index]
+            (finished_stem(n) or ("",))[0] == finished_stem(final)[0] for n in os.listdir(self.dir)
+        ):  # type: ignore[index]
             # Known, not fixed (tests/test_fault_regressions.py, xfail): a regular file at the part
             # name of a window already published is taken for the window's own by recovery.
             _count("foreign file at a published window's part name: not planted (known bug)")
@@ -976,8 +1110,11 @@ class FaultModel(RuleBasedStateMachine):
         """One turn of the uploader's loop, maybe with a fault of the store or of the disk."""
         assert self.uploader is not None and self.bucket is not None
         uploaded = set(self.uploader._uploaded)  # kept while pinned: no PUT for them
-        waiting = [e.name for e in os.scandir(self.dir)
-                   if finished_stem(e.name) and e.is_file(follow_symlinks=False) and e.name not in uploaded]
+        waiting = [
+            e.name
+            for e in os.scandir(self.dir)
+            if finished_stem(e.name) and e.is_file(follow_symlinks=False) and e.name not in uploaded
+        ]
         # A fault only where there is something to upload (else it could not land).
         fault = data.draw(st.sampled_from(STORE_FAULTS), label="store fault") if waiting else "none"
         at = data.draw(st.integers(1, min(len(waiting), 3)), label="at") if fault != "none" else 1
@@ -1057,8 +1194,10 @@ class FaultModel(RuleBasedStateMachine):
             if not ok and not planted.landed:
                 assert planted.may_vanish, f"the foreign {planted.kind} {name} was removed or replaced"
                 planted.landed = True  # kept: a power cut may bring a foreign file back
-                _count(f"landed foreign {planted.kind} at {'.journal.tmp' if name == '.journal.tmp' else 'a part name'}: "
-                       "replaced by the writer's own file")
+                _count(
+                    f"landed foreign {planted.kind} at {'.journal.tmp' if name == '.journal.tmp' else 'a part name'}: "
+                    "replaced by the writer's own file"
+                )
         ours_in_progress = set()
         for entry in os.scandir(self.dir):
             if not entry.is_file(follow_symlinks=False):
@@ -1101,13 +1240,20 @@ class FaultModel(RuleBasedStateMachine):
             try:
                 writer.start()
             except Exception as exc:
-                raise AssertionError(f"after {what} now, the server would not start: {type(exc).__name__}: {exc}") from exc
+                raise AssertionError(
+                    f"after {what} now, the server would not start: {type(exc).__name__}: {exc}"
+                ) from exc
             view = View(keys=set(writer.keys))
             writer.commit_open()
             if bucket is not None:
                 writer.settle()
-                uploader = Uploader(dst, bucket, CountingReport(), concurrency=1,  # type: ignore[arg-type]
-                                    pinned=lambda: writer.pinned)
+                uploader = Uploader(
+                    dst,
+                    bucket,
+                    CountingReport(),
+                    concurrency=1,  # type: ignore[arg-type]
+                    pinned=lambda: writer.pinned,
+                )
                 for _ in range(4):
                     if uploader.turn() == [] and not uploader.awaiting_release:
                         break
@@ -1160,8 +1306,9 @@ class FaultModel(RuleBasedStateMachine):
                 uuid, index = record[1], record[2]
                 sid = int(uuid[1:]) if uuid.startswith("s") and uuid[1:].isdigit() else -1
                 send = self.sends.get(sid)
-                assert send is not None and send.expected.get(index) == record, \
+                assert send is not None and send.expected.get(index) == record, (
                     f"a row of no request, or changed, in {name} after {what}: {record!r}"
+                )
                 assert last.get(sid, -1) < int(index), f"{name}: the rows of request {sid} out of order"
                 last[sid] = int(index)
                 view.counts[(sid, index)] += 1
@@ -1195,7 +1342,8 @@ class FaultModel(RuleBasedStateMachine):
             assert len(there) <= 1, f"requests {there} of one key {key} are all there after {what}"
             assert (key in view.keys) == bool(there), (
                 f"after {what} the key {key} is {'' if key in view.keys else 'not '}remembered, "
-                f"and its request's rows are {'' if there else 'not '}there")
+                f"and its request's rows are {'' if there else 'not '}there"
+            )
         return view
 
 
@@ -1219,16 +1367,31 @@ def summary_lines(stats: collections.Counter[str]) -> list[str]:
     """Faults by kind (injected, landed where aimed, not reached; where they landed), then the
     other counts."""
     kinds = sorted({name.split()[1] for name in stats if name.startswith("injected ") and len(name.split()) == 2})
-    lines = [f"  {'fault':<28}{'injected':>9}{'landed':>8}{'not reached':>12}  landed in (the writer's function, at the operation)"]
+    lines = [
+        f"  {'fault':<28}{'injected':>9}{'landed':>8}{'not reached':>12}  landed in (the writer's function, at the operation)"
+    ]
     for kind in kinds:
-        places = sorted(((n, name.removeprefix(f"landed {kind} in ")) for name, n in stats.items()
-                         if name.startswith(f"landed {kind} in ")), reverse=True)
-        lines.append(f"  {kind:<28}{stats[f'injected {kind}']:>9}{stats[f'landed {kind}']:>8}"
-                     f"{stats[f'not reached {kind}']:>12}  " + ", ".join(f"{place} {n}" for n, place in places[:6])
-                     + (", ..." if len(places) > 6 else ""))
+        places = sorted(
+            (
+                (n, name.removeprefix(f"landed {kind} in "))
+                for name, n in stats.items()
+                if name.startswith(f"landed {kind} in ")
+            ),
+            reverse=True,
+        )
+        lines.append(
+            f"  {kind:<28}{stats[f'injected {kind}']:>9}{stats[f'landed {kind}']:>8}"
+            f"{stats[f'not reached {kind}']:>12}  "
+            + ", ".join(f"{place} {n}" for n, place in places[:6])
+            + (", ..." if len(places) > 6 else "")
+        )
     fault_names = {f"{what} {kind}" for kind in kinds for what in ("injected", "landed", "not reached")}
-    others = [name for name in sorted(stats) if name not in fault_names and not any(
-        name.startswith(f"{what} {kind} in ") for kind in kinds for what in ("injected", "landed"))]
+    others = [
+        name
+        for name in sorted(stats)
+        if name not in fault_names
+        and not any(name.startswith(f"{what} {kind} in ") for kind in kinds for what in ("injected", "landed"))
+    ]
     lines += [f"  {stats[name]:6d}  {name}" for name in others]
     return lines
 
@@ -1239,8 +1402,11 @@ def fault_summary(request):
     STATS.clear()
     started = time.monotonic()
     yield
-    lines = ["", f"fault model: {STATS['examples (sequences run)']} sequences, "
-                 f"{STATS['steps (each followed by the checks)']} steps, {time.monotonic() - started:.0f} s"]
+    lines = [
+        "",
+        f"fault model: {STATS['examples (sequences run)']} sequences, "
+        f"{STATS['steps (each followed by the checks)']} steps, {time.monotonic() - started:.0f} s",
+    ]
     lines += summary_lines(STATS)
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
     capture = request.config.pluginmanager.getplugin("capturemanager")
@@ -1250,4 +1416,3 @@ def fault_summary(request):
     with capture.global_and_fixture_disabled():
         for line in lines:
             reporter.write_line(line)
-

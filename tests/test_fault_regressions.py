@@ -8,16 +8,15 @@ import os
 from pathlib import Path
 
 import pytest
-from powercut import Crash, PowerCutDisk
 
-from batched_event_api.partfiles import part_name
-from batched_event_api.prepare import Rows
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Writer
+from batched_event_api.commit.partfiles import part_name
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Writer
+from batched_event_api.events.prepare import Rows
+from powercut import Crash, PowerCutDisk
 
 T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
 POLICY = WindowPolicy(300 * 10**9)
-
 
 
 class _FailingDisk(PowerCutDisk):
@@ -147,8 +146,11 @@ def test_a_symlink_at_the_part_name_of_a_published_window_never_keeps_the_server
     assert sorted(row for p in out.glob("*.csv") for row in p.read_text().splitlines()) == ["a", "b1", "b2"]
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: recovery takes a regular file at a published window's part name "
-                                       "for the window's own (see the report of the fault model)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: recovery takes a regular file at a published window's part name "
+    "for the window's own (see the report of the fault model)",
+)
 def test_a_foreign_file_at_the_part_name_of_a_published_window_is_never_taken_for_it(tmp_path):
     """Another program writes a regular file at the hidden part name of a window published but
     still listed in the journal. Recovery reads the last round's rows from it (CRC mismatch), so
@@ -305,7 +307,13 @@ def test_a_start_whose_compaction_fails_after_the_rename_never_damages_the_journ
     assert {"a0", "a1", "a2", "b", "c"} <= set(third.keys)
     third.commit_open()
     third.close()
-    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a0", "a1", "a2", "b", "c"]
+    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == [
+        "a0",
+        "a1",
+        "a2",
+        "b",
+        "c",
+    ]
 
 
 def test_a_compaction_whose_directory_sync_failed_never_loses_the_next_rounds_at_a_power_cut(tmp_path):

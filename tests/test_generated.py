@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+
 from conftest import csv_files
 from model import generate_events, model_files
 
@@ -22,7 +23,9 @@ def test_generated_events_in_random_requests_match_the_model(server_factory, mod
     i = 0
     while i < len(events):
         n = rng.choice([1, 2, 10, 100, 400])
-        body = "".join(json.dumps(e, ensure_ascii=rng.random() < 0.5) + rng.choice(["\n", "\r\n"]) for e in events[i : i + n])
+        body = "".join(
+            json.dumps(e, ensure_ascii=rng.random() < 0.5) + rng.choice(["\n", "\r\n"]) for e in events[i : i + n]
+        )
         response = server.post(body.encode())
         assert response.status_code == 200, response.text
         assert response.json() == {"accepted": len(events[i : i + n])}

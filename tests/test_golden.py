@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from conftest import GOLDEN, SEED, csv_files
 
@@ -19,7 +19,7 @@ def _per_second(start: datetime, end: datetime) -> bytes:
 
 def test_reference_example_two_requests_three_files(server_factory):
     server = server_factory()
-    day = datetime(2024, 7, 1, tzinfo=timezone.utc)
+    day = datetime(2024, 7, 1, tzinfo=UTC)
     first = _per_second(day.replace(hour=2, minute=3, second=4), day.replace(hour=2, minute=11, second=5))
     second = _per_second(day.replace(hour=2, minute=12, second=6), day.replace(hour=2, minute=15, second=7))
     assert server.post(first).json() == {"accepted": 481}
@@ -55,5 +55,8 @@ def test_no_in_progress_file_is_visible_before_commit(server_factory):
     visible = csv_files(server.output)
     # The first window was closed by a later event; the second is still open and hidden.
     assert list(visible) == ["user-events-20240707-003609.csv"]
-    assert visible["user-events-20240707-003609.csv"] == (GOLDEN / "seed-datasets" / "user-events-20240707-003609.csv").read_bytes()
+    assert (
+        visible["user-events-20240707-003609.csv"]
+        == (GOLDEN / "seed-datasets" / "user-events-20240707-003609.csv").read_bytes()
+    )
     assert not list(server.output.glob("*.csv*"))[1:]

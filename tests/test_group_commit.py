@@ -6,13 +6,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from conftest import csv_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batched_event_api.prepare import Rows
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Request, Writer
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Request, Writer
+from batched_event_api.events.prepare import Rows
+from conftest import csv_files
 
 MINUTE = 60 * 10**9
 POLICY = WindowPolicy(5 * MINUTE)

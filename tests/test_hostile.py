@@ -9,6 +9,7 @@ import zlib
 
 import httpx
 import pytest
+
 from conftest import csv_files, memory_mib
 from model import model_files, ndjson
 
@@ -49,7 +50,7 @@ BAD_LINES = [
 @pytest.mark.parametrize(("case", "line", "field", "expected"), BAD_LINES, ids=[c[0] for c in BAD_LINES])
 def test_bad_event_is_400_with_line_and_field(server_factory, case, line, field, expected):
     server = server_factory()
-    body = ('{%s}\n\n{%s}\n' % (T, T) + line + "\n" + '{%s}\n' % T).encode()
+    body = ("{%s}\n\n{%s}\n" % (T, T) + line + "\n" + "{%s}\n" % T).encode()
     response = _around(server, body)
     assert response.status_code == 400
     error = response.json()
@@ -60,7 +61,7 @@ def test_bad_event_is_400_with_line_and_field(server_factory, case, line, field,
 
 def test_invalid_utf8_is_400(server_factory):
     server = server_factory()
-    response = _around(server, ('{%s}\n' % T).encode() + b'{"time":"2024-07-01T02:03:05Z","email":"\xff\xfe"}\n')
+    response = _around(server, ("{%s}\n" % T).encode() + b'{"time":"2024-07-01T02:03:05Z","email":"\xff\xfe"}\n')
     assert response.status_code == 400
     assert response.json()["line"] == 2 and "UTF-8" in response.json()["error"]
 
@@ -75,7 +76,9 @@ def test_quirks_are_accepted(server_factory):
     ]
     import json
 
-    body = ("\n  \t\n" + json.dumps(events[0]) + "\r\n\r\n" + json.dumps(events[1]) + "\n \n" + json.dumps(events[2])).encode()
+    body = (
+        "\n  \t\n" + json.dumps(events[0]) + "\r\n\r\n" + json.dumps(events[1]) + "\n \n" + json.dumps(events[2])
+    ).encode()
     assert server.post(body).json() == {"accepted": 3}
     assert server.post(b"").json() == {"accepted": 0}
     assert server.stop() == 0
@@ -93,8 +96,10 @@ def test_body_over_the_limit_is_413(server_factory):
 def test_declared_length_over_the_limit_is_refused_before_the_body_is_sent(server_factory):
     server = server_factory("--max-body", "1MiB")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-                  b"Content-Length: 1073741824\r\n\r\n")
+        s.sendall(
+            b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: 1073741824\r\n\r\n"
+        )
         head = s.recv(4096)  # answered without the server waiting for 1 GiB
     assert head.startswith(b"HTTP/1.1 413")
 
@@ -196,8 +201,10 @@ def test_bearer_token_from_file_and_environment(server_factory, tmp_path):
 def test_slow_client_gets_408_and_does_not_stall_others(server_factory):
     server = server_factory("--body-timeout", "500ms")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-        slow.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"time\":")
+        slow.sendall(
+            b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b'Content-Length: 1000\r\n\r\n{"time":'
+        )
         # Another client is served while the slow one holds its connection open.
         assert server.post(ndjson(GOOD_BEFORE)).status_code == 200
         head = slow.recv(4096)
@@ -237,7 +244,9 @@ def test_a_time_outside_the_accepted_range_is_400_and_ingest_carries_on_across_a
 
 
 @pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
-@pytest.mark.parametrize("align", [[], ["--align", "interval", "--interval", "168h"]], ids=["first-event", "aligned-week"])
+@pytest.mark.parametrize(
+    "align", [[], ["--align", "interval", "--interval", "168h"]], ids=["first-event", "aligned-week"]
+)
 def test_the_edges_of_the_range_are_accepted_and_every_window_name_is_a_plain_utc_stamp(server_factory, env, align):
     import re
 
@@ -260,8 +269,11 @@ def test_the_edges_of_the_range_are_accepted_and_every_window_name_is_a_plain_ut
 
 
 @pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
-@pytest.mark.parametrize("nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000],
-                         ids=["arrays", "objects", "closed-arrays"])
+@pytest.mark.parametrize(
+    "nested",
+    ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000],
+    ids=["arrays", "objects", "closed-arrays"],
+)
 def test_deeply_nested_json_in_an_unknown_key_is_400_naming_the_line(server_factory, env, nested):
     server = server_factory(env=env)
     response = _around(server, ('{%s}\n{%s,"extra":%s}\n{%s}\n' % (T, T, nested, T)).encode())

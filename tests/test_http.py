@@ -62,8 +62,10 @@ def _assert_stopped_with(server, events: list[dict]) -> None:
 
 
 def _post(body: bytes, extra: str = "") -> bytes:
-    return (f"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 def test_keep_alive_and_pipelined_requests_are_answered_in_order(server_factory):
@@ -74,7 +76,11 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(server_factory)
         status, headers, body = conn.response()
         assert (status, json.loads(body)) == (200, {"accepted": 1}) and headers.get("connection") != "close"
     conn.send(_post(ndjson(EVENTS[2:])) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _post(b""))  # pipelined
-    assert [conn.answer() for _ in range(3)] == [(200, {"accepted": 1}), (200, {"status": "ok"}), (200, {"accepted": 0})]
+    assert [conn.answer() for _ in range(3)] == [
+        (200, {"accepted": 1}),
+        (200, {"status": "ok"}),
+        (200, {"accepted": 0}),
+    ]
     conn.close()
     _assert_stopped_with(server, EVENTS)
 
@@ -84,8 +90,10 @@ def test_a_chunked_body_is_read_whole(server_factory):
     lines = ndjson(EVENTS)
     chunks = [lines[:10], lines[10:]]
     conn = Connection(server.port)
-    conn.send(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n")
+    conn.send(
+        b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    )
     assert conn.answer() == (200, {"accepted": 3})
     conn.close()
     _assert_stopped_with(server, EVENTS)
@@ -159,10 +167,15 @@ def test_an_h2c_upgrade_is_ignored_and_the_request_served_as_http_1_1(server_fac
     server = server_factory()
     conn = Connection(server.port)
     chunked = ndjson(EVENTS[2:])
-    conn.send(_post(ndjson(EVENTS[:2]), H2C)
-              + (f"POST /user/event HTTP/1.1\r\nHost: x\r\n{H2C}Transfer-Encoding: chunked\r\n\r\n"
-                 f"{len(chunked):x}\r\n").encode() + chunked + b"\r\n0\r\n\r\n"
-              + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n")
+    conn.send(
+        _post(ndjson(EVENTS[:2]), H2C)
+        + (
+            f"POST /user/event HTTP/1.1\r\nHost: x\r\n{H2C}Transfer-Encoding: chunked\r\n\r\n{len(chunked):x}\r\n"
+        ).encode()
+        + chunked
+        + b"\r\n0\r\n\r\n"
+        + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+    )
     status, headers, body = conn.response()
     assert (status, json.loads(body)) == (200, {"accepted": 2})
     assert "upgrade" not in headers  # no 101: it stays HTTP/1.1
@@ -174,8 +187,9 @@ def test_an_h2c_upgrade_is_ignored_and_the_request_served_as_http_1_1(server_fac
 
 def _many_windows(n: int) -> bytes:
     """A request that opens n windows (ten minutes apart): its round takes the writer a while."""
-    return ndjson([{"time": f"2024-07-{1 + i // 144:02d}T{i // 6 % 24:02d}:{i % 6 * 10:02d}:00Z", "id": i}
-                   for i in range(n)])
+    return ndjson(
+        [{"time": f"2024-07-{1 + i // 144:02d}T{i // 6 % 24:02d}:{i % 6 * 10:02d}:00Z", "id": i} for i in range(n)]
+    )
 
 
 def test_a_pipelined_request_times_out_only_in_its_turn_and_after_the_answers_before_it(server_factory):
@@ -204,8 +218,9 @@ def test_a_malformed_request_behind_one_being_written_is_answered_after_it(serve
     conn.close()
     # A body that breaks its chunked framing: that request gets the 400, in its turn.
     conn = Connection(server.port)
-    conn.send(_post(_many_windows(10)) + b"POST /user/event HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"zz\r\n")
+    conn.send(
+        _post(_many_windows(10)) + b"POST /user/event HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
     assert conn.answer() == (200, {"accepted": 10})
     assert conn.response()[0] == 400
     conn.close()
@@ -241,7 +256,9 @@ def test_connect_is_405_and_the_server_serves_on(server_factory):
 def test_an_application_request_broken_mid_body_is_answered_after_the_ingest_before_it(server_factory):
     server = server_factory("--max-windows-per-request", "5000")
     conn = Connection(server.port)
-    conn.send(_post(_many_windows(4000)) + b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    conn.send(
+        _post(_many_windows(4000)) + b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
     assert conn.answer() == (200, {"accepted": 4000})
     assert conn.response()[0] == 400
     conn.close()

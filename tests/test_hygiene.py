@@ -9,19 +9,37 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import ROOT
 
 
 def test_passing_tests_keep_nothing_in_pytests_temporary_folder(tmp_path):
     (tmp_path / "test_writes.py").write_text(
-        "def test_writes(tmp_path):\n    (tmp_path / 'big').write_bytes(b'x' * 1000)\n")
+        "def test_writes(tmp_path):\n    (tmp_path / 'big').write_bytes(b'x' * 1000)\n"
+    )
     root = tmp_path / "temproot"
     root.mkdir()
     # This repository's pytest configuration, with pytest's temporary folder moved under tmp_path.
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
-                             "--rootdir", str(tmp_path), str(tmp_path / "test_writes.py")],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTEST_DEBUG_TEMPROOT": str(root)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_writes.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTEST_DEBUG_TEMPROOT": str(root)},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     kept = [p for p in root.rglob("*") if not p.is_dir()]
     assert kept == []

@@ -10,6 +10,7 @@ import threading
 
 import httpx
 import pytest
+
 from conftest import csv_files, memory_mib, wait_for
 from model import model_files, ndjson
 
@@ -27,8 +28,9 @@ def _read_all(sock: socket.socket) -> bytes:
 def test_a_body_that_never_comes_gets_408_and_the_connection_closed(server_factory):
     server = server_factory("--body-timeout", "500ms")
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent:
-        silent.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-                       b"Content-Length: 100\r\n\r\n")  # then not one byte of the body
+        silent.sendall(
+            b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100\r\n\r\n"
+        )  # then not one byte of the body
         answer = _read_all(silent)  # returns only because the server closes the connection
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"request body" in answer
@@ -39,8 +41,10 @@ def test_a_body_that_never_comes_gets_408_and_the_connection_closed(server_facto
 
 def test_silent_and_dribbling_connections_are_closed_after_the_header_timeout(server_factory):
     server = server_factory("--header-timeout", "500ms")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent, \
-            socket.create_connection(("127.0.0.1", server.port), timeout=20) as dribbling:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent,
+        socket.create_connection(("127.0.0.1", server.port), timeout=20) as dribbling,
+    ):
         dribbling.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\n")  # headers that never end
         assert _read_all(silent).startswith(b"HTTP/1.1 408")
         answer = _read_all(dribbling)
@@ -91,8 +95,10 @@ def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is
     first = ndjson(_events(0, 8, 100_000))  # ~800 KB, sent in two halves
     second = ndjson(_events(100, 7, 100_000))  # ~700 KB: does not fit beside the half of the first that arrived
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
-        slow.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(first) + first[: len(first) // 2])
+        slow.sendall(
+            b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(first) + first[: len(first) // 2]
+        )
         assert wait_for(lambda: _pending(server) == len(first) // 2)  # what arrived, not what was announced
         refused = server.post(second)
         assert refused.status_code == 503
@@ -112,8 +118,9 @@ def test_a_client_that_leaves_mid_body_gives_its_pending_bytes_back(server_facto
     server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
     body = ndjson(_events(0, 4, 100_000))
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as leaving:
-        leaving.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
-                        + body[: len(body) // 2])
+        leaving.sendall(
+            b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2]
+        )
         assert wait_for(lambda: _pending(server) == len(body) // 2)
     assert wait_for(lambda: _pending(server) == 0)
     assert server.post(body).status_code == 200  # the whole budget is there again
@@ -130,7 +137,9 @@ def test_concurrent_large_bodies_are_written_or_refused_whole(server_factory):
 
     def post(i: int) -> None:
         with httpx.Client(base_url=server.url, timeout=60) as client:
-            answers[i] = client.post("/user/event", content=ndjson(bodies[i]), headers={"content-type": "application/x-ndjson"})
+            answers[i] = client.post(
+                "/user/event", content=ndjson(bodies[i]), headers={"content-type": "application/x-ndjson"}
+            )
 
     threads = [threading.Thread(target=post, args=(i,)) for i in range(16)]
     for t in threads:
@@ -143,11 +152,16 @@ def test_concurrent_large_bodies_are_written_or_refused_whole(server_factory):
     assert all(r.headers.get("retry-after") == "1" for r in answers.values() if r.status_code == 503)
     written = sorted(line for content in csv_files(server.output).values() for line in content.splitlines())
     expected = sorted(
-        line for i, r in answers.items() if r.status_code == 200
-        for content in model_files(bodies[i]).values() for line in content.splitlines()
+        line
+        for i, r in answers.items()
+        if r.status_code == 200
+        for content in model_files(bodies[i]).values()
+        for line in content.splitlines()
     )
     assert written == expected
-    print(f"16 concurrent 2 MB requests, 4 MiB pending allowed: {statuses.count(200)} written, {statuses.count(503)} refused")
+    print(
+        f"16 concurrent 2 MB requests, 4 MiB pending allowed: {statuses.count(200)} written, {statuses.count(503)} refused"
+    )
     assert statuses.count(200) >= 1
 
 
@@ -198,7 +212,7 @@ def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> in
     sent = 0
     while sent < len(data):
         try:
-            sent += sock.send(data[sent:sent + 65536])
+            sent += sock.send(data[sent : sent + 65536])
         except BlockingIOError:
             poller = select.poll()  # not select(): the suite's process may hold descriptors past 1024
             poller.register(sock, select.POLLOUT)
@@ -207,13 +221,20 @@ def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> in
     return sent
 
 
-@pytest.mark.parametrize("first, request_bytes", [
-    (b"", b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),  # served by the protocol
-    (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),  # served by the ASGI application
-    (b"", b"GET / HTTP/1.1\r\n\r\n"),  # the smallest request: the most per byte read
-    # A static file's response listens for a disconnect, and uvicorn resumes reading for that.
-    (b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
-], ids=["ingest", "healthz", "tiny", "behind-a-file"])
+@pytest.mark.parametrize(
+    "first, request_bytes",
+    [
+        (b"", b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),  # served by the protocol
+        (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),  # served by the ASGI application
+        (b"", b"GET / HTTP/1.1\r\n\r\n"),  # the smallest request: the most per byte read
+        # A static file's response listens for a disconnect, and uvicorn resumes reading for that.
+        (
+            b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ],
+    ids=["ingest", "healthz", "tiny", "behind-a-file"],
+)
 def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(server_factory, first, request_bytes):
     """Ten connections each pipeline 15 MB of requests and read no answer: the server stops
     reading them, holds a bounded amount for each, serves others meanwhile, logs no error when
@@ -229,8 +250,10 @@ def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(ser
             greedy.append(socket.create_connection(("127.0.0.1", server.port), timeout=20))
             taken.append(_send_until_the_server_stops_reading(greedy[-1], flood))
         grown = memory_mib(server.proc.pid) - before
-        print(f"{request_bytes.split()[1].decode()}: {min(taken)}..{max(taken)} of {len(flood)} bytes taken on each of "
-              f"10 connections, RSS +{grown:.1f} MiB")
+        print(
+            f"{request_bytes.split()[1].decode()}: {min(taken)}..{max(taken)} of {len(flood)} bytes taken on each of "
+            f"10 connections, RSS +{grown:.1f} MiB"
+        )
         assert max(taken) < len(flood)  # it stopped reading
         assert grown < 60
         # Others are served meanwhile, and a greedy client gets its answers once it reads.
@@ -254,8 +277,9 @@ def test_a_client_that_reads_no_answers_is_closed_after_the_send_timeout_and_giv
     request = b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     greedy = socket.create_connection(("127.0.0.1", server.port), timeout=20)
     try:
-        _send_until_the_server_stops_reading(greedy, b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\n\r\n" * 4
-                                             + request * 2)
+        _send_until_the_server_stops_reading(
+            greedy, b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\n\r\n" * 4 + request * 2
+        )
         assert wait_for(lambda: "read no answer for 1s (--send-timeout)" in server.log.read_text())
         assert wait_for(lambda: _pending(server) == 0)
         assert server.client.get("/readyz").status_code == 200
@@ -269,9 +293,11 @@ def test_shutdown_answers_connections_mid_headers_or_mid_body_at_once(server_fac
     --body-timeout, and the open window is committed."""
     server = server_factory("--body-timeout", "120s", "--header-timeout", "120s", "--min-body-rate", "0")
     assert server.post(ndjson(GOOD)).status_code == 200
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_body, \
-            socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_head:
-        mid_body.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"time\":")
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_body,
+        socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_head,
+    ):
+        mid_body.sendall(b'POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"time":')
         mid_head.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\n")
         assert wait_for(lambda: _pending(server) == len(b'{"time":'))
         server.proc.send_signal(signal.SIGTERM)
@@ -299,15 +325,20 @@ def test_an_endless_header_line_is_431_before_it_ends(server_factory):
 def test_a_connection_answered_before_its_body_ended_is_closed_when_idle(server_factory):
     """A refused request's body arrives after its answer: the connection is then idle, and closed
     after --keep-alive like any other; a broken chunk after it is not answered a second time."""
-    server = server_factory("--keep-alive", "1s", "--header-timeout", "120s", "--body-timeout", "120s",
-                            "--min-body-rate", "0")
+    server = server_factory(
+        "--keep-alive", "1s", "--header-timeout", "120s", "--body-timeout", "120s", "--min-body-rate", "0"
+    )
     for rest in (b"0123456789", b""):
         with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
             if rest:
-                sock.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 10\r\n\r\n")
+                sock.sendall(
+                    b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 10\r\n\r\n"
+                )
             else:
-                sock.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
+                sock.sendall(
+                    b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
             answer = sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 415")
             sock.sendall(rest or b"zz\r\n")

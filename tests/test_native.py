@@ -12,15 +12,17 @@ import math
 import sys
 
 import pytest
-from conftest import GOLDEN, SEED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batched_event_api import timestamps
 from batched_event_api.errors import EventError
-from batched_event_api.native import module as _native  # built, whether BEA_NATIVE switches it off or not
-from batched_event_api.prepare import prepare
-from batched_event_api.render import csv_line, go_float
+from batched_event_api.events import timestamps
+from batched_event_api.events.native import (
+    module as _native,  # built, whether BEA_NATIVE switches it off or not
+)
+from batched_event_api.events.prepare import prepare
+from batched_event_api.events.render import csv_line, go_float
+from conftest import GOLDEN, SEED
 
 LIMIT = 1 << 20
 
@@ -28,7 +30,7 @@ LIMIT = 1 << 20
 def test_the_native_pass_is_built():
     # setup.py builds it at install time with the machine's C compiler; without one the service
     # runs on the Python path alone (same bytes, a few times slower), which this test reports.
-    assert _native is not None, "batched_event_api._native is not built: is a C compiler installed?"
+    assert _native is not None, "batched_event_api.events._native is not built: is a C compiler installed?"
 
 
 def transcode(body: bytes) -> tuple[list[str], list[int], int]:
@@ -193,7 +195,15 @@ def test_csv_vectors_natively():
         fields = json.loads(fields_json)
         for i in range(0, len(fields), 4):
             uuid, email, phone, description = (fields[i : i + 4] + ["", "", ""])[:4]
-            line = json.dumps({"time": "2024-07-01T00:00:00Z", "uuid": uuid, "email": email, "phone": phone, "description": description})
+            line = json.dumps(
+                {
+                    "time": "2024-07-01T00:00:00Z",
+                    "uuid": uuid,
+                    "email": email,
+                    "phone": phone,
+                    "description": description,
+                }
+            )
             rows, _, stop = transcode(line.encode())
             if stop:  # lone surrogates are left to the Python path
                 assert rows[0] == csv_line(["2024-07-01T00:00:00Z", uuid, "0", "false", email, phone, description, "0"])
@@ -215,10 +225,21 @@ def test_the_native_pass_has_the_accepted_time_range_of_the_python_path():
     assert (_native.EARLIEST_NS, _native.LATEST_NS) == (timestamps.EARLIEST_NS, timestamps.LATEST_NS)
 
 
-@pytest.mark.parametrize("when", ["2900-01-01T00:00:00Z", "1600-01-01T00:00:00Z", "2262-01-01T00:00:00Z",
-                                  "1678-01-01T00:00:00Z", "2261-12-31T23:59:59.999999999Z",
-                                  "1677-12-31T23:59:59.999999999Z", "1678-01-01T00:30:00+01:00",
-                                  "2261-12-31T23:30:00-01:00", "2200-12-31T23:59:59-23:59", "1700-01-01T00:00:00+23:59"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2900-01-01T00:00:00Z",
+        "1600-01-01T00:00:00Z",
+        "2262-01-01T00:00:00Z",
+        "1678-01-01T00:00:00Z",
+        "2261-12-31T23:59:59.999999999Z",
+        "1677-12-31T23:59:59.999999999Z",
+        "1678-01-01T00:30:00+01:00",
+        "2261-12-31T23:30:00-01:00",
+        "2200-12-31T23:59:59-23:59",
+        "1700-01-01T00:00:00+23:59",
+    ],
+)
 def test_times_at_and_past_the_edges_of_the_range_match_the_python_path(when):
     plain = '{"time":"2024-07-01T02:03:04Z","id":1}\n'
     body = (plain * 3 + '{"time":"%s","id":2}\n' % when + plain).encode()

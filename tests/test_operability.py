@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from conftest import AS_A_USER, SEED, Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def _metrics(server) -> dict[tuple[str, tuple], float]:
@@ -70,7 +71,9 @@ def test_metrics_count_what_happened(server_factory):
     assert m[("bea_late_events_total", ())] == 1
     assert m[("bea_windows_committed_total", ())] == 1
     assert m[("bea_idempotent_replays_total", ())] == 1
-    assert m[("bea_request_bytes_total", ())] == 2 * len(first) + len(ndjson([{"time": "2024-07-01T02:09:00Z"}] * 3)) + 1
+    assert (
+        m[("bea_request_bytes_total", ())] == 2 * len(first) + len(ndjson([{"time": "2024-07-01T02:09:00Z"}] * 3)) + 1
+    )
     assert m[("bea_requests_total", (("route", "/user/event"), ("status", "200")))] == 3
     assert m[("bea_requests_total", (("route", "/user/event"), ("status", "400")))] == 1
     assert m[("bea_open_window_rows", ())] == 3
@@ -81,7 +84,10 @@ def test_metrics_count_what_happened(server_factory):
 def test_json_logs_have_access_and_commit_lines_and_no_payloads(server_factory):
     server = server_factory("--log-format", "json")
     secret = "very-personal-description-7731"
-    assert server.post(ndjson([{"time": "2024-07-01T02:03:04Z", "description": secret, "email": "x@y.z"}])).status_code == 200
+    assert (
+        server.post(ndjson([{"time": "2024-07-01T02:03:04Z", "description": secret, "email": "x@y.z"}])).status_code
+        == 200
+    )
     assert server.post(b'{"time":"nope","description":"%s"}\n' % secret.encode()).status_code == 400
     assert server.stop() == 0
     text = server.log.read_text()
@@ -121,8 +127,12 @@ def test_compressed_files(server_factory):
 
 
 def _send(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _sent(*args: str) -> str:
@@ -145,8 +155,11 @@ def test_send_spreads_chunks_over_several_servers_and_fails_over_when_one_is_dow
     out = _sent("--url", first.url, "--url", dead_url, "--url", second.url, "--batch-lines", "100", str(path))
     assert "sent 900 events" in out
     assert first.stop() == 0 and second.stop() == 0
-    rows = {name: content.decode().splitlines() for o in (first, second) for name, content in
-            ((f"{o.output.name}/{n}", c) for n, c in csv_files(o.output).items())}
+    rows = {
+        name: content.decode().splitlines()
+        for o in (first, second)
+        for name, content in ((f"{o.output.name}/{n}", c) for n, c in csv_files(o.output).items())
+    }
     ids = sorted(int(line.split(",")[2]) for lines in rows.values() for line in lines)
     assert ids == list(range(900))  # every event once across the two
     on_first = sum(len(lines) for name, lines in rows.items() if name.startswith("a/"))
@@ -206,8 +219,21 @@ def test_send_reads_stdin(server_factory):
     server = server_factory()
     events = generate_events(random.Random(12), 250)
     result = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", "--url", server.url, "--batch-lines", "100", "-"],
-        input=ndjson(events), capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "batched_event_api",
+            "send",
+            "--no-progress",
+            "--url",
+            server.url,
+            "--batch-lines",
+            "100",
+            "-",
+        ],
+        input=ndjson(events),
+        capture_output=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert b"sent 250 events" in result.stdout and b"in 3 requests" in result.stdout
@@ -225,8 +251,23 @@ def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as holder, open(err_path, "w") as err:
         # All but its last byte arrive: held in the pending budget (announced bytes hold nothing).
         holder.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:-1])
-        proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", "--url", server.url,
-                                 "--batch-lines", "100000", str(path)], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batched_event_api",
+                "send",
+                "--no-progress",
+                "--url",
+                server.url,
+                "--batch-lines",
+                "100000",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
         try:
             assert wait_for(lambda: "HTTP 503" in err_path.read_text())
             holder.sendall(big[-1:])  # the budget frees up once this request is written
@@ -280,14 +321,21 @@ def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing
     body = ndjson(events)
     lines = body.splitlines(keepends=True)
     args = ["--url", server.url, "--batch-lines", "50", "--auth-token", token, "-"]
-    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
     try:
         # 200 lines given and stdin left open: three chunks go, the fourth waits for its last line.
         proc.stdin.write(b"".join(lines[:200]))  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
         accepted = "bea_events_accepted_total 150.0"
-        assert wait_for(lambda: accepted in server.client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text)
+        assert wait_for(
+            lambda: accepted in server.client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+        )
         proc.send_signal(sig)
         out, err = (text.decode() for text in proc.communicate(timeout=60))
     finally:
@@ -296,11 +344,29 @@ def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing
     assert proc.returncode == code
     assert f"interrupted by {sig.name}" in err and "Aborted!" not in err and token not in out + err
     prefix = err.split("idempotency key prefix: ", 1)[1].split()[0]
-    resume = err.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1].splitlines()[0].strip()
-    assert resume == shlex.join(["batched-event-api", "send", "--key-prefix", prefix, "--no-progress",
-                                 "--url", server.url, "--batch-lines", "50", "-"])
-    again = subprocess.run([sys.executable, "-m", "batched_event_api", *shlex.split(resume)[1:], "--auth-token", token],
-                           input=body, capture_output=True, timeout=120)
+    resume = (
+        err.split("to resume without duplicates, run again with the same key prefix:\n", 1)[1].splitlines()[0].strip()
+    )
+    assert resume == shlex.join(
+        [
+            "batched-event-api",
+            "send",
+            "--key-prefix",
+            prefix,
+            "--no-progress",
+            "--url",
+            server.url,
+            "--batch-lines",
+            "50",
+            "-",
+        ]
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", *shlex.split(resume)[1:], "--auth-token", token],
+        input=body,
+        capture_output=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert b"sent 150 events" in again.stdout and b"150 events in 3 requests were already applied" in again.stdout
     assert server.stop() == 0
@@ -364,8 +430,20 @@ def _on_a_terminal(args: list[str], columns: int) -> tuple[int, list[str]]:
 
 def test_the_progress_bar_fits_an_80_column_terminal(server_factory):
     server = server_factory()
-    code, lines = _on_a_terminal([sys.executable, "-m", "batched_event_api", "send", "--url", server.url,
-                                  "--batch-lines", "20", str(SEED / "initial-dataset-01.ndjson")], 80)
+    code, lines = _on_a_terminal(
+        [
+            sys.executable,
+            "-m",
+            "batched_event_api",
+            "send",
+            "--url",
+            server.url,
+            "--batch-lines",
+            "20",
+            str(SEED / "initial-dataset-01.ndjson"),
+        ],
+        80,
+    )
     assert code == 0
     bars = [line for line in lines if "events/s" in line and not line.startswith("sent ")]
     assert bars and all(len(line) <= 80 for line in bars), bars
@@ -375,12 +453,19 @@ def test_the_progress_bar_fits_an_80_column_terminal(server_factory):
 def test_status_describes_a_directory_without_a_server(server_factory, tmp_path):
     out = tmp_path / "out"
     server = server_factory(output=out)
-    events = [{"time": "2024-07-01T02:03:04Z", "id": 1}, {"time": "2024-07-01T02:09:00Z", "id": 2},
-              {"time": "2024-07-01T02:10:00Z", "id": 3}]
+    events = [
+        {"time": "2024-07-01T02:03:04Z", "id": 1},
+        {"time": "2024-07-01T02:09:00Z", "id": 2},
+        {"time": "2024-07-01T02:10:00Z", "id": 3},
+    ]
     assert server.post(ndjson(events)).status_code == 200
     server.kill()  # the second window stays open
-    result = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(out), "--json"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "status", "-o", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout)
     assert state["served"] is False
@@ -388,17 +473,30 @@ def test_status_describes_a_directory_without_a_server(server_factory, tmp_path)
     assert state["open"]["start"] == "2024-07-01T02:09:00Z"
     assert state["committed_files"] == 1 and state["newest_committed"] == "user-events-20240701-020304.csv"
     assert state["pending_publish"] == [] and state["journal_records"] >= 1
-    text = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(out)],
-                          capture_output=True, text=True, timeout=60).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "status", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "open window:       user-events-20240701-020900.csv" in text and "2 rows" in text
-    missing = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", str(tmp_path / "nope")],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "status", "-o", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "is not a directory" in missing.stderr
 
 
 def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "batched_event_api", "serve", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
@@ -420,16 +518,23 @@ def test_an_output_that_is_a_file_is_refused_as_not_a_directory(tmp_path):
 def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
     out = tmp_path / "read-only"
     out.mkdir(mode=0o555)
-    result = subprocess.run([*AS_A_USER, sys.executable, "-m", "batched_event_api", "serve", "-o", str(out), "--port", "0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*AS_A_USER, sys.executable, "-m", "batched_event_api", "serve", "-o", str(out), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out.chmod(0o755)  # so that pytest can remove it
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: cannot serve from {out}: the directory is not writable (permission denied)"
 
 
 def test_the_log_names_the_port_actually_bound(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path / "out"),
-                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path / "out"), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = ""
         while "serving on" not in line:
@@ -446,13 +551,15 @@ def test_the_log_names_the_port_actually_bound(tmp_path):
 def test_option_errors_name_the_environment_variable_only_when_it_was_the_source(tmp_path):
     given = _serve("-o", str(tmp_path / "out"), "--interval", "5x")
     assert given.returncode == 2
-    assert "Invalid value for '--interval': '5x' is not a duration" in given.stderr and "BEA_INTERVAL" not in given.stderr
+    assert (
+        "Invalid value for '--interval': '5x' is not a duration" in given.stderr and "BEA_INTERVAL" not in given.stderr
+    )
     from_env = _serve("-o", str(tmp_path / "out"), env={"BEA_INTERVAL": "5x"})
     assert from_env.returncode == 2 and "(from the environment variable BEA_INTERVAL)" in from_env.stderr
 
 
 def test_compound_durations_parse():
-    from batched_event_api.cli import Duration
+    from batched_event_api.cli.main import Duration
 
     parse = Duration().convert
     assert [parse(v, None, None) for v in ("300", "5m", "1h30m", "250ms", "1m30.5s")] == [300, 300, 5400, 0.25, 90.5]
@@ -461,8 +568,9 @@ def test_compound_durations_parse():
 def test_version_is_printed_and_is_the_changelogs_newest():
     from batched_event_api import __version__
 
-    result = subprocess.run([sys.executable, "-m", "batched_event_api", "--version"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == f"batched-event-api, version {__version__}"
     changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
     assert changelog.split("\n## ", 1)[1].startswith(__version__)
@@ -476,8 +584,10 @@ def test_a_request_path_cannot_forge_a_log_line_and_is_not_echoed(server_factory
     assert server.stop() == 0
     lines = server.log.read_text().splitlines()
     assert not any(line.startswith("2026-12-05 10:00:00") or "\x1b" in line or "\r" in line for line in lines)
-    assert any("GET /x\\n2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv\\r\\x1b[2J 404" in line
-               for line in lines)
+    assert any(
+        "GET /x\\n2026-12-05 10:00:00 INFO batched_event_api: committed FAKE.csv\\r\\x1b[2J 404" in line
+        for line in lines
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash completion needs bash")
@@ -485,20 +595,41 @@ def test_bash_completion_as_the_readme_sets_it_up_works_without_an_active_venv(t
     # A clone's console script, as pip writes it: this interpreter, this source (PYTHONPATH).
     program = tmp_path / "clone" / ".venv" / "bin" / "batched-event-api"
     program.parent.mkdir(parents=True)
-    program.write_text(f"#!{sys.executable}\nimport sys\nfrom batched_event_api.cli import main\nsys.exit(main())\n")
+    program.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom batched_event_api.cli.main import main\nsys.exit(main())\n"
+    )
     program.chmod(0o755)
     # The README's setup, run from the clone: the script saved once, sourced by ~/.bashrc.
-    script = subprocess.run([".venv/bin/batched-event-api"], cwd=program.parents[2], capture_output=True, text=True,
-                            env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": "bash_source"}, timeout=60).stdout
+    script = subprocess.run(
+        [".venv/bin/batched-event-api"],
+        cwd=program.parents[2],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": "bash_source"},
+        timeout=60,
+    ).stdout
     (tmp_path / "complete.bash").write_text(script)
     # TAB after `batched-event-api se` elsewhere, the venv not on PATH: what bash runs is the
     # registered function with the command word as $1.
-    tab = ('. ./complete.bash; COMP_WORDS=(batched-event-api se); COMP_CWORD=1; '
-           '$(complete -p batched-event-api | sed "s/.*-F \\([^ ]*\\) .*/\\1/") batched-event-api; echo "${COMPREPLY[*]}"')
-    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", tab], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PATH": "/usr/bin:/bin"}, timeout=60)
+    tab = (
+        ". ./complete.bash; COMP_WORDS=(batched-event-api se); COMP_CWORD=1; "
+        '$(complete -p batched-event-api | sed "s/.*-F \\([^ ]*\\) .*/\\1/") batched-event-api; echo "${COMPREPLY[*]}"'
+    )
+    result = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", tab],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert result.stderr == "" and result.stdout.split() == ["send", "serve"]
     for shell in ("zsh", "fish"):  # their scripts call the program by its path too
-        source = subprocess.run([str(program)], capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": f"{shell}_source"}).stdout
+        source = subprocess.run(
+            [str(program)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "_BATCHED_EVENT_API_COMPLETE": f"{shell}_source"},
+        ).stdout
         assert f"_COMPLETE={shell}_complete" in source and f" {program})" in source

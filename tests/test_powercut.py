@@ -11,13 +11,13 @@ import os
 import random
 
 import pytest
+
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Writer
+from batched_event_api.events.prepare import Rows, prepare
 from conftest import csv_files
 from model import generate_events, ndjson
 from powercut import Crash, PowerCutDisk
-
-from batched_event_api.prepare import Rows, prepare
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Writer
 
 POLICY = WindowPolicy(300 * 10**9)
 SECOND, MINUTE = 10**9, 60 * 10**9
@@ -165,8 +165,10 @@ def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp
     writer = started(out, disk, **options)
     writer.close()
     assert files(out) == expected
-    print(f"{workload} seed {seed}: {len(requests)} requests, {disk.crashes} crashes, {cuts} power cuts "
-          f"({cuts_that_dropped} dropped unsynced writes), {replays} resends answered as replays; "
-          f"crashes in {aim}: {disk.landed[aim]}, in recovery: {disk.landed['recover']}")
+    print(
+        f"{workload} seed {seed}: {len(requests)} requests, {disk.crashes} crashes, {cuts} power cuts "
+        f"({cuts_that_dropped} dropped unsynced writes), {replays} resends answered as replays; "
+        f"crashes in {aim}: {disk.landed[aim]}, in recovery: {disk.landed['recover']}"
+    )
     assert disk.landed[aim] >= 1 and disk.landed["recover"] >= 1
     assert disk.crashes >= min(10, len(requests) // 2) and cuts_that_dropped >= 1

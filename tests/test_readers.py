@@ -5,25 +5,51 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
+from batched_event_api.events import timestamps
 from conftest import ROOT
 from model import generate_events, ndjson
 
-from batched_event_api import timestamps
-
 COLUMNS = ["time", "uuid", "id", "active", "email", "phone", "description", "credits"]
 # Strings that readers turn into missing values, numbers or booleans unless told not to.
-HOSTILE = ["NA", "NULL", "null", "N/A", "NaN", "nan", "None", "#N/A", "-", "true", "FALSE", "1e5", "007", " ", "\"\"",
-           "a,\"b\"\r\nc", "\n", "time", "\\N"]
+HOSTILE = [
+    "NA",
+    "NULL",
+    "null",
+    "N/A",
+    "NaN",
+    "nan",
+    "None",
+    "#N/A",
+    "-",
+    "true",
+    "FALSE",
+    "1e5",
+    "007",
+    " ",
+    '""',
+    'a,"b"\r\nc',
+    "\n",
+    "time",
+    "\\N",
+]
 # The edges of the accepted range, with offsets and nanoseconds.
-EDGE_TIMES = ["1678-01-01T05:30:00.000000001+05:30", "2261-12-31T23:59:59.999999999Z",
-              "2262-01-01T04:59:59.999999999+05:00", "2024-07-01T02:03:04.000000001-00:00"]
+EDGE_TIMES = [
+    "1678-01-01T05:30:00.000000001+05:30",
+    "2261-12-31T23:59:59.999999999Z",
+    "2262-01-01T04:59:59.999999999+05:00",
+    "2024-07-01T02:03:04.000000001-00:00",
+]
 # What the README says to change under each recipe for files written with --header.
-HEADER_EDIT = {"duckdb": ("header = false", "header = true"), "polars": ("has_header=False", "has_header=True"),
-               "pyarrow": ("skip_rows=0", "skip_rows=1"), "pandas": ("header=None", "header=0")}
+HEADER_EDIT = {
+    "duckdb": ("header = false", "header = true"),
+    "polars": ("has_header=False", "has_header=True"),
+    "pyarrow": ("skip_rows=0", "skip_rows=1"),
+    "pandas": ("header=None", "header=0"),
+}
 
 
 def readme_recipes() -> dict[str, str]:
@@ -47,16 +73,25 @@ def tricky_events(rng: random.Random) -> list[list[dict]]:
     edges = [{"time": t, "uuid": s, "description": "edge"} for t, s in zip(EDGE_TIMES, HOSTILE)]
     # One window over 1 MiB, newlines in values across it: pyarrow reads in 1 MiB blocks and, unless
     # told values hold newlines, splits a quoted value between two of them.
-    big = [{"time": f"2030-01-01T00:00:{i % 60:02d}.{i:09d}Z", "description": "x\n\"y\",z\r\n" * rng.randrange(300, 900)}
-           for i in range(400)]
+    big = [
+        {"time": f"2030-01-01T00:00:{i % 60:02d}.{i:09d}Z", "description": 'x\n"y",z\r\n' * rng.randrange(300, 900)}
+        for i in range(400)
+    ]
     return [events[:100], edges, big, events[100:]]
 
 
 def sent_row(e: dict) -> tuple:
     credits = e.get("credits")
-    return (timestamps.parse(e["time"])[0], e.get("uuid") or "", e.get("id") or 0, bool(e.get("active")),
-            e.get("email") or "", e.get("phone") or "", e.get("description") or "",
-            repr(0.0 if credits is None else float(credits)))  # repr tells -0.0 from 0.0
+    return (
+        timestamps.parse(e["time"])[0],
+        e.get("uuid") or "",
+        e.get("id") or 0,
+        bool(e.get("active")),
+        e.get("email") or "",
+        e.get("phone") or "",
+        e.get("description") or "",
+        repr(0.0 if credits is None else float(credits)),
+    )  # repr tells -0.0 from 0.0
 
 
 def as_arrow(tool: str, events: object) -> pa.Table:
@@ -77,8 +112,19 @@ def read_rows(table: pa.Table) -> list[tuple]:
     times = table.column("time").cast(pa.int64()).to_pylist()
     values = {c: table.column(c).cast(pa.string()).to_pylist() for c in ("uuid", "email", "phone", "description")}
     ids, active, credits = (table.column(c).to_pylist() for c in ("id", "active", "credits"))
-    return [(times[i], values["uuid"][i], ids[i], active[i], values["email"][i], values["phone"][i],
-             values["description"][i], repr(credits[i])) for i in range(table.num_rows)]
+    return [
+        (
+            times[i],
+            values["uuid"][i],
+            ids[i],
+            active[i],
+            values["email"][i],
+            values["phone"][i],
+            values["description"][i],
+            repr(credits[i]),
+        )
+        for i in range(table.num_rows)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +155,3 @@ def test_each_readme_recipe_reads_back_exactly_what_was_sent(server_factory, tmp
         namespace: dict = {}
         exec(compile(recipe, f"README.md ({tool})", "exec"), namespace)
         assert sorted(read_rows(as_arrow(tool, namespace["events"]))) == expected, tool
-

@@ -9,17 +9,23 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 # `.venv/bin/batched-event-api` as typed: the console script's argv[0], on this interpreter and source.
-AS_TYPED = [sys.executable, "-c", "import sys; from batched_event_api.cli import main; "
-            "sys.argv[0] = '.venv/bin/batched-event-api'; main()"]
+AS_TYPED = [
+    sys.executable,
+    "-c",
+    "import sys; from batched_event_api.cli.main import main; sys.argv[0] = '.venv/bin/batched-event-api'; main()",
+]
 
 
 def test_every_file_the_readme_names_under_examples_is_shipped():
     named = set(re.findall(r"examples/[\w.-]+\.ndjson", README))
-    assert named and all((ROOT / path).is_file() for path in named), sorted(p for p in named if not (ROOT / p).is_file())
+    assert named and all((ROOT / path).is_file() for path in named), sorted(
+        p for p in named if not (ROOT / p).is_file()
+    )
 
 
 def console_runs() -> dict[str, list[str]]:
@@ -73,7 +79,12 @@ def test_the_curl_example_answers_what_the_readme_shows(server_factory):
     server = server_factory()
     block = re.search(r"```sh\n(curl .*?)```", README, re.S).group(1)  # type: ignore[union-attr]
     command, shown = block.split("\n# ")
-    result = subprocess.run(["sh", "-c", command.replace("http://127.0.0.1:8080", server.url)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["sh", "-c", command.replace("http://127.0.0.1:8080", server.url)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stdout == shown.strip(), result.stderr
     assert server.stop() == 0

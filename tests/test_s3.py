@@ -10,26 +10,26 @@ import gzip
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from batched_event_api.commit.disk import LocalDisk
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Writer
+from batched_event_api.config import BucketUrl
+from batched_event_api.events.prepare import prepare
+from batched_event_api.metrics import Metrics
+from batched_event_api.output.s3 import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
+from batched_event_api.output.uploader import Uploader, UploadReport, _sha256
 from conftest import GOLDEN, SEED, Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, model_files, ndjson
 from powercut import PowerCutDisk
 from s3store import SECRET, Bucket, MotoServer, Relay
-
-from batched_event_api.config import BucketUrl
-from batched_event_api.metrics import Metrics
-from batched_event_api.objectstore import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
-from batched_event_api.prepare import prepare
-from batched_event_api.storage import LocalDisk
-from batched_event_api.upload import UploadReport, Uploader, _sha256
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Writer
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,14 @@ def bucket(moto) -> Bucket:
 
 
 def _serve(bucket: Bucket, tmp_path: Path, *args: str, state: str = "state", endpoint: str | None = None) -> Server:
-    return Server(bucket.url, "--state-dir", str(tmp_path / state), *args, env=bucket.env(endpoint),  # type: ignore[arg-type]
-                  log_dir=tmp_path).start()
+    return Server(
+        bucket.url,
+        "--state-dir",
+        str(tmp_path / state),
+        *args,
+        env=bucket.env(endpoint),  # type: ignore[arg-type]
+        log_dir=tmp_path,
+    ).start()
 
 
 def _backlog(server: Server) -> dict:
@@ -54,7 +60,10 @@ def _backlog(server: Server) -> dict:
 
 
 GOLDEN_REPLAYS = {
-    "seed-datasets": ([SEED / "initial-dataset-01.ndjson", SEED / "initial-dataset-02.ndjson"], GOLDEN / "seed-datasets"),
+    "seed-datasets": (
+        [SEED / "initial-dataset-01.ndjson", SEED / "initial-dataset-02.ndjson"],
+        GOLDEN / "seed-datasets",
+    ),
     "tricky": (sorted((GOLDEN / "tricky" / "requests").glob("*.ndjson")), GOLDEN / "tricky" / "expected"),
 }
 
@@ -119,8 +128,10 @@ def test_sigkill_at_any_point_with_resends_leaves_the_bucket_as_a_clean_run(buck
         if server.proc.poll() is None:
             server.kill()
     found_own = sum(log.read_text().count("(already_there)") for log in tmp_path.glob("server-*.log"))
-    print(f"seed {seed}: {len(bodies)} requests, {kills} kills; landed: {dict(landed)}; "
-          f"uploads found already done after a kill: {found_own}")
+    print(
+        f"seed {seed}: {len(bodies)} requests, {kills} kills; landed: {dict(landed)}; "
+        f"uploads found already done after a kill: {found_own}"
+    )
     assert kills >= 10 and landed["with windows waiting for upload"] >= 1
     assert bucket.objects() == model_files(events)
 
@@ -161,10 +172,12 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
         if rng.random() < 0.2:
             writer.settle()  # an idle commit: the journal names no finished window
             uploader.wake()
-            assert wait_for(lambda: not uploader.backlog_windows and not uploader.awaiting_release)
+            assert wait_for(lambda: not uploader.backlog_windows and not uploader.awaiting_release)  # noqa: B023
             uploader.stop()
             writer.close()
-            brought_back += len([n for n in disk.unsynced_removals() if not n.startswith(".")])  # windows, not .uploaded
+            brought_back += len(
+                [n for n in disk.unsynced_removals() if not n.startswith(".")]
+            )  # windows, not .uploaded
             disk.power_cut()
             cuts += 1
             writer, uploader = started()
@@ -174,9 +187,13 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     assert uploader.drain(30)
     uploader.stop()
     writer.close()
-    results = {s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")}
-    print(f"{len(requests)} requests, {cuts} power cuts, {brought_back} uploaded windows brought back by them; "
-          f"uploads: {results}")
+    results = {
+        s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")
+    }
+    print(
+        f"{len(requests)} requests, {cuts} power cuts, {brought_back} uploaded windows brought back by them; "
+        f"uploads: {results}"
+    )
     assert cuts >= 5 and brought_back >= 5  # the cuts landed where they were aimed
     assert results.get("already_there") == brought_back and "next_name" not in results
     assert bucket.objects() == model_files(events)
@@ -258,7 +275,7 @@ def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, moto, t
     assert relay.refused >= 1  # the outage was met
     relay.restore()
     assert wait_for(lambda: _backlog(server)["windows"] == 0, timeout=60)  # retried with backoff
-    assert server.post(ndjson(events[len(accepted):])).status_code == 200  # room again
+    assert server.post(ndjson(events[len(accepted) :])).status_code == 200  # room again
     metrics = server.client.get("/metrics").text
     assert 'bea_uploads_total{result="failed"}' in metrics
     assert server.stop() == 0
@@ -274,8 +291,22 @@ def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_u
     assert server.stop() == 0
     assert "not uploaded within --drain-timeout" in server.log.read_text()
     assert bucket.objects() == {}
-    status = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
-                             str(tmp_path / "state"), "--json"], capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batched_event_api",
+            "status",
+            "-o",
+            bucket.url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(status.stdout)["committed_files"] == 2  # what the bucket still lacks, server down
     relay.restore()
     server = _serve(bucket, tmp_path, endpoint=relay.endpoint)  # uploads what the last run left
@@ -321,16 +352,17 @@ def test_a_multipart_upload_holds_about_two_parts_in_memory_not_the_window(bucke
     upload = f"""
 import tracemalloc
 from batched_event_api.config import BucketUrl
-from batched_event_api.objectstore import S3Bucket
-from batched_event_api.upload import _sha256
+from batched_event_api.output.s3 import S3Bucket
+from batched_event_api.output.uploader import _sha256
 store = S3Bucket(BucketUrl.parse({bucket.url!r}), multipart_from=5 << 20, part_size=5 << 20)
 digest = _sha256({str(window)!r})
 tracemalloc.start()
 assert store.create({window.name!r}, {str(window)!r}, None, sha256=digest, content_type="text/csv", content_encoding=None)
 print(tracemalloc.get_traced_memory()[1])
 """
-    done = subprocess.run([sys.executable, "-c", upload], env={**os.environ, **bucket.env()}, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", upload], env={**os.environ, **bucket.env()}, capture_output=True, text=True, check=True
+    )
     peak = int(done.stdout)
     print(f"peak traced memory {peak / 2**20:.1f} MiB for a 40 MiB window in 5 MiB parts")
     assert peak < 3 * (5 << 20)  # the part read from the file and a copy on its way out; not the window's 8
@@ -347,8 +379,9 @@ def test_the_uploader_finds_its_own_earlier_upload_and_steps_past_a_foreign_one(
     own, foreign = state / "user-events-20240701-020000.csv", state / "user-events-20240701-030000.csv"
     own.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
     foreign.write_bytes(b"2024-07-01T03:00:00Z,,2,false,,,,0\n")
-    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + own.name, Body=own.read_bytes(),
-                             Metadata={CHECKSUM_KEY: _sha256(own)})
+    bucket.client.put_object(
+        Bucket=bucket.name, Key=bucket.prefix + own.name, Body=own.read_bytes(), Metadata={CHECKSUM_KEY: _sha256(own)}
+    )
     bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + foreign.name, Body=b"someone else's\n")
     metrics = Metrics()
     store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
@@ -362,7 +395,9 @@ def test_the_uploader_finds_its_own_earlier_upload_and_steps_past_a_foreign_one(
         "user-events-20240701-030000-1.csv": b"2024-07-01T03:00:00Z,,2,false,,,,0\n",
     }
     assert list(state.iterdir()) == []
-    results = {s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")}
+    results = {
+        s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")
+    }
     assert results == {"already_there": 1.0, "next_name": 1.0}
 
 
@@ -393,12 +428,18 @@ def test_an_uploaded_window_stays_while_the_last_journal_record_names_it(bucket,
 
 
 def _results(metrics: Metrics) -> dict[str, float]:
-    return {s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")}
+    return {
+        s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")
+    }
 
 
 def _failures(metrics: Metrics) -> dict[str, float]:
-    return {s.labels["stage"]: s.value for m in metrics.upload_failures.collect() for s in m.samples
-            if s.name.endswith("_total")}
+    return {
+        s.labels["stage"]: s.value
+        for m in metrics.upload_failures.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
 
 
 def test_a_window_file_removed_by_someone_else_after_its_upload_stops_nothing(bucket, tmp_path):
@@ -477,18 +518,29 @@ def test_the_uploader_knows_its_own_upload_by_the_window_id_not_by_the_bytes(buc
     own.write_bytes(row)
     other.write_bytes(other_row)
     digest = hashlib.sha256
-    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + "user-events-20240701-020000.csv", Body=row,
-                             Metadata={CHECKSUM_KEY: digest(row).hexdigest(), WINDOW_ID_KEY: "00112233445566aa"})
-    bucket.client.put_object(Bucket=bucket.name, Key=bucket.prefix + "user-events-20240701-030000.csv", Body=other_row,
-                             Metadata={CHECKSUM_KEY: digest(other_row).hexdigest(), WINDOW_ID_KEY: "ffffffffffffffff"})
+    bucket.client.put_object(
+        Bucket=bucket.name,
+        Key=bucket.prefix + "user-events-20240701-020000.csv",
+        Body=row,
+        Metadata={CHECKSUM_KEY: digest(row).hexdigest(), WINDOW_ID_KEY: "00112233445566aa"},
+    )
+    bucket.client.put_object(
+        Bucket=bucket.name,
+        Key=bucket.prefix + "user-events-20240701-030000.csv",
+        Body=other_row,
+        Metadata={CHECKSUM_KEY: digest(other_row).hexdigest(), WINDOW_ID_KEY: "ffffffffffffffff"},
+    )
     metrics = Metrics()
     store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
     uploader = Uploader(state, store, UploadReport(metrics))
     uploader.start()
     assert uploader.drain(30)
     uploader.stop()
-    assert bucket.objects() == {"user-events-20240701-020000.csv": row, "user-events-20240701-030000.csv": other_row,
-                                "user-events-20240701-030000-1.csv": other_row}
+    assert bucket.objects() == {
+        "user-events-20240701-020000.csv": row,
+        "user-events-20240701-030000.csv": other_row,
+        "user-events-20240701-030000-1.csv": other_row,
+    }
     assert bucket.head("user-events-20240701-030000-1.csv")["Metadata"][WINDOW_ID_KEY] == "00112233445566bb"
     assert _results(metrics) == {"already_there": 1.0, "next_name": 1.0}
     assert list(state.iterdir()) == []
@@ -558,25 +610,46 @@ def test_status_counts_only_the_regular_window_files_of_the_state_directory(buck
     (tmp_path / "big").write_bytes(b"x" * 100_000)
     (state / "user-events-20240701-030000.csv").symlink_to(tmp_path / "big")
     (state / "user-events-20240701-040000.csv").symlink_to(tmp_path / "nowhere")
-    status = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
-                             str(state), "--json"], capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir", str(state), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 0, status.stderr
     found = json.loads(status.stdout)
     assert (found["committed_files"], found["committed_bytes"], found["newest_committed"]) == (
-        1, window.stat().st_size, window.name)
+        1,
+        window.stat().st_size,
+        window.name,
+    )
 
 
 def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(bucket, tmp_path):
     server = _serve(bucket, tmp_path)
     # Three windows: two committed (and uploaded), whose local files the last journal record keeps.
-    events = [{"time": t, "id": i} for i, t in enumerate(["2024-07-01T02:00:00Z", "2024-07-01T02:06:00Z",
-                                                           "2024-07-01T02:12:00Z"])]
+    events = [
+        {"time": t, "id": i}
+        for i, t in enumerate(["2024-07-01T02:00:00Z", "2024-07-01T02:06:00Z", "2024-07-01T02:12:00Z"])
+    ]
     assert server.post(ndjson(events)).status_code == 200
     assert wait_for(lambda: len(bucket.objects()) == 2 and _backlog(server)["windows"] == 0)
 
     def status() -> str:
-        result = subprocess.run([sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir",
-                                 str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "batched_event_api",
+                "status",
+                "-o",
+                bucket.url,
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 

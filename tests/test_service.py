@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import ROOT, csv_files, wait_for
 
 EVENT = '{"time":"%s","id":%d}\n'
@@ -77,7 +78,9 @@ def test_header_option_writes_a_header_row(server_factory):
         assert content.count(b"\n") == 2
 
 
-@pytest.mark.parametrize("first, then", [([], ["--header"]), (["--header"], [])], ids=["header-added", "header-dropped"])
+@pytest.mark.parametrize(
+    "first, then", [([], ["--header"]), (["--header"], [])], ids=["header-added", "header-dropped"]
+)
 def test_a_directory_is_not_served_with_and_without_a_header_row(server_factory, tmp_path, first, then):
     out = tmp_path / "out"
     server = server_factory(*first, output=out)
@@ -151,7 +154,9 @@ def test_a_second_server_on_the_same_directory_is_refused_clearly(server_factory
     server = server_factory()
     result = subprocess.run(
         [sys.executable, "-m", "batched_event_api", "serve", "-o", str(server.output), "--port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "in use by another batched-event-api" in result.stderr and "Traceback" not in result.stderr
@@ -173,8 +178,13 @@ def test_a_window_recovered_after_a_crash_is_committed_by_the_idle_timer(server_
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "batched_event_api", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "batched_event_api", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("interval", ["169h", "500ms"])
@@ -187,13 +197,16 @@ def test_an_interval_outside_its_bounds_is_refused_in_one_line(tmp_path, interva
 
 def test_the_longest_interval_is_served(server_factory):
     server = server_factory("--interval", "168h")
-    assert server.post(_body("2024-07-01T00:00:00Z", "2024-07-07T23:59:59Z", "2024-07-08T00:00:00Z")).json() == {"accepted": 3}
+    assert server.post(_body("2024-07-01T00:00:00Z", "2024-07-07T23:59:59Z", "2024-07-08T00:00:00Z")).json() == {
+        "accepted": 3
+    }
     assert server.stop() == 0
     assert [c.count(b"\n") for c in csv_files(server.output).values()] == [2, 1]
 
 
 def test_send_never_prints_the_token_and_its_resume_command_works_with_the_token_from_the_environment(
-        server_factory, tmp_path):
+    server_factory, tmp_path
+):
     token = "s3cret-token-19"
     server = server_factory("--auth-token", token)
     path = tmp_path / "events.ndjson"

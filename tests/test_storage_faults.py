@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import AS_A_USER, csv_files, wait_for
 from model import generate_events, model_files, ndjson
+
 
 def _mount(*args: str) -> None:
     result = subprocess.run(["mount", *args], capture_output=True, text=True)

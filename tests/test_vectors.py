@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import GOLDEN
 
-from batched_event_api import timestamps
-from batched_event_api.decode import decode
-from batched_event_api.render import csv_record, go_float
+from batched_event_api.events import timestamps
+from batched_event_api.events.decode import decode
+from batched_event_api.events.render import csv_record, go_float
+from conftest import GOLDEN
 
 VECTORS = GOLDEN / "vectors"
 

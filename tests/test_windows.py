@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batched_event_api import _native, timestamps
-from batched_event_api.windows import Plan, Segment, WindowPolicy, scan_window
+from batched_event_api.commit.windows import Plan, Segment, WindowPolicy, scan_window
+from batched_event_api.events import _native, timestamps
 
 S = 1_000_000_000
 MIN5 = 300 * S
@@ -127,8 +127,12 @@ def test_the_native_scan_plans_as_the_plain_one(batch, aligned, interval):
     assert p.plan(open_start, array("q", times)) == p.plan(open_start, times)
 
 
-@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50), st.integers(0, 60),
-       st.integers(-(2**63), 2**63 - 1), st.integers(-(2**64), 2**64))
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50),
+    st.integers(0, 60),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**64), 2**64),
+)
 def test_native_scan_window_equals_the_plain_scan(times, first, start, bound):
     assert _native.scan_window(array("q", times), first, start, bound) == scan_window(times, first, start, bound)
 
@@ -157,7 +161,7 @@ def test_windows_at_the_edges_of_the_range_fit_int64(aligned):
     plan = p.plan(None, times)
     assert len(plan.segments) == 2 and plan.late == 1
     for seg in plan.segments:
-        assert -(2**63) <= seg.window_start and seg.window_start + p.interval <= 2**63 - 1
+        assert seg.window_start >= -(2**63) and seg.window_start + p.interval <= 2**63 - 1
     assert plan == p.plan(None, list(times))
 
 

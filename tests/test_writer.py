@@ -13,16 +13,16 @@ import random
 from pathlib import Path
 
 import pytest
+
+from batched_event_api.commit.journal import JOURNAL, JournalDamaged
+from batched_event_api.commit.keys import key_cost
+from batched_event_api.commit.partfiles import part_name
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Request as WriteRequest
+from batched_event_api.commit.writer import Writer
+from batched_event_api.events.prepare import Rows, prepare
 from conftest import csv_files
 from model import generate_events, ndjson
-
-from batched_event_api.prepare import Rows, prepare
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.journal import JOURNAL, JournalDamaged
-from batched_event_api.partfiles import part_name
-from batched_event_api.keys import key_cost
-from batched_event_api.writer import Request as WriteRequest
-from batched_event_api.writer import Writer
 
 POLICY = WindowPolicy(300 * 10**9)
 
@@ -41,7 +41,13 @@ def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], Rows]]:
 
 
 def run(
-    directory: Path, work, *, crash_at: int | None = None, point: str = "", monkeypatch=None, finish: bool = True,
+    directory: Path,
+    work,
+    *,
+    crash_at: int | None = None,
+    point: str = "",
+    monkeypatch=None,
+    finish: bool = True,
     **options,
 ) -> Writer:
     writer = Writer(directory, POLICY, **options)
@@ -67,7 +73,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
     if point in ("torn-record", "rows-lost"):
 
         def commit_then_crash(record, written, *, new_entries):
-            from batched_event_api.journal import encode_record
+            from batched_event_api.commit.journal import encode_record
 
             line = encode_record(record)
             if point == "torn-record":
@@ -91,7 +97,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
 
         monkeypatch.setattr(writer.disk, "write", write)
     elif point == "linked-not-unlinked":  # where renameat2 is missing: publish by link, then unlink
-        monkeypatch.setattr("batched_event_api.storage._rename_noreplace", lambda src, dst: False)
+        monkeypatch.setattr("batched_event_api.commit.disk._rename_noreplace", lambda src, dst: False)
         real_unlink = os.unlink
 
         def unlink_then_crash(path, *a, **k):
@@ -99,7 +105,7 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
                 raise Crash
             return real_unlink(path, *a, **k)
 
-        monkeypatch.setattr("batched_event_api.storage.os.unlink", unlink_then_crash)
+        monkeypatch.setattr("batched_event_api.commit.disk.os.unlink", unlink_then_crash)
     elif point == "sync_all":
         monkeypatch.setattr(writer.sync, "sync_all", crash)
     else:
@@ -260,7 +266,7 @@ def test_a_damaged_journal_stops_the_start_instead_of_discarding_rows(tmp_path, 
 
 
 def test_publishing_never_replaces_a_file(tmp_path):
-    from batched_event_api.storage import _rename_noreplace
+    from batched_event_api.commit.disk import _rename_noreplace
 
     (tmp_path / "part").write_text("window")
     (tmp_path / "final.csv").write_text("someone else's")

@@ -14,15 +14,15 @@ import stat
 from pathlib import Path
 
 import pytest
+
+from batched_event_api.commit.disk import GROUP_FILE_MODE, LocalDisk
+from batched_event_api.commit.journal import JOURNAL, Journal
+from batched_event_api.commit.partfiles import part_name
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Request, Writer
+from batched_event_api.events.prepare import Rows, prepare
 from conftest import csv_files
 from powercut import PowerCutDisk
-
-from batched_event_api.journal import JOURNAL, Journal
-from batched_event_api.partfiles import part_name
-from batched_event_api.prepare import Rows, prepare
-from batched_event_api.storage import GROUP_FILE_MODE, LocalDisk
-from batched_event_api.windows import WindowPolicy
-from batched_event_api.writer import Request, Writer
 
 MINUTE = 60 * 10**9
 POLICY = WindowPolicy(5 * MINUTE)
@@ -54,8 +54,11 @@ def test_fsync_never_a_crash_mid_round_leaves_no_replay_without_its_rows(tmp_pat
     """A 3.6 MB keyed request written on pool threads, the process killed while its part file is
     half written: the resend must not be told 'replay' unless every row is there."""
     events = 16_000
-    lines = [f'{{"time":"2027-01-15T08:{i // 600 % 5:02d}:{i // 10 % 60:02d}.{i % 10}Z","id":{i},'
-             f'"email":"{"x" * 180}@example.com"}}' for i in range(events)]
+    lines = [
+        f'{{"time":"2027-01-15T08:{i // 600 % 5:02d}:{i // 10 % 60:02d}.{i % 10}Z","id":{i},'
+        f'"email":"{"x" * 180}@example.com"}}'
+        for i in range(events)
+    ]
     prepared = prepare(("\n".join(lines) + "\n").encode(), max_line=1 << 20)
     assert len(prepared.rows) == events and sum(map(len, prepared.rows.chunks(0, events))) >= 1 << 20
     writer = Writer(tmp_path, POLICY, fsync=False)
@@ -126,7 +129,9 @@ def test_a_round_failing_with_any_error_leaves_the_state_of_the_last_record(tmp_
 
     monkeypatch.setattr(WindowPolicy, "plan", plan_then_fail)
     with pytest.raises(OverflowError):
-        writer.apply_group([Request(a_times, body_rows(a_times, "A"), "A"), Request([T0 + 2], body_rows([T0 + 2], "B"))])
+        writer.apply_group(
+            [Request(a_times, body_rows(a_times, "A"), "A"), Request([T0 + 2], body_rows([T0 + 2], "B"))]
+        )
     monkeypatch.setattr(WindowPolicy, "plan", real_plan)
     assert open_fds() <= fds
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")) == [part_name(writer.open.name)]
@@ -163,7 +168,10 @@ def test_a_foreign_file_at_a_windows_name_never_makes_recovery_drop_acknowledged
     stem = window.removesuffix(".csv")
     assert files[f"{stem}-1.csv"] == f"w0,{T0}\nx0,{T0 + 1}\n"
     assert [row for name, text in files.items() if name != window for row in text.splitlines()] == [
-        f"w0,{T0}", f"x0,{T0 + 1}", f"x1,{T0 + 10 * MINUTE}"]
+        f"w0,{T0}",
+        f"x0,{T0 + 1}",
+        f"x1,{T0 + 10 * MINUTE}",
+    ]
 
 
 def test_a_complete_journal_record_that_fails_its_check_is_reported_and_kept_aside(tmp_path, caplog):

@@ -32,7 +32,7 @@ class BucketUrl:
         """`s3://BUCKET/PREFIX/` (the prefix may be empty)."""
         if not url.startswith("s3://"):
             raise ValueError(f"not an s3:// URL: {url!r}")
-        bucket, _, prefix = url[len("s3://"):].partition("/")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"no bucket in {url!r}: use s3://BUCKET/PREFIX/")
         prefix = prefix.strip("/")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+RETRY_AFTER = "1"  # seconds a client refused for a full budget or backlog waits before it tries again
+
 
 class ClientError(Exception):
     """A refused request: nothing of it is written."""

@@ -20,21 +20,28 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .auth import BearerAuth
-from .errors import ClientError, StorageError
-from .pending import Hold
+from batched_event_api.errors import ClientError, StorageError
+from batched_event_api.http.access import RequestLog
+from batched_event_api.http.auth import BearerAuth
+from batched_event_api.http.pending import Hold, PendingBytes
 
 if TYPE_CHECKING:
-    from .app import Ingest
-    from .writer import Applied
+    from batched_event_api.commit.writer import Applied
+    from batched_event_api.service import Ingest
 
 log = logging.getLogger("batched_event_api")
 
 INGEST_PATH = "/user/event"
 # What curl sends without -H (application/x-www-form-urlencoded) is taken as NDJSON, as the
 # reference did; types that are clearly something else are refused.
-ACCEPTED_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json", "text/plain",
-                  "application/x-www-form-urlencoded"}
+ACCEPTED_TYPES = {
+    "",
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JSON = msgspec.json.Encoder()
 
@@ -136,11 +143,24 @@ class IngestRoute:
 
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
-        self.max_body = ingest.settings.max_body
-        self.auth = ingest.auth
-        self.requests = ingest.requests
+        settings = ingest.settings
+        self.max_body, self.max_pending = settings.max_body, settings.max_pending
+        self.pending = PendingBytes(settings.max_pending)  # bodies received, not yet written
+        self.auth = BearerAuth(settings.auth_token)  # ingest and /metrics
+        self.requests = RequestLog(ingest.metrics)  # every route's metrics and access line
+        ingest.metrics.pending.set_function(lambda: self.pending.used)
         self._default_headers: list[tuple[bytes, bytes]] | None = None
         self._default_head = b""
+
+    async def unready_reason(self) -> str | None:
+        """Why the service cannot take a request now, or None when it can (for /readyz)."""
+        if (problem := await self.ingest.storage_problem()) is not None:
+            return problem
+        if self.pending.used + self.max_body > self.max_pending:
+            return "pending-bytes limit reached: no room for a request of --max-body bytes"
+        if (refused := self.ingest.refusal()) is not None:
+            return f"upload backlog full: {refused.message}"
+        return None
 
     def default_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         """uvicorn's default headers (date, server) as bytes; uvicorn swaps in a new list each second."""
@@ -159,9 +179,25 @@ class IngestExchange:
     task: the parser's (body), then the committer's (the round is durable).
     """
 
-    __slots__ = ("route", "protocol", "started", "keep_alive", "response_started", "response_complete",
-                 "disconnected", "more_body", "running", "serving", "expect_continue", "hold", "reader", "key",
-                 "error", "size", "last_words")
+    __slots__ = (
+        "route",
+        "protocol",
+        "started",
+        "keep_alive",
+        "response_started",
+        "response_complete",
+        "disconnected",
+        "more_body",
+        "running",
+        "serving",
+        "expect_continue",
+        "hold",
+        "reader",
+        "key",
+        "error",
+        "size",
+        "last_words",
+    )
 
     def __init__(self, route: IngestRoute, protocol: Any, keep_alive: bool, expect_continue: bool) -> None:
         self.route = route
@@ -172,7 +208,7 @@ class IngestExchange:
         self.running = self.serving = False  # its turn came; its body went on to be written
         self.more_body = True
         self.expect_continue = expect_continue
-        self.hold = route.ingest.pending.hold()
+        self.hold = route.pending.hold()
         self.reader: BodyReader | None = None
         self.key: str | None = None
         self.error: ClientError | None = None
@@ -266,8 +302,15 @@ class IngestExchange:
             log.error("unexpected error in %s", INGEST_PATH, exc_info=error)
             status, payload = 500, {"error": "internal error"}
         self._answer(status, _JSON.encode(payload), headers)
-        self.route.requests.record("POST", INGEST_PATH, INGEST_PATH, status, time.perf_counter() - self.started,
-                                   applied.accepted if applied is not None else 0, self.size)
+        self.route.requests.record(
+            "POST",
+            INGEST_PATH,
+            INGEST_PATH,
+            status,
+            time.perf_counter() - self.started,
+            applied.accepted if applied is not None else 0,
+            self.size,
+        )
 
     def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         protocol = self.protocol
@@ -277,8 +320,11 @@ class IngestExchange:
             # Refused before its body was asked for: the client may still send it, or may not;
             # either way the connection cannot be reused for a next request.
             self.keep_alive = False
-        head = [STATUS_LINE[status], self.route.default_head(protocol.server_state.default_headers),
-                b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload)]
+        head = [
+            STATUS_LINE[status],
+            self.route.default_head(protocol.server_state.default_headers),
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload),
+        ]
         head += [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()]
         if not self.keep_alive:
             head.append(b"connection: close\r\n")

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import msgspec
 
-from . import timestamps
-from .errors import EventError
+from batched_event_api.errors import EventError
+from batched_event_api.events import timestamps
 
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 

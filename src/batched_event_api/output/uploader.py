@@ -34,15 +34,20 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from .metrics import Metrics
-from .objectstore import Identity, S3Bucket, StoreError
-from .partfiles import UPLOADED_LIST, finished_stem, names_from, window_id
-from .storage import LocalDisk
+from batched_event_api.commit.disk import LocalDisk
+from batched_event_api.commit.partfiles import (
+    UPLOADED_LIST,
+    finished_stem,
+    names_from,
+    window_id,
+)
+from batched_event_api.metrics import Metrics
+from batched_event_api.output.s3 import Identity, S3Bucket, StoreError
 
 log = logging.getLogger("batched_event_api.upload")
 
@@ -74,8 +79,16 @@ class UploadReport:
 
 
 class Uploader:
-    def __init__(self, directory: Path, bucket: S3Bucket, report: UploadReport, *, concurrency: int = 4,
-                 pinned: Callable[[], frozenset[str]] = frozenset, disk: LocalDisk | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        bucket: S3Bucket,
+        report: UploadReport,
+        *,
+        concurrency: int = 4,
+        pinned: Callable[[], frozenset[str]] = frozenset,
+        disk: LocalDisk | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
         self.report = report
@@ -167,9 +180,15 @@ class Uploader:
             return work()
         except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say it
             self.report.failed(stage)
-            log.error("%s failed, retrying in %gs (%d windows, %d bytes waiting): %s",
-                      STAGES[stage], self._retry, self.backlog_windows, self.backlog_bytes, exc,
-                      exc_info=not isinstance(exc, (StoreError, OSError)))  # a traceback only for the unexpected
+            log.error(
+                "%s failed, retrying in %gs (%d windows, %d bytes waiting): %s",
+                STAGES[stage],
+                self._retry,
+                self.backlog_windows,
+                self.backlog_bytes,
+                exc,
+                exc_info=not isinstance(exc, (StoreError, OSError)),
+            )  # a traceback only for the unexpected
             return None
 
     def _scan(self) -> list[str]:
@@ -278,8 +297,9 @@ class Uploader:
         for n, target in enumerate(names_from(stem, suffix)):  # the bucket's name: the local -N and id dropped
             if data is None:
                 f.seek(0)  # the parts stream from the file's start
-            if self.bucket.create(target, f, data, sha256=digest, window_id=own, content_type="text/csv",
-                                  content_encoding=encoding):
+            if self.bucket.create(
+                target, f, data, sha256=digest, window_id=own, content_type="text/csv", content_encoding=encoding
+            ):
                 result = "created" if n == 0 else "next_name"
                 break
             if _is_own(self.bucket.identity(target), own, size, digest):

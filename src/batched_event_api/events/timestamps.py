@@ -112,7 +112,7 @@ RANGE_MESSAGE = f"time outside the accepted range {EARLIEST_TEXT} <= time < {LAT
 def first_out_of_range(times: list[int]) -> int | None:
     """The index of the first time outside EARLIEST..LATEST, or None (the common case: one min and
     one max over the batch)."""
-    if not times or (EARLIEST_NS <= min(times) and max(times) < LATEST_NS):
+    if not times or (min(times) >= EARLIEST_NS and max(times) < LATEST_NS):
         return None
     return next(i for i, t in enumerate(times) if not EARLIEST_NS <= t < LATEST_NS)
 

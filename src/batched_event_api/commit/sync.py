@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from .journal import Check
-from .storage import LocalDisk
+from batched_event_api.commit.disk import LocalDisk
+from batched_event_api.commit.journal import Check
 
 SYNCFS_FROM = 8  # files in one round from which one syncfs() replaces their fdatasyncs
 _PARALLEL_WRITES = 1 << 20  # bytes per round from which its files are written side by side
@@ -39,7 +39,9 @@ class SyncRound:
         # A thread blocked in fdatasync costs nothing; 32 keep many-file rounds side by side.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
 
-    def run(self, writes: list[Write], *, journal: tuple[int, bytes, int] | None = None, directory: bool = False) -> None:
+    def run(
+        self, writes: list[Write], *, journal: tuple[int, bytes, int] | None = None, directory: bool = False
+    ) -> None:
         """Write `writes` (and the journal line at its offset: (fd, line, offset)) and make them
         durable, and the directory's names too when asked. Raises the first OSError, after every
         thread is done."""

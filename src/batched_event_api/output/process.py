@@ -36,9 +36,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .config import BucketUrl
-from .metrics import Metrics
-from .upload import UploadReport, Uploader
+from batched_event_api.config import BucketUrl
+from batched_event_api.metrics import Metrics
+from batched_event_api.output.uploader import Uploader, UploadReport
 
 log = logging.getLogger("batched_event_api.upload")
 
@@ -50,14 +50,32 @@ _PR_SET_PDEATHSIG = 1
 class UploadProcess:
     """The server's side: what `Uploader` offers the server, served by a child process."""
 
-    def __init__(self, directory: Path, bucket: BucketUrl, metrics: Metrics, *, concurrency: int, nice: int,
-                 multipart_from: int, part_size: int, pinned: Callable[[], frozenset[str]],
-                 log_format: str, log_level: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        bucket: BucketUrl,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        nice: int,
+        multipart_from: int,
+        part_size: int,
+        pinned: Callable[[], frozenset[str]],
+        log_format: str,
+        log_level: str,
+    ) -> None:
         self.report = UploadReport(metrics)
         self.pinned = pinned
-        self._args = {"directory": str(directory), "bucket": str(bucket), "concurrency": concurrency, "nice": nice,
-                      "multipart_from": multipart_from, "part_size": part_size,
-                      "log_format": log_format, "log_level": log_level}
+        self._args = {
+            "directory": str(directory),
+            "bucket": str(bucket),
+            "concurrency": concurrency,
+            "nice": nice,
+            "multipart_from": multipart_from,
+            "part_size": part_size,
+            "log_format": log_format,
+            "log_level": log_level,
+        }
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._conn: Connection | None = None
         self._proc: subprocess.Popen | None = None
@@ -116,8 +134,9 @@ class UploadProcess:
         ours, theirs = socket.socketpair()
         args = json.dumps({**self._args, "parent": os.getpid()})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batched_event_api.upload_process", str(theirs.fileno()), args],
-            pass_fds=[theirs.fileno()])
+            [sys.executable, "-m", "batched_event_api.output.process", str(theirs.fileno()), args],
+            pass_fds=[theirs.fileno()],
+        )
         theirs.close()
         conn = Connection(ours.detach())
         try:
@@ -242,8 +261,8 @@ def _child(fd: int, args: dict[str, Any]) -> None:
     os.nice(args["nice"])  # uploads take the CPU that ingest leaves
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the server's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a SIGTERM to the group: it stops us in turn
-    from .cli import configure_logging
-    from .objectstore import S3Bucket
+    from batched_event_api.logs import configure_logging
+    from batched_event_api.output.s3 import S3Bucket
 
     configure_logging(args["log_format"], args["log_level"])
     conn = Connection(fd)
@@ -261,8 +280,9 @@ def _child(fd: int, args: dict[str, Any]) -> None:
 
     report = _PipeReport(send)
     try:
-        bucket = S3Bucket(BucketUrl.parse(args["bucket"]), multipart_from=args["multipart_from"],
-                          part_size=args["part_size"])
+        bucket = S3Bucket(
+            BucketUrl.parse(args["bucket"]), multipart_from=args["multipart_from"], part_size=args["part_size"]
+        )
         uploader = Uploader(Path(args["directory"]), bucket, report, concurrency=args["concurrency"], pinned=pinned)
     except ValueError as exc:
         send(("error", str(exc)))

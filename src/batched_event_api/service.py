@@ -1,8 +1,5 @@
-"""The ingest pipeline (body -> events -> rows -> the writer thread) and the ASGI application.
-
-`POST /user/event` is served by the HTTP protocol itself (ingest_route.py, protocol.py) into the
-Ingest below; Starlette serves every other route, including the OpenAPI document.
-"""
+"""The composition root: one server's ingest pipeline (body -> events -> rows -> the writer
+thread -> the output), built from the Settings. The HTTP shell (http/) feeds it."""
 
 from __future__ import annotations
 
@@ -13,38 +10,24 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-
-from . import openapi
-from .access import RequestLog
-from .auth import BearerAuth
-from .closing import IdleClose
-from .committer import Committer, Done
-from .config import Align, Compress, Settings, SyncMany
-from .errors import ClientError, StorageError
-from .ingest_route import INGEST_PATH
-from .metrics import Metrics
-from .pending import RETRY_AFTER, PendingBytes
-from .prepare import SLICE, Prepared, prepare
-from .render import COLUMNS
-from .serial import SerialThread
-from .storage import FILE_MODE, GROUP_FILE_MODE
-from .syncround import SYNCFS_FROM
-from .upload_process import UploadProcess
-from .windows import WindowPolicy
-from .writer import Applied, Committed, Writer
-from .writer import Request as WriteRequest
+from batched_event_api.commit.disk import FILE_MODE, GROUP_FILE_MODE
+from batched_event_api.commit.group import Committer, Done
+from batched_event_api.commit.idle import IdleClose
+from batched_event_api.commit.sync import SYNCFS_FROM
+from batched_event_api.commit.thread import SerialThread
+from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.writer import Applied, Committed, Writer
+from batched_event_api.commit.writer import Request as WriteRequest
+from batched_event_api.config import Align, Compress, Settings, SyncMany
+from batched_event_api.errors import RETRY_AFTER, ClientError, StorageError
+from batched_event_api.events.prepare import SLICE, Prepared, prepare
+from batched_event_api.events.render import COLUMNS
+from batched_event_api.metrics import Metrics
+from batched_event_api.output.process import UploadProcess
 
 log = logging.getLogger("batched_event_api")
 
@@ -83,20 +66,23 @@ class Ingest:
         # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
         self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
         self.idle_close = IdleClose(settings.idle_close, self._commit_open)
-        self.pending = PendingBytes(settings.max_pending)  # bodies received, not yet written
-        self.auth = BearerAuth(settings.auth_token)  # ingest and /metrics
-        self.requests = RequestLog(metrics)  # every route's metrics and access line
-        metrics.pending.set_function(lambda: self.pending.used)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self._space_free_then = 0  # free bytes once its round was undone
         self._healed_at = -math.inf  # when a readiness probe last tried a recovery
         self.uploader: UploadProcess | None = None
         if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
-            uploader = UploadProcess(settings.output, settings.bucket, metrics,
-                                     concurrency=settings.upload_concurrency, nice=settings.upload_nice,
-                                     multipart_from=settings.multipart_threshold,
-                                     part_size=settings.multipart_chunksize, pinned=lambda: self.writer.pinned,
-                                     log_format=settings.log_format, log_level=settings.log_level)
+            uploader = UploadProcess(
+                settings.output,
+                settings.bucket,
+                metrics,
+                concurrency=settings.upload_concurrency,
+                nice=settings.upload_nice,
+                multipart_from=settings.multipart_threshold,
+                part_size=settings.multipart_chunksize,
+                pinned=lambda: self.writer.pinned,
+                log_format=settings.log_format,
+                log_level=settings.log_level,
+            )
             metrics.backlog_windows.set_function(lambda: uploader.backlog_windows)
             metrics.backlog_bytes.set_function(lambda: uploader.backlog_bytes)
             self.uploader = uploader
@@ -132,9 +118,14 @@ class Ingest:
         assert uploader is not None
         timeout = self.settings.drain_timeout
         if not await asyncio.get_running_loop().run_in_executor(None, uploader.drain, timeout):
-            log.warning("%d committed windows (%d bytes) not uploaded within --drain-timeout %gs: they stay in %s "
-                        "and are uploaded at the next start", uploader.backlog_windows, uploader.backlog_bytes,
-                        timeout, self.settings.output)
+            log.warning(
+                "%d committed windows (%d bytes) not uploaded within --drain-timeout %gs: they stay in %s "
+                "and are uploaded at the next start",
+                uploader.backlog_windows,
+                uploader.backlog_bytes,
+                timeout,
+                self.settings.output,
+            )
         uploader.stop()
 
     def refusal(self) -> ClientError | None:
@@ -142,7 +133,9 @@ class Ingest:
         if self.uploader is not None and self.uploader.backlog_bytes >= self.settings.max_backlog:
             return ClientError(
                 f"{self.uploader.backlog_windows} committed windows wait for the bucket (--max-backlog reached); "
-                "retry shortly", status=503, headers={"retry-after": RETRY_AFTER},
+                "retry shortly",
+                status=503,
+                headers={"retry-after": RETRY_AFTER},
             )
         return None
 
@@ -181,15 +174,28 @@ class Ingest:
         limit = self.settings.max_windows_per_request
         past = self.writer.policy.past_limit(prepared.times, limit)
         if past is not None:
-            done(None, ClientError(f"the request opens more than {limit} windows (--max-windows-per-request); "
-                                   "send fewer events per request", line=prepared.line_of(past), status=413))
+            done(
+                None,
+                ClientError(
+                    f"the request opens more than {limit} windows (--max-windows-per-request); "
+                    "send fewer events per request",
+                    line=prepared.line_of(past),
+                    status=413,
+                ),
+            )
             return
 
         def committed(applied: Applied | None, error: BaseException | None) -> None:
             if applied is not None and applied.keys_full is not None:
-                applied, error = None, ClientError(
-                    "too many Idempotency-Keys kept (--key-memory) to remember one more for --key-retention; "
-                    "retry later", status=503, headers={"retry-after": str(min(3600, math.ceil(applied.keys_full)))})
+                applied, error = (
+                    None,
+                    ClientError(
+                        "too many Idempotency-Keys kept (--key-memory) to remember one more for --key-retention; "
+                        "retry later",
+                        status=503,
+                        headers={"retry-after": str(min(3600, math.ceil(applied.keys_full)))},
+                    ),
+                )
             if error is None:
                 self._space_needed = 0
             elif isinstance(error, StorageError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -223,8 +229,8 @@ class Ingest:
             self.idle_close.touch()
         self._record_commits(committed)
 
-    async def unready_reason(self) -> str | None:
-        """Why the service cannot take a request now, or None when it can."""
+    async def storage_problem(self) -> str | None:
+        """Why the storage cannot take a request now, or None when it can."""
         if not (self.writer.healthy or await self._heal()):
             return f"storage error: {self.writer.problem}"
         if not os.access(self.settings.output, os.W_OK):
@@ -235,10 +241,6 @@ class Ingest:
             free = _free_space(self.settings.output)
             if free < min(self._space_needed + _SPACE_MARGIN, self._space_free_then + self._space_needed):
                 return "storage error: the disk is full"
-        if self.pending.used + self.settings.max_body > self.settings.max_pending:
-            return "pending-bytes limit reached: no room for a request of --max-body bytes"
-        if (refused := self.refusal()) is not None:
-            return f"upload backlog full: {refused.message}"
         return None
 
     async def _heal(self) -> bool:
@@ -276,94 +278,3 @@ class Ingest:
 def _free_space(directory: Path) -> int:
     fs = os.statvfs(directory)
     return fs.f_bavail * fs.f_frsize
-
-
-# -- the application --------------------------------------------------------------------------
-
-
-def create_app(settings: Settings, ingest: Ingest) -> Any:
-    """The ASGI application over an opened Ingest."""
-    metrics, auth, requests = ingest.metrics, ingest.auth, ingest.requests
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette):  # noqa: ANN202
-        await ingest.start()
-        yield
-        await ingest.stop()
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        reason = await ingest.unready_reason()
-        body: dict[str, Any] = {"status": "ready"} if reason is None else {"status": "unavailable", "error": reason}
-        if ingest.uploader is not None:
-            body["backlog"] = {"windows": ingest.uploader.backlog_windows, "bytes": ingest.uploader.backlog_bytes}
-        return JSONResponse(body, status_code=200 if reason is None else 503)
-
-    async def metrics_route(request: Request) -> Response:
-        try:
-            auth.check(request.headers.get("authorization", "").encode("latin-1"))
-        except ClientError as exc:
-            return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    document = openapi.document(token=settings.auth_token is not None)
-
-    async def openapi_route(request: Request) -> Response:
-        return JSONResponse(document)
-
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(openapi.DOCS_HTML)
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        # The path is not echoed: what a client sends goes back to no one, and to the log escaped.
-        return JSONResponse({"error": f"no such route: events go to POST {INGEST_PATH}; see /docs"}, status_code=404)
-
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        headers = getattr(exc, "headers", None) or {}
-        return JSONResponse({"error": "method not allowed"}, status_code=405, headers=headers)
-
-    async def ingest_elsewhere(request: Request) -> Response:
-        # Other methods get 405 with Allow: POST, and POST is served by the HTTP protocol
-        # (ingest_route.py): a POST gets here only for a path that Starlette's pattern takes for
-        # the ingest path and the protocol does not (`/user/event%0a`: `$` matches before "\n").
-        return await not_found(request, HTTPException(404))
-
-    framework = Starlette(
-        routes=[
-            Route(INGEST_PATH, ingest_elsewhere, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_route, methods=["GET"]),
-            Route("/openapi.json", openapi_route, methods=["GET"]),
-            Route("/docs", docs, methods=["GET"]),
-            Mount(openapi.DOCS_ASSETS, StaticFiles(directory=openapi.swagger_ui_files()), name="docs-assets"),
-        ],
-        exception_handlers={404: not_found, 405: method_not_allowed},
-        lifespan=lifespan,
-    )
-
-    routes = {route.path for route in framework.routes}
-
-    async def app(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await framework(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_watch(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await framework(scope, receive, send_and_watch)
-        finally:
-            path = scope["path"]
-            requests.record(scope["method"], path, path if path in routes else "other", status,
-                            time.perf_counter() - started)
-
-    return app

@@ -21,8 +21,8 @@ import re
 import secrets
 from collections.abc import Iterator
 
-from .storage import LocalDisk
-from .timestamps import utc_stamp
+from batched_event_api.commit.disk import LocalDisk
+from batched_event_api.events.timestamps import utc_stamp
 
 log = logging.getLogger("batched_event_api.writer")
 
@@ -71,8 +71,9 @@ class PartFiles:
 
     def name_for(self, window_start: int, reserved: set[str]) -> str:
         """The name of a window starting at this instant: free on disk and not `reserved`."""
-        return self._free_name(f"user-events-{utc_stamp(window_start)}", reserved,
-                               secrets.token_hex(8) if self.window_ids else None)
+        return self._free_name(
+            f"user-events-{utc_stamp(window_start)}", reserved, secrets.token_hex(8) if self.window_ids else None
+        )
 
     def _free_name(self, stem: str, reserved: set[str], ident: str | None = None) -> str:
         suffix = f".{ident}{self.suffix}" if ident else self.suffix
@@ -93,9 +94,8 @@ class PartFiles:
         where the journal says it was published elsewhere); None when neither exists. A symlink
         or the like at either name is not the window's file (never followed)."""
         for candidate in (part_name(name), published_as or name):
-            with contextlib.suppress(FileNotFoundError, _NotRegular):
-                with _not_regular_as_missing():
-                    return self.disk.read_range(candidate, start, end)
+            with contextlib.suppress(FileNotFoundError, _NotRegular), _not_regular_as_missing():
+                return self.disk.read_range(candidate, start, end)
         return None
 
     def open_all(self, names: list[tuple[str, str]]) -> list[int]:

@@ -20,15 +20,33 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from click.shell_completion import BashComplete, FishComplete, ShellComplete, ZshComplete, add_completion_class
+from click.shell_completion import (
+    BashComplete,
+    FishComplete,
+    ShellComplete,
+    ZshComplete,
+    add_completion_class,
+)
 
-from . import __version__
-from .config import Align, BucketUrl, Compress, Settings, SyncMany
-from .timestamps import MAX_INTERVAL_NS
+from batched_event_api import __version__
+from batched_event_api.config import Align, BucketUrl, Compress, Settings, SyncMany
+from batched_event_api.events.timestamps import MAX_INTERVAL_NS
+from batched_event_api.logs import configure_logging
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-               "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
 _DURATION = re.compile(r"(?:[0-9]*\.?[0-9]+(?:ms|s|m|h))+|[0-9]*\.?[0-9]+")  # 300, 5m, 1h30m, 1m30.5s
 _DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ms|s|m|h)?")
 _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -116,105 +134,249 @@ def _env(name: str) -> dict[str, Any]:
 
 
 @main.command()
-@click.option("-o", "--output", default="./data",
-              help="Directory for the CSV files (created if missing), or s3://BUCKET/PREFIX/ for a bucket (configured "
-              "by the AWS_* variables; see the README).", **_env("OUTPUT"))
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="With a bucket as output: the directory for the journal, the open window and committed windows "
-              "not yet uploaded [default: ./state]. A local output keeps these beside its files.", **_env("STATE_DIR"))
-@click.option("--max-backlog", type=Size(), default="1GiB",
-              help="With a bucket as output: bytes of committed windows waiting for the bucket; beyond it requests are "
-              "answered 503 with Retry-After.", **_env("MAX_BACKLOG"))
-@click.option("--multipart-threshold", type=Size(), default="16MiB",
-              help="With a bucket as output: windows this large or larger go up as multipart uploads streamed from "
-              "their file (the AWS CLI's multipart_threshold).", **_env("MULTIPART_THRESHOLD"))
-@click.option("--multipart-chunksize", type=Size(), default="16MiB",
-              help="With a bucket as output: the size of each part of a multipart upload, at least 5MiB (the AWS "
-              "CLI's multipart_chunksize).", **_env("MULTIPART_CHUNKSIZE"))
-@click.option("--upload-concurrency", type=click.IntRange(1, 64), default=4,
-              help="With a bucket as output: windows uploaded side by side (the AWS CLI's max_concurrent_requests).",
-              **_env("UPLOAD_CONCURRENCY"))
-@click.option("--upload-nice", type=click.IntRange(0, 19), default=10,
-              help="With a bucket as output: how much lower the upload process's CPU priority is than the "
-              "server's (nice), so that uploads take the CPU ingest leaves; 0: the same priority.",
-              **_env("UPLOAD_NICE"))
-@click.option("--drain-timeout", type=Duration(), default="30s",
-              help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
-              **_env("DRAIN_TIMEOUT"))
+@click.option(
+    "-o",
+    "--output",
+    default="./data",
+    help="Directory for the CSV files (created if missing), or s3://BUCKET/PREFIX/ for a bucket (configured "
+    "by the AWS_* variables; see the README).",
+    **_env("OUTPUT"),
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With a bucket as output: the directory for the journal, the open window and committed windows "
+    "not yet uploaded [default: ./state]. A local output keeps these beside its files.",
+    **_env("STATE_DIR"),
+)
+@click.option(
+    "--max-backlog",
+    type=Size(),
+    default="1GiB",
+    help="With a bucket as output: bytes of committed windows waiting for the bucket; beyond it requests are "
+    "answered 503 with Retry-After.",
+    **_env("MAX_BACKLOG"),
+)
+@click.option(
+    "--multipart-threshold",
+    type=Size(),
+    default="16MiB",
+    help="With a bucket as output: windows this large or larger go up as multipart uploads streamed from "
+    "their file (the AWS CLI's multipart_threshold).",
+    **_env("MULTIPART_THRESHOLD"),
+)
+@click.option(
+    "--multipart-chunksize",
+    type=Size(),
+    default="16MiB",
+    help="With a bucket as output: the size of each part of a multipart upload, at least 5MiB (the AWS "
+    "CLI's multipart_chunksize).",
+    **_env("MULTIPART_CHUNKSIZE"),
+)
+@click.option(
+    "--upload-concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    help="With a bucket as output: windows uploaded side by side (the AWS CLI's max_concurrent_requests).",
+    **_env("UPLOAD_CONCURRENCY"),
+)
+@click.option(
+    "--upload-nice",
+    type=click.IntRange(0, 19),
+    default=10,
+    help="With a bucket as output: how much lower the upload process's CPU priority is than the "
+    "server's (nice), so that uploads take the CPU ingest leaves; 0: the same priority.",
+    **_env("UPLOAD_NICE"),
+)
+@click.option(
+    "--drain-timeout",
+    type=Duration(),
+    default="30s",
+    help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
+    **_env("DRAIN_TIMEOUT"),
+)
 @click.option("--host", default="127.0.0.1", help="Address to listen on.", **_env("HOST"))
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port to listen on.", **_env("PORT"))
-@click.option("--interval", type=Duration(within=(1.0, MAX_INTERVAL_NS / 1e9, "between 1s and 168h")), default="5m",
-              help="Length of a window in event time (300, 300s, 5m), from 1s (names have one-second resolution) "
-              "to 168h (a week: every window then fits the accepted time range).", **_env("INTERVAL"))
-@click.option("--idle-close", type=Duration(), default="60s",
-              help="Commit the open window after this long (wall clock) without new events.", **_env("IDLE_CLOSE"))
-@click.option("--align", type=click.Choice([a.value for a in Align]), default=Align.FIRST_EVENT.value,
-              help="Window starts: at the first event (the reference), or on multiples of the interval.",
-              **_env("ALIGN"))
-@click.option("--fsync", type=click.Choice(["always", "never"]), default="always",
-              help="'always': a 200 means the rows are on disk. 'never': faster, but a power loss can lose "
-              "acknowledged rows.", **_env("FSYNC"))
-@click.option("--sync-many", type=click.Choice([m.value for m in SyncMany]), default=SyncMany.FILESYSTEM.value,
-              help="How a request that writes to 8 or more files makes them durable: 'filesystem', one syncfs() of "
-              "the output's filesystem (fastest; it also flushes other programs' pending writes there), or "
-              "'per-file', one fdatasync each, side by side.", **_env("SYNC_MANY"))
-@click.option("--max-body", type=Size(), default="64MiB", help="Largest request body, after decompression (413 above).",
-              **_env("MAX_BODY"))
+@click.option(
+    "--interval",
+    type=Duration(within=(1.0, MAX_INTERVAL_NS / 1e9, "between 1s and 168h")),
+    default="5m",
+    help="Length of a window in event time (300, 300s, 5m), from 1s (names have one-second resolution) "
+    "to 168h (a week: every window then fits the accepted time range).",
+    **_env("INTERVAL"),
+)
+@click.option(
+    "--idle-close",
+    type=Duration(),
+    default="60s",
+    help="Commit the open window after this long (wall clock) without new events.",
+    **_env("IDLE_CLOSE"),
+)
+@click.option(
+    "--align",
+    type=click.Choice([a.value for a in Align]),
+    default=Align.FIRST_EVENT.value,
+    help="Window starts: at the first event (the reference), or on multiples of the interval.",
+    **_env("ALIGN"),
+)
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "never"]),
+    default="always",
+    help="'always': a 200 means the rows are on disk. 'never': faster, but a power loss can lose acknowledged rows.",
+    **_env("FSYNC"),
+)
+@click.option(
+    "--sync-many",
+    type=click.Choice([m.value for m in SyncMany]),
+    default=SyncMany.FILESYSTEM.value,
+    help="How a request that writes to 8 or more files makes them durable: 'filesystem', one syncfs() of "
+    "the output's filesystem (fastest; it also flushes other programs' pending writes there), or "
+    "'per-file', one fdatasync each, side by side.",
+    **_env("SYNC_MANY"),
+)
+@click.option(
+    "--max-body",
+    type=Size(),
+    default="64MiB",
+    help="Largest request body, after decompression (413 above).",
+    **_env("MAX_BODY"),
+)
 @click.option("--max-line", type=Size(), default="8MiB", help="Longest NDJSON line (413 above).", **_env("MAX_LINE"))
-@click.option("--max-windows-per-request", type=click.IntRange(1), default=1000,
-              help="Most windows one request may open, counted from its own event times from its first event (413 "
-              "naming the line that would open one more; nothing written): bounds the files and writer time one "
-              "request can take.", **_env("MAX_WINDOWS_PER_REQUEST"))
-@click.option("--key-retention", type=Duration(), default="1h",
-              help="How long an applied Idempotency-Key is recognised (across restarts): a resend within it is "
-              "answered as a replay and written nothing.", **_env("KEY_RETENTION"))
-@click.option("--key-memory", type=Size(), default="256MiB",
-              help="Memory for the Idempotency-Keys kept (about 180 bytes plus the key's length each); a request "
-              "with a new key beyond it is answered 503 with Retry-After until older keys expire.",
-              **_env("KEY_MEMORY"))
-@click.option("--group-readable/--no-group-readable", default=False,
-              help="Create files readable by the owner's group too (0640; default: the owner only, 0600).",
-              **_env("GROUP_READABLE"))
-@click.option("--body-timeout", type=Duration(), default="30s",
-              help="Time allowed to receive a request body, from the end of its headers (408 after).",
-              **_env("BODY_TIMEOUT"))
-@click.option("--min-body-rate", type=Size(), default="240",
-              help="Bytes per second a request body must average once it has had 5 seconds (408 and closed below; "
-              "ASP.NET Kestrel's MinRequestBodyDataRate); 0: no minimum.", **_env("MIN_BODY_RATE"))
-@click.option("--max-header-size", type=Size(), default="64KiB",
-              help="Largest request line and headers together (431 above; a URL over 8KiB alone: 414).",
-              **_env("MAX_HEADER_SIZE"))
-@click.option("--header-timeout", type=Duration(), default="10s",
-              help="Time allowed from a connection's opening, or a request's first byte, to the end of its headers "
-              "(408 and closed after).", **_env("HEADER_TIMEOUT"))
-@click.option("--send-timeout", type=Duration(), default="30s",
-              help="Time a client may leave its answers unread while more wait to be sent (the connection is "
-              "closed after; nginx's send_timeout).", **_env("SEND_TIMEOUT"))
-@click.option("--keep-alive", type=Duration(), default="5s", help="How long an idle keep-alive connection stays open.",
-              **_env("KEEP_ALIVE"))
-@click.option("--max-connections", type=click.IntRange(1), default=1024,
-              help="Open connections at most; one more is answered 503 and closed.", **_env("MAX_CONNECTIONS"))
-@click.option("--max-pending", type=Size(), default="256MiB",
-              help="Request body bytes received and not yet written, across all requests (counted as they arrive, not "
-              "as announced): a request that would pass it is answered 503 with Retry-After (before its body is read "
-              "when its Content-Length cannot fit). At least --max-body.",
-              **_env("MAX_PENDING"))
-@click.option("--auth-token", default=None,
-              help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset). A token given on "
-              "the command line is visible to other users in ps and /proc: prefer BEA_AUTH_TOKEN or --auth-token-file.",
-              **_env("AUTH_TOKEN"))
-@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
-@click.option("--header/--no-header", default=False, help="Write a header row at the top of each file.", **_env("HEADER"))
-@click.option("--compress", type=click.Choice([c.value for c in Compress]), default=Compress.NONE.value,
-              help="Committed files as .csv.gz (in-progress files stay invisible to *.csv* globs).", **_env("COMPRESS"))
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.",
-              **_env("LOG_FORMAT"))
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              help="Least severe level logged.", **_env("LOG_LEVEL"))
-@click.option("--access-log/--no-access-log", default=True,
-              help="One log line per request (method, path, status, events, bytes, duration); off saves a few "
-              "microseconds per request under many small requests.", **_env("ACCESS_LOG"))
+@click.option(
+    "--max-windows-per-request",
+    type=click.IntRange(1),
+    default=1000,
+    help="Most windows one request may open, counted from its own event times from its first event (413 "
+    "naming the line that would open one more; nothing written): bounds the files and writer time one "
+    "request can take.",
+    **_env("MAX_WINDOWS_PER_REQUEST"),
+)
+@click.option(
+    "--key-retention",
+    type=Duration(),
+    default="1h",
+    help="How long an applied Idempotency-Key is recognised (across restarts): a resend within it is "
+    "answered as a replay and written nothing.",
+    **_env("KEY_RETENTION"),
+)
+@click.option(
+    "--key-memory",
+    type=Size(),
+    default="256MiB",
+    help="Memory for the Idempotency-Keys kept (about 180 bytes plus the key's length each); a request "
+    "with a new key beyond it is answered 503 with Retry-After until older keys expire.",
+    **_env("KEY_MEMORY"),
+)
+@click.option(
+    "--group-readable/--no-group-readable",
+    default=False,
+    help="Create files readable by the owner's group too (0640; default: the owner only, 0600).",
+    **_env("GROUP_READABLE"),
+)
+@click.option(
+    "--body-timeout",
+    type=Duration(),
+    default="30s",
+    help="Time allowed to receive a request body, from the end of its headers (408 after).",
+    **_env("BODY_TIMEOUT"),
+)
+@click.option(
+    "--min-body-rate",
+    type=Size(),
+    default="240",
+    help="Bytes per second a request body must average once it has had 5 seconds (408 and closed below; "
+    "ASP.NET Kestrel's MinRequestBodyDataRate); 0: no minimum.",
+    **_env("MIN_BODY_RATE"),
+)
+@click.option(
+    "--max-header-size",
+    type=Size(),
+    default="64KiB",
+    help="Largest request line and headers together (431 above; a URL over 8KiB alone: 414).",
+    **_env("MAX_HEADER_SIZE"),
+)
+@click.option(
+    "--header-timeout",
+    type=Duration(),
+    default="10s",
+    help="Time allowed from a connection's opening, or a request's first byte, to the end of its headers "
+    "(408 and closed after).",
+    **_env("HEADER_TIMEOUT"),
+)
+@click.option(
+    "--send-timeout",
+    type=Duration(),
+    default="30s",
+    help="Time a client may leave its answers unread while more wait to be sent (the connection is "
+    "closed after; nginx's send_timeout).",
+    **_env("SEND_TIMEOUT"),
+)
+@click.option(
+    "--keep-alive",
+    type=Duration(),
+    default="5s",
+    help="How long an idle keep-alive connection stays open.",
+    **_env("KEEP_ALIVE"),
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=1024,
+    help="Open connections at most; one more is answered 503 and closed.",
+    **_env("MAX_CONNECTIONS"),
+)
+@click.option(
+    "--max-pending",
+    type=Size(),
+    default="256MiB",
+    help="Request body bytes received and not yet written, across all requests (counted as they arrive, not "
+    "as announced): a request that would pass it is answered 503 with Retry-After (before its body is read "
+    "when its Content-Length cannot fit). At least --max-body.",
+    **_env("MAX_PENDING"),
+)
+@click.option(
+    "--auth-token",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on ingest and metrics (off when unset). A token given on "
+    "the command line is visible to other users in ps and /proc: prefer BEA_AUTH_TOKEN or --auth-token-file.",
+    **_env("AUTH_TOKEN"),
+)
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Read the bearer token from this file instead.",
+    **_env("AUTH_TOKEN_FILE"),
+)
+@click.option(
+    "--header/--no-header", default=False, help="Write a header row at the top of each file.", **_env("HEADER")
+)
+@click.option(
+    "--compress",
+    type=click.Choice([c.value for c in Compress]),
+    default=Compress.NONE.value,
+    help="Committed files as .csv.gz (in-progress files stay invisible to *.csv* globs).",
+    **_env("COMPRESS"),
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", help="Log line format.", **_env("LOG_FORMAT")
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    help="Least severe level logged.",
+    **_env("LOG_LEVEL"),
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    help="One log line per request (method, path, status, events, bytes, duration); off saves a few "
+    "microseconds per request under many small requests.",
+    **_env("ACCESS_LOG"),
+)
 def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **options: Any) -> None:
     """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory (or bucket)."""
     if options["multipart_chunksize"] < 5 * 1024 * 1024:
@@ -226,8 +388,9 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     options["align"], options["sync_many"] = Align(options["align"]), SyncMany(options["sync_many"])
     options["compress"] = Compress(options["compress"])
     if options["max_pending"] < options["max_body"]:
-        raise click.BadParameter("must be at least --max-body (a request of --max-body bytes could never pass)",
-                                 param_hint="'--max-pending'")
+        raise click.BadParameter(
+            "must be at least --max-body (a request of --max-body bytes could never pass)", param_hint="'--max-pending'"
+        )
     if options["max_header_size"] < 1024:
         raise click.BadParameter("must be at least 1KiB", param_hint="'--max-header-size'")
     settings = Settings(**options)
@@ -251,8 +414,10 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
 
     import uvicorn
 
-    from .app import Ingest, create_app
-    from .protocol import protocol_class
+    from batched_event_api.http.fastpath import protocol_class
+    from batched_event_api.http.ingest import IngestRoute
+    from batched_event_api.http.routes import create_app
+    from batched_event_api.service import Ingest
 
     _raise_open_files_limit()
 
@@ -265,19 +430,21 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     except OSError as exc:
         listener.close()
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`
-            raise click.ClickException(f"cannot serve from {settings.output}: the directory is not writable "
-                                       f"({exc.strerror.lower()})") from None
+            raise click.ClickException(
+                f"cannot serve from {settings.output}: the directory is not writable ({exc.strerror.lower()})"
+            ) from None
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     except RuntimeError as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
-    app = create_app(settings, ingest)
+    route = IngestRoute(ingest)
+    app = create_app(route)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=protocol_class(ingest),
+        http=protocol_class(route),
         lifespan="on",
         access_log=False,  # ours is batched_event_api.access, with the events and bytes of each request
         proxy_headers=False,  # no client address is used, so X-Forwarded-For is not read
@@ -297,7 +464,7 @@ def _header_mismatch(directory: Path, header: bool) -> str | None:
     as data); None when it would not."""
     import gzip
 
-    from .render import COLUMNS
+    from batched_event_api.events.render import COLUMNS
 
     files = [p for pattern in ("user-events-*.csv", "user-events-*.csv.gz") for p in directory.glob(pattern)]
     if not files:
@@ -308,8 +475,10 @@ def _header_mismatch(directory: Path, header: bool) -> str | None:
     if has_header == header:
         return None
     it, option = ("has no header row", "without --header") if header else ("starts with a header row", "with --header")
-    return (f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest.name}, "
-            f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory")
+    return (
+        f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest.name}, "
+        f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory"
+    )
 
 
 def _directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, BucketUrl | None]:
@@ -321,8 +490,10 @@ def _directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, Bu
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--output'") from None
     if state_dir is not None and state_dir.resolve() != Path(output).resolve():
-        raise click.BadParameter("applies to an s3:// output: a local output directory keeps its journal beside "
-                                 "its files", param_hint="'--state-dir'")
+        raise click.BadParameter(
+            "applies to an s3:// output: a local output directory keeps its journal beside its files",
+            param_hint="'--state-dir'",
+        )
     return Path(output), None
 
 
@@ -345,36 +516,72 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 @main.command()
-@click.option("--url", "urls", multiple=True, default=["http://127.0.0.1:8080"],
-              help="The service (its /user/event is used). Repeat for several instances: chunks go round-robin, and "
-              "a chunk whose server refuses the connection moves to the next one (BEA_URL: space-separated).",
-              **_env("URL"))
-@click.option("--batch-lines", type=click.IntRange(1), default=10_000, help="Most lines per request.",
-              **_env("BATCH_LINES"))
-@click.option("--batch-bytes", type=Size(), default="8MiB", help="Most bytes per request (a longer line goes alone).",
-              **_env("BATCH_BYTES"))
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    default=["http://127.0.0.1:8080"],
+    help="The service (its /user/event is used). Repeat for several instances: chunks go round-robin, and "
+    "a chunk whose server refuses the connection moves to the next one (BEA_URL: space-separated).",
+    **_env("URL"),
+)
+@click.option(
+    "--batch-lines", type=click.IntRange(1), default=10_000, help="Most lines per request.", **_env("BATCH_LINES")
+)
+@click.option(
+    "--batch-bytes",
+    type=Size(),
+    default="8MiB",
+    help="Most bytes per request (a longer line goes alone).",
+    **_env("BATCH_BYTES"),
+)
 @click.option("--gzip/--no-gzip", "use_gzip", default=False, help="Compress request bodies.", **_env("SEND_GZIP"))
-@click.option("--auth-token", default=None,
-              help="Bearer token, when the service requires one. On the command line it is visible to other users in "
-              "ps and /proc (it is never printed, not even in the resume command): prefer BEA_AUTH_TOKEN or "
-              "--auth-token-file.",
-              **_env("AUTH_TOKEN"))
-@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Read the bearer token from this file instead.", **_env("AUTH_TOKEN_FILE"))
-@click.option("--retries", type=click.IntRange(0), default=8,
-              help="Retries of a chunk on connection errors, 408, 429 and 5xx (backoff 0.2s doubling to 10s).",
-              **_env("RETRIES"))
+@click.option(
+    "--auth-token",
+    default=None,
+    help="Bearer token, when the service requires one. On the command line it is visible to other users in "
+    "ps and /proc (it is never printed, not even in the resume command): prefer BEA_AUTH_TOKEN or "
+    "--auth-token-file.",
+    **_env("AUTH_TOKEN"),
+)
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Read the bearer token from this file instead.",
+    **_env("AUTH_TOKEN_FILE"),
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=8,
+    help="Retries of a chunk on connection errors, 408, 429 and 5xx (backoff 0.2s doubling to 10s).",
+    **_env("RETRIES"),
+)
 @click.option("--timeout", type=Duration(), default="60s", help="Time allowed for one request.", **_env("TIMEOUT"))
-@click.option("--key-prefix", default=None,
-              help="Idempotency-Key prefix (default: random per run). Reuse one to resend the same files safely.",
-              **_env("KEY_PREFIX"))
+@click.option(
+    "--key-prefix",
+    default=None,
+    help="Idempotency-Key prefix (default: random per run). Reuse one to resend the same files safely.",
+    **_env("KEY_PREFIX"),
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
-def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_bytes: int, use_gzip: bool,
-         auth_token: str | None, auth_token_file: Path | None, retries: int, timeout: float, key_prefix: str | None,
-         progress: bool | None) -> None:
+def send(
+    files: tuple[str, ...],
+    urls: tuple[str, ...],
+    batch_lines: int,
+    batch_bytes: int,
+    use_gzip: bool,
+    auth_token: str | None,
+    auth_token_file: Path | None,
+    retries: int,
+    timeout: float,
+    key_prefix: str | None,
+    progress: bool | None,
+) -> None:
     """Post NDJSON FILES (- for stdin) in ordered chunks, each retried with its own Idempotency-Key."""
-    from .send import Sender, SendError, total_bytes
+    from batched_event_api.cli.sender import Sender, SendError, total_bytes
 
     if auth_token_file is not None:
         auth_token = auth_token_file.read_text().strip()
@@ -382,15 +589,24 @@ def send(files: tuple[str, ...], urls: tuple[str, ...], batch_lines: int, batch_
     for url in urls:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (like http://127.0.0.1:8080)",
-                                     param_hint="'--url'")
+            raise click.BadParameter(
+                f"{url!r} is not an http:// or https:// URL (like http://127.0.0.1:8080)", param_hint="'--url'"
+            )
     for path in files:
         if path != "-" and not Path(path).is_file():
             raise click.BadParameter(f"{path} is not a file", param_hint="FILES")
     tty = sys.stderr.isatty() if progress is None else progress
     options: dict[str, Any] = {"key_prefix": key_prefix} if key_prefix else {}
-    sender = Sender(list(urls), batch_lines=batch_lines, batch_bytes=batch_bytes, gzip=use_gzip, auth_token=auth_token,
-                    retries=retries, timeout=timeout, **options)
+    sender = Sender(
+        list(urls),
+        batch_lines=batch_lines,
+        batch_bytes=batch_bytes,
+        gzip=use_gzip,
+        auth_token=auth_token,
+        retries=retries,
+        timeout=timeout,
+        **options,
+    )
     # With this prefix, a resend of the same files skips every chunk the server already applied.
     click.echo(f"idempotency key prefix: {sender.key_prefix}", err=True)
     with _Progress(total_bytes(list(files)), tty) as bar, _interrupts_raised() as interrupted:
@@ -469,17 +685,26 @@ def _resume_command(prefix: str) -> tuple[str, bool]:
 
 
 @main.command()
-@click.option("-o", "--output", default="./data",
-              help="The output directory to describe; for an s3:// output, its --state-dir is described.",
-              **_env("OUTPUT"))
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The state directory of a bucket output [default: ./state].", **_env("STATE_DIR"))
+@click.option(
+    "-o",
+    "--output",
+    default="./data",
+    help="The output directory to describe; for an s3:// output, its --state-dir is described.",
+    **_env("OUTPUT"),
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The state directory of a bucket output [default: ./state].",
+    **_env("STATE_DIR"),
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     """What an output directory holds: the open window, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
-    from .status import read_status
-    from .journal import JournalDamaged
+    from batched_event_api.commit.inventory import read_status
+    from batched_event_api.commit.journal import JournalDamaged
 
     directory, bucket = _directory_and_bucket(output, state_dir)
     try:
@@ -491,11 +716,16 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
         return
     w = state.open
     click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
-    click.echo(f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
-               f"last written {w.idle_seconds:g}s ago" if w else "open window:       none")
-    click.echo(f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
-               f"({state.committed_bytes:,} bytes)"
-               + (f", newest {state.newest_committed}" if state.newest_committed else ""))
+    click.echo(
+        f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
+        f"last written {w.idle_seconds:g}s ago"
+        if w
+        else "open window:       none"
+    )
+    click.echo(
+        f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
+        f"({state.committed_bytes:,} bytes)" + (f", newest {state.newest_committed}" if state.newest_committed else "")
+    )
     if state.uploaded_kept:
         click.echo(f"uploaded, kept until the journal moves on: {state.uploaded_kept:,}")
     click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
@@ -513,6 +743,7 @@ class _Progress:
         self._last_line = self.started  # the first plain line after two seconds: a short run prints none
         self._bar: Any = None
         if tty:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -522,15 +753,19 @@ class _Progress:
                 TransferSpeedColumn,
             )
 
-            from rich.console import Console
-
             # On stderr, as the plain lines and the messages (stdout keeps the summary for scripts);
             # the bar takes what the figures leave of the terminal's width, so the line fits 80
             # columns instead of wrapping.
             self._bar = Progress(
-                TextColumn("[bold]{task.fields[events]:>9,} events"), BarColumn(bar_width=None), DownloadColumn(),
-                TransferSpeedColumn(), TextColumn("{task.fields[rate]:>7,.0f} events/s"), TimeRemainingColumn(),
-                transient=False, expand=True, console=Console(stderr=True),
+                TextColumn("[bold]{task.fields[events]:>9,} events"),
+                BarColumn(bar_width=None),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[rate]:>7,.0f} events/s"),
+                TimeRemainingColumn(),
+                transient=False,
+                expand=True,
+                console=Console(stderr=True),
             )
             self._task = self._bar.add_task("send", total=total, events=0, rate=0.0)
 
@@ -554,8 +789,10 @@ class _Progress:
             self._bar.update(self._task, advance=size, events=self.events, rate=self.events / elapsed)
         elif time.monotonic() - self._last_line >= 2.0:
             self._last_line = time.monotonic()
-            click.echo(f"progress: {self.events:,} events, {self.bytes / 1e6:.1f} MB, "
-                       f"{self.events / elapsed:,.0f} events/s", err=True)
+            click.echo(
+                f"progress: {self.events:,} events, {self.bytes / 1e6:.1f} MB, {self.events / elapsed:,.0f} events/s",
+                err=True,
+            )
 
     def note(self, message: str) -> None:
         if self._bar is not None:
@@ -589,8 +826,12 @@ def _server_class(settings: Settings) -> type:
                 where = f"{settings.bucket} (state in {settings.output})" if settings.bucket else settings.output
                 logging.getLogger("batched_event_api").info(
                     "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
-                    f"[{host}]" if ":" in host else host, port, where, settings.interval,
-                    settings.idle_close, "always" if settings.fsync else "never",
+                    f"[{host}]" if ":" in host else host,
+                    port,
+                    where,
+                    settings.interval,
+                    settings.idle_close,
+                    "always" if settings.fsync else "never",
                 )
 
         @contextlib.contextmanager
@@ -600,33 +841,3 @@ def _server_class(settings: Settings) -> type:
             yield
 
     return Server
-
-
-class _JsonFormatter(logging.Formatter):
-    _FIELDS = ("method", "path", "status", "events", "bytes", "duration_ms")
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name in self._FIELDS:
-            if hasattr(record, name):
-                entry[name] = getattr(record, name)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(fmt: str, level: str, *, access_log: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("batched_event_api.access").disabled = not access_log

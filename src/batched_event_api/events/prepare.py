@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from .decode import decode, line_of, slices
-from .errors import EventError
-from .native import native as _native
-from .render import render_rows
+from batched_event_api.errors import EventError
+from batched_event_api.events.decode import decode, line_of, slices
+from batched_event_api.events.native import native as _native
+from batched_event_api.events.render import render_rows
 
 NATIVE = _native is not None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import ClientError
+from batched_event_api.errors import ClientError
 
 
 class BearerAuth:
@@ -16,5 +16,7 @@ class BearerAuth:
     def check(self, authorization: bytes) -> None:
         if self._expected is not None and not hmac.compare_digest(authorization, self._expected):
             raise ClientError(
-                "missing or wrong bearer token", status=401, headers={"www-authenticate": 'Bearer realm="batched-event-api"'}
+                "missing or wrong bearer token",
+                status=401,
+                headers={"www-authenticate": 'Bearer realm="batched-event-api"'},
             )

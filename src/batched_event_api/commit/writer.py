@@ -43,16 +43,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import StorageError
-from .journal import COMPACT_BYTES, Check, Journal, OpenFile, Record, encode_record
-from .keys import KeyStore, key_cost
-from .partfiles import PartFiles
-from .storage import FILE_MODE, LocalDisk, describe
-from .syncround import SYNCFS_FROM, SyncRound, Write
-from .windows import Plan, WindowPolicy
+from batched_event_api.commit.disk import FILE_MODE, LocalDisk, describe
+from batched_event_api.commit.journal import (
+    COMPACT_BYTES,
+    Check,
+    Journal,
+    OpenFile,
+    Record,
+    encode_record,
+)
+from batched_event_api.commit.keys import KeyStore, key_cost
+from batched_event_api.commit.partfiles import PartFiles
+from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
+from batched_event_api.commit.windows import Plan, WindowPolicy
+from batched_event_api.errors import StorageError
 
 if TYPE_CHECKING:
-    from .prepare import Rows
+    from batched_event_api.events.prepare import Rows
 
 log = logging.getLogger("batched_event_api.writer")
 
@@ -171,7 +178,9 @@ class Writer:
         self._close_fds()
         records, ends = self.journal.read()
         if len(records) > 1 and not self._rows_are_there(records[-1]):
-            log.warning("the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back")
+            log.warning(
+                "the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back"
+            )
             records.pop()
             ends.pop()
         now = self._clock()
@@ -196,7 +205,9 @@ class Writer:
         if self.open is not None:  # cut to its recorded size before it is made durable (see _make_state_durable)
             self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
             if size < self.open.size:  # a snapshot's window, when fsync was off and the machine lost power
-                log.warning("%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size)
+                log.warning(
+                    "%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size
+                )
                 self.open.size = size
         if self.fsync:
             self._make_state_durable()
@@ -224,8 +235,11 @@ class Writer:
                     # The snapshot is the journal now (renamed), only its name is not durable yet:
                     # recovery syncs the directory below. Never resume the old records' offsets
                     # on it.
-                    log.warning("syncing the directory after compacting the journal failed (%s: %s): "
-                                "retried", describe(exc), exc)
+                    log.warning(
+                        "syncing the directory after compacting the journal failed (%s: %s): retried",
+                        describe(exc),
+                        exc,
+                    )
                     return
                 log.warning("could not compact the journal (%s: %s): carrying on with it as it is", describe(exc), exc)
                 self.journal.resume(len(records), good, snapshot_size=ends[0])
@@ -286,9 +300,16 @@ class Writer:
                 results = [self._place(r, state, now) for r in requests]
                 written = bool(state.events or state.keys)
                 if written:
-                    record = Record(self.seq + 1, open=state.open, publish=state.publish,
-                                    moved=self._moved_for(state.publish), applied=list(state.keys.items()),
-                                    at=now, events=state.events, checks=state.checks)
+                    record = Record(
+                        self.seq + 1,
+                        open=state.open,
+                        publish=state.publish,
+                        moved=self._moved_for(state.publish),
+                        applied=list(state.keys.items()),
+                        at=now,
+                        events=state.events,
+                        checks=state.checks,
+                    )
                     self._commit(record, state.writes, new_entries=bool(state.created))
         except Exception as exc:
             self._abandon(state, exc)
@@ -324,8 +345,12 @@ class Writer:
         self.journal.discard_unfinished()
         self._broken = True
         if not isinstance(exc, StorageError):
-            log.error("a commit round failed (%s: %s): its requests are refused, rolling it back",
-                      type(exc).__name__, exc, exc_info=exc)
+            log.error(
+                "a commit round failed (%s: %s): its requests are refused, rolling it back",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
             self.problem = f"internal error: {type(exc).__name__}"
         try:
             self.recover()
@@ -341,7 +366,9 @@ class Writer:
         return {name: self._moved[name] for name in publish if name in self._moved}
 
     def _is_replay_or_noop(self, request: Request) -> bool:
-        return (request.key is not None and request.key in self.keys) or (request.key is None and len(request.times) == 0)
+        return (request.key is not None and request.key in self.keys) or (
+            request.key is None and len(request.times) == 0
+        )
 
     def _place(self, request: Request, state: _RoundState, now: float) -> Applied:
         """One request's part of a round: a replay (its key applied before, or earlier in this
@@ -372,8 +399,9 @@ class Writer:
         closed = Committed(self.open.name, self.open.rows, self.open.size)
         publish = self._publish + [closed.name]
         with self._storage_step():
-            self._commit(Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [],
-                         new_entries=False)
+            self._commit(
+                Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [], new_entries=False
+            )
         self.open = None
         try:  # the window is committed, whatever comes next
             self._published(publish)
@@ -484,8 +512,12 @@ class Writer:
         self.seq = record.seq
 
     def _pin(self, record: Record) -> None:
-        self.pinned = frozenset([*(record.moved.get(check.name, check.name) for check in record.checks),
-                                 *(record.moved.get(name, name) for name in record.publish)])
+        self.pinned = frozenset(
+            [
+                *(record.moved.get(check.name, check.name) for check in record.checks),
+                *(record.moved.get(name, name) for name in record.publish),
+            ]
+        )
 
     def settle(self) -> None:
         """Make the published names durable and replace the journal with a snapshot that names no
@@ -522,11 +554,17 @@ class Writer:
                 for name in blocked:
                     free = self.parts.free_name(name, taken)
                     taken.add(free)
-                    log.warning("%s is held by a file this server did not write: publishing that window as %s",
-                                self._moved.get(name, name), free)
+                    log.warning(
+                        "%s is held by a file this server did not write: publishing that window as %s",
+                        self._moved.get(name, name),
+                        free,
+                    )
                     self._moved[name] = free
-                self._commit(Record(self.seq + 1, open=self.open, publish=self._publish, moved=dict(self._moved)),
-                             [], new_entries=False)
+                self._commit(
+                    Record(self.seq + 1, open=self.open, publish=self._publish, moved=dict(self._moved)),
+                    [],
+                    new_entries=False,
+                )
                 more, blocked = self.parts.publish(blocked, self._moved)
                 renamed += more
             if blocked:
@@ -544,8 +582,13 @@ class Writer:
 
     def _write_snapshot(self) -> None:
         """Replace the journal with one record of the whole state (atomically)."""
-        snapshot = Record(self.seq, open=self.open, publish=self._publish, moved=self._moved_for(self._publish),
-                          kept=self.keys.items())
+        snapshot = Record(
+            self.seq,
+            open=self.open,
+            publish=self._publish,
+            moved=self._moved_for(self._publish),
+            kept=self.keys.items(),
+        )
         self.journal.replace(snapshot)
         self._pin(snapshot)
 
@@ -555,8 +598,11 @@ class Writer:
                 self._write_snapshot()
             except OSError as exc:
                 if not self._compaction_failing:
-                    log.error("journal compaction failed, retried after every round until it works: %s (%s)",
-                              describe(exc), exc)
+                    log.error(
+                        "journal compaction failed, retried after every round until it works: %s (%s)",
+                        describe(exc),
+                        exc,
+                    )
                 self._compaction_failing = True
                 return
             if self._compaction_failing:

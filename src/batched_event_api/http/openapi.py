@@ -7,11 +7,14 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from batched_event_api import __version__
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 _EVENT = {
@@ -54,10 +57,23 @@ DOCUMENT: dict[str, Any] = {
                 "description": "The whole request is validated, then written and fsync'ed before the 200; "
                 "a refused request writes nothing.",
                 "parameters": [
-                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 200},
-                     "description": "A request whose key was already applied is answered 200 again without writing."},
-                    {"name": "Content-Encoding", "in": "header", "required": False, "description": "gzip or identity (case-insensitive; empty means identity)",
-                     "schema": {"type": "string", "pattern": r"^\s*([gG][zZ][iI][pP]|[iI][dD][eE][nN][tT][iI][tT][yY])?\s*$"}},
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "A request whose key was already applied is answered 200 again without writing.",
+                    },
+                    {
+                        "name": "Content-Encoding",
+                        "in": "header",
+                        "required": False,
+                        "description": "gzip or identity (case-insensitive; empty means identity)",
+                        "schema": {
+                            "type": "string",
+                            "pattern": r"^\s*([gG][zZ][iI][pP]|[iI][dD][eE][nN][tT][iI][tT][yY])?\s*$",
+                        },
+                    },
                 ],
                 "requestBody": {
                     "required": False,
@@ -69,39 +85,79 @@ DOCUMENT: dict[str, Any] = {
                     },
                 },
                 "responses": {
-                    "200": {"description": "Written durably", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "200": {
+                        "description": "Written durably",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                    },
                     "400": _error("A line is not a valid event (line and field named), or the body is corrupt"),
                     "401": _error("Missing or wrong bearer token (when a token is configured)"),
                     "405": _error("Method not allowed (Allow: POST)"),
-                    "408": _error("The headers or body did not arrive within their timeout, or the body "
-                                  "arrived slower than --min-body-rate (the connection is closed)"),
+                    "408": _error(
+                        "The headers or body did not arrive within their timeout, or the body "
+                        "arrived slower than --min-body-rate (the connection is closed)"
+                    ),
                     "413": _error("Body or line larger than the limit, or more windows than --max-windows-per-request"),
                     "414": _error("URL longer than 8 KiB (the connection is closed)"),
                     "415": _error("Unsupported Content-Type or Content-Encoding"),
                     "431": _error("Request line and headers larger than --max-header-size (the connection is closed)"),
-                    "503": _error("Storage unavailable (disk full, directory not writable), too many request bytes "
-                                  "pending, too many keys kept, the upload backlog full, or the server shutting down: "
-                                  "retry after Retry-After"),
+                    "503": _error(
+                        "Storage unavailable (disk full, directory not writable), too many request bytes "
+                        "pending, too many keys kept, the upload backlog full, or the server shutting down: "
+                        "retry after Retry-After"
+                    ),
                 },
                 "security": [{}, {"bearer": []}],
             }
         },
-        "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/healthz": {
+            "get": {
+                "summary": "The process is alive",
+                "responses": {
+                    "200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object"}}}}
+                },
+            }
+        },
         "/readyz": {
             "get": {
                 "summary": "The output directory is writable and the writer healthy",
-                "responses": {"200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}}, "503": _error("not ready")},
+                "responses": {
+                    "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "503": _error("not ready"),
+                },
             }
         },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _error("Missing or wrong bearer token")},
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _error("Missing or wrong bearer token"),
+                },
                 "security": [{}, {"bearer": []}],
             }
         },
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-        "/docs": {"get": {"summary": "Interactive documentation", "responses": {"200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "Interactive documentation",
+                "responses": {
+                    "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
     },
     "components": {
         "schemas": {
@@ -120,6 +176,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
 
 def document(token: bool) -> dict[str, Any]:
     """The document this server serves: without a token configured, no route asks for one (Swagger

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 try:
-    from . import _native as module
+    from batched_event_api.events import _native as module
 except ImportError:  # pragma: no cover - only without a C compiler at install time
     module = None
 

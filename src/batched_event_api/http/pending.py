@@ -8,9 +8,7 @@ soon as what arrived passes the limit. Used from the event loop only.
 
 from __future__ import annotations
 
-from .errors import ClientError
-
-RETRY_AFTER = "1"  # seconds a refused client waits before it tries again
+from batched_event_api.errors import RETRY_AFTER, ClientError
 
 
 class PendingBytes:

@@ -9,10 +9,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .timestamps import utc_stamp
-from .journal import JOURNAL, decode_journal
-from .partfiles import UPLOADED_LIST, finished_stem, part_name
-from .writer import LOCK
+from batched_event_api.commit.journal import JOURNAL, decode_journal
+from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, part_name
+from batched_event_api.commit.writer import LOCK
+from batched_event_api.events.timestamps import utc_stamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,7 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         age = (now if now is not None else time.time()) - part.stat().st_mtime if part.exists() else 0.0
         stamp = utc_stamp(last.open.start)
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
-        open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size,
-                                 round(max(age, 0.0), 1))
+        open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size, round(max(age, 0.0), 1))
     uploaded = _uploaded_names(directory)
     found = _committed_files(directory)
     committed = sorted((entry for entry in found if entry[0] not in uploaded), key=lambda entry: entry[0])

@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import ClientError
-from .ingest_route import INGEST_PATH, IngestExchange, IngestRoute
-from .pending import RETRY_AFTER
+from batched_event_api.errors import RETRY_AFTER
+from batched_event_api.http.ingest import INGEST_PATH, IngestExchange, IngestRoute
 
 if TYPE_CHECKING:
-    from .app import Ingest
+    pass
 
 log = logging.getLogger("batched_event_api")
 
@@ -64,19 +63,26 @@ _BODY_SLICE = 1024 * 1024
 def _response(status: str, body: bytes, extra: bytes = b"") -> bytes:
     return (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n".encode()
-        + extra + b"connection: close\r\n\r\n" + body
+        + extra
+        + b"connection: close\r\n\r\n"
+        + body
     )
 
 
 _HEADERS_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request headers"}')
 _BODY_TIMED_OUT = _response("408 Request Timeout", b'{"error":"timed out reading the request body"}')
 _BODY_TOO_SLOW = _response("408 Request Timeout", b'{"error":"the request body arrived slower than --min-body-rate"}')
-_TOO_MANY = _response("503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n")
+_TOO_MANY = _response(
+    "503 Service Unavailable", b'{"error":"too many connections; retry shortly"}', b"retry-after: 1\r\n"
+)
 _INVALID = _response("400 Bad Request", b'{"error":"invalid HTTP request"}')
 _URL_TOO_LONG = _response("414 URI Too Long", b'{"error":"request URL longer than %d bytes"}' % MAX_URL)
 _NOT_ALLOWED = _response("405 Method Not Allowed", b'{"error":"method not allowed"}')
-_SHUTTING_DOWN = _response("503 Service Unavailable", b'{"error":"the server is shutting down; retry"}',
-                           b"retry-after: " + RETRY_AFTER.encode() + b"\r\n")
+_SHUTTING_DOWN = _response(
+    "503 Service Unavailable",
+    b'{"error":"the server is shutting down; retry"}',
+    b"retry-after: " + RETRY_AFTER.encode() + b"\r\n",
+)
 _UPGRADE_TOKENS = {b"upgrade", b"http2-settings"}
 
 
@@ -93,9 +99,8 @@ class _HeadTooLarge(Exception):
         self.answer = answer
 
 
-def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
-    settings = ingest.settings
-    route = IngestRoute(ingest)
+def protocol_class(route: IngestRoute) -> type[HttpToolsProtocol]:
+    settings = route.ingest.settings
     header_timeout = settings.header_timeout
     body_timeout = settings.body_timeout
     min_rate = settings.min_body_rate
@@ -103,8 +108,10 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
     max_connections = settings.max_connections
     send_timeout = settings.send_timeout
     head_bound = max(max_head, MAX_URL) + _HEAD_SLICE  # fed while a head is read: past it, the head is too large
-    head_too_large = _response("431 Request Header Fields Too Large",
-                               b'{"error":"request headers larger than %d bytes (--max-header-size)"}' % max_head)
+    head_too_large = _response(
+        "431 Request Header Fields Too Large",
+        b'{"error":"request headers larger than %d bytes (--max-header-size)"}' % max_head,
+    )
 
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
@@ -129,8 +136,11 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(_HeadJoiningTransport(transport))
             if len(self.connections) > max_connections:
-                log.warning("refused a connection: %d open, the limit is %d (--max-connections)",
-                            len(self.connections) - 1, max_connections)
+                log.warning(
+                    "refused a connection: %d open, the limit is %d (--max-connections)",
+                    len(self.connections) - 1,
+                    max_connections,
+                )
                 transport.write(_TOO_MANY)
                 transport.close()
                 return
@@ -163,7 +173,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                     if self._reading_head and self._head_fed > head_bound:
                         self._refuse(head_too_large)  # one endless line: refused before it is whole
                         return
-                    piece = view[offset:offset + (min(self._body_left, _BODY_SLICE) if self._body_left else _HEAD_SLICE)]
+                    piece = view[
+                        offset : offset + (min(self._body_left, _BODY_SLICE) if self._body_left else _HEAD_SLICE)
+                    ]
                     offset += len(piece)
                     try:
                         self.parser.feed_data(piece)
@@ -175,7 +187,10 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                             self._refuse(_NOT_ALLOWED)
                             return
                         # Served as HTTP/1.1: its head again without the upgrade, then what followed it.
-                        view, offset = memoryview(self._head_without_upgrade() + piece[exc.args[0]:] + view[offset:]), 0
+                        view, offset = (
+                            memoryview(self._head_without_upgrade() + piece[exc.args[0] :] + view[offset:]),
+                            0,
+                        )
                         self.parser = httptools.HttpRequestParser(self)
                         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets it
                         continue
@@ -210,8 +225,7 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
                 if self._reading_head:
                     if self._header_timer is None and not self._unanswered():
                         self._arm_header_timer()
-                elif (cycle is not None and cycle.more_body and self._body_timer is None
-                      and not self._queued(cycle)):
+                elif cycle is not None and cycle.more_body and self._body_timer is None and not self._queued(cycle):
                     self._arm_body_timer()
             self.flow.resume_reading()
 
@@ -316,8 +330,13 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             else:
                 super().on_message_complete()
             cycle = self.cycle
-            if (cycle is not None and cycle.response_complete and not self.pipeline and not self._held
-                    and self.timeout_keep_alive_task is None):
+            if (
+                cycle is not None
+                and cycle.response_complete
+                and not self.pipeline
+                and not self._held
+                and self.timeout_keep_alive_task is None
+            ):
                 # Answered before its body ended (a refusal): idle from now on. uvicorn armed the
                 # keep-alive timer at the answer, and the body's bytes since cancelled it.
                 self._arm_keep_alive()
@@ -346,7 +365,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._catch_up()
 
         def _arm_keep_alive(self) -> None:
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
         def pause_writing(self) -> None:
             # The client does not read its answers: nothing more is read from it (_backed_up), and
@@ -408,8 +429,9 @@ def protocol_class(ingest: Ingest) -> type[HttpToolsProtocol]:
             self._closing_down = True
             if self.flow.write_paused or self._held:  # its client reads no answers: none would arrive
                 self.transport.abort()
-            elif self._reading_head or (self.cycle is not None and self.cycle.more_body
-                                        and not self.cycle.response_complete):
+            elif self._reading_head or (
+                self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete
+            ):
                 self._refuse(_SHUTTING_DOWN)
             elif not self._unanswered():
                 self.transport.close()

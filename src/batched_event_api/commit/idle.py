@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .errors import StorageError
+from batched_event_api.errors import StorageError
 
 log = logging.getLogger("batched_event_api")
 

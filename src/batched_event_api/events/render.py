@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .decode import Decoded
+from batched_event_api.events.decode import Decoded
 
 # Go's unicode.IsSpace: not Python's str.isspace, which also counts U+001C..U+001F.
 GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -62,7 +62,17 @@ def render_rows(decoded: Decoded) -> list[str]:
     """One CSV line per event (without its newline). An explicit null renders as the field's zero
     value. (The native pass renders the same lines in C; this is the reference.)"""
     return [
-        csv_line((t, e.uuid or "", str(e.id or 0), _BOOL_TEXT[bool(e.active)], e.email or "", e.phone or "",
-                  e.description or "", go_float(0.0 if c is None else c)))
+        csv_line(
+            (
+                t,
+                e.uuid or "",
+                str(e.id or 0),
+                _BOOL_TEXT[bool(e.active)],
+                e.email or "",
+                e.phone or "",
+                e.description or "",
+                go_float(0.0 if c is None else c),
+            )
+        )
         for e, t, c in zip(decoded.events, decoded.time_texts, decoded.credits)
     ]

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from .serial import SerialThread
+from batched_event_api.commit.thread import SerialThread
 
 log = logging.getLogger("batched_event_api")
 
@@ -58,8 +58,11 @@ class Committer(Generic[R, A]):
     def _start_round(self) -> None:
         group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
         self._running = True
-        self._thread.submit(self._apply_group, ([request for request, _ in group],),
-                            lambda outcomes, error: self._finish(group, outcomes, error))
+        self._thread.submit(
+            self._apply_group,
+            ([request for request, _ in group],),
+            lambda outcomes, error: self._finish(group, outcomes, error),
+        )
 
     def _finish(self, group: list[tuple[R, Done]], outcomes: list[A] | None, error: BaseException | None) -> None:
         self._running = False

@@ -87,8 +87,9 @@ class Sender:
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
         self._client = httpx.Client(headers=headers, timeout=self.timeout)
-        self.endpoints = [url.rstrip("/") + ("" if url.rstrip("/").endswith("/user/event") else "/user/event")
-                          for url in self.urls]
+        self.endpoints = [
+            url.rstrip("/") + ("" if url.rstrip("/").endswith("/user/event") else "/user/event") for url in self.urls
+        ]
         # Servers that answered at least once: a refused connection there is a restart, worth the
         # retries; where nothing ever answered, it is a wrong URL or port, said at once.
         self._answered: set[int] = set()
@@ -135,8 +136,10 @@ class Sender:
                     else:
                         refused = 0
                         if not self._answered:
-                            raise SendError(f"nothing is listening at {' or '.join(self.urls)} ({_reason(exc)}): "
-                                            "is the server running, and is this its address and port?") from None
+                            raise SendError(
+                                f"nothing is listening at {' or '.join(self.urls)} ({_reason(exc)}): "
+                                "is the server running, and is this its address and port?"
+                            ) from None
             else:
                 self._answered.add(server)
                 if response.status_code == 200:
@@ -158,8 +161,10 @@ class Sender:
                 if asked is not None:  # the server said when: no sooner (and not for ever)
                     wait = min(max(asked, delay), MAX_RETRY_AFTER)
             if attempt == self.retries:
-                raise SendError(f"{path}: lines {chunk.first_line}-{chunk.first_line + chunk.lines - 1}: "
-                                f"gave up after {self.retries} retries: {problem}")
+                raise SendError(
+                    f"{path}: lines {chunk.first_line}-{chunk.first_line + chunk.lines - 1}: "
+                    f"gave up after {self.retries} retries: {problem}"
+                )
             summary.retries += 1
             if self.progress is not None:
                 self.progress.note(f"retrying in {wait:.1f}s: {problem}")  # type: ignore[attr-defined]

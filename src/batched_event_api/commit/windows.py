@@ -12,8 +12,8 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .native import native
-from .timestamps import MAX_INTERVAL_NS
+from batched_event_api.events.native import native
+from batched_event_api.events.timestamps import MAX_INTERVAL_NS
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
 
-from .config import BucketUrl
+from batched_event_api.config import BucketUrl
 
 CHECKSUM_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the window file's SHA-256
 WINDOW_ID_KEY = "window-id"  # object metadata (x-amz-meta-window-id): the id the writer gave the window
@@ -66,18 +66,36 @@ class S3Bucket:
             raise ValueError(f"the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it")
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         # Keys from these variables when set, else from each client's own chain (profile, instance role).
-        keys = {name: environ[variable] for name, variable in (
-            ("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-            ("token", "AWS_SESSION_TOKEN")) if environ.get(variable)}
+        keys = {
+            name: environ[variable]
+            for name, variable in (
+                ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                ("token", "AWS_SESSION_TOKEN"),
+            )
+            if environ.get(variable)
+        }
         self._store = S3Store(
-            url.bucket, region=region, **keys, **({"endpoint": endpoint} if endpoint else {}),
+            url.bucket,
+            region=region,
+            **keys,
+            **({"endpoint": endpoint} if endpoint else {}),
             virtual_hosted_style_request=not endpoint,
-            client_options={"allow_http": allow_http, "connect_timeout": timedelta(seconds=5),
-                            "timeout": timedelta(seconds=60)},
+            client_options={
+                "allow_http": allow_http,
+                "connect_timeout": timedelta(seconds=5),
+                "timeout": timedelta(seconds=60),
+            },
             # A few quick retries per request; the uploader's own backoff handles an outage.
-            retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=30),
-                          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
-                                      "base": 2}},
+            retry_config={
+                "max_retries": 2,
+                "retry_timeout": timedelta(seconds=30),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=2),
+                    "base": 2,
+                },
+            },
         )
         config = Config(
             connect_timeout=5,
@@ -100,8 +118,17 @@ class S3Bucket:
     def key(self, name: str) -> str:
         return self.url.prefix + name
 
-    def create(self, name: str, source: str | BinaryIO, data: bytes | None, *, sha256: str,
-               window_id: str | None = None, content_type: str, content_encoding: str | None) -> bool:
+    def create(
+        self,
+        name: str,
+        source: str | BinaryIO,
+        data: bytes | None,
+        *,
+        sha256: str,
+        window_id: str | None = None,
+        content_type: str,
+        content_encoding: str | None,
+    ) -> bool:
         """Create object `name` if that name is free: from `data` in one PUT, or, when it is None
         (a window of `multipart_from` bytes or more), in parts streamed from `source` (a file
         open for reading at its start, or a path, never followed if a symlink). The window's
@@ -135,8 +162,11 @@ class S3Bucket:
             return None
         except Exception as exc:
             raise StoreError(f"HeadObject: {type(exc).__name__}: {_first_line(exc)}") from None
-        return Identity(head.meta["size"], head.attributes.get(CHECKSUM_KEY),  # type: ignore[arg-type]
-                        head.attributes.get(WINDOW_ID_KEY))  # type: ignore[arg-type]
+        return Identity(
+            head.meta["size"],
+            head.attributes.get(CHECKSUM_KEY),  # type: ignore[arg-type]
+            head.attributes.get(WINDOW_ID_KEY),
+        )  # type: ignore[arg-type]
 
     def _call(self, operation: str, *, tolerated: int = 0, **params: Any) -> Any:
         """One S3 request: its answer, or None for the `tolerated` status (412: the name is taken;
@@ -162,8 +192,17 @@ class S3Bucket:
                 number = len(parts) + 1
                 answer = self._call("upload_part", **where, UploadId=upload, PartNumber=number, Body=chunk)
                 parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-            created = self._call("complete_multipart_upload", tolerated=412, **where, UploadId=upload,
-                                 IfNoneMatch="*", MultipartUpload={"Parts": parts}) is not None
+            created = (
+                self._call(
+                    "complete_multipart_upload",
+                    tolerated=412,
+                    **where,
+                    UploadId=upload,
+                    IfNoneMatch="*",
+                    MultipartUpload={"Parts": parts},
+                )
+                is not None
+            )
             return created
         finally:
             if not created:  # best effort: the bucket's lifecycle rule for incomplete uploads cleans up

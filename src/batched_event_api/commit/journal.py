@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from .storage import LocalDisk
+from batched_event_api.commit.disk import LocalDisk
 
 JOURNAL = ".journal"
 _TMP = JOURNAL + ".tmp"
@@ -92,9 +92,7 @@ def decode_journal(data: bytes) -> tuple[list[Record], list[int], bool]:
         record = _decode_line(data[good:end]) if end >= 0 else None
         if record is None:
             if any(_decode_line(line) is not None for line in data[good:].split(b"\n")[1:]):
-                raise JournalDamaged(
-                    f"record {len(records) + 1} (byte {good}) is damaged and intact records follow it"
-                )
+                raise JournalDamaged(f"record {len(records) + 1} (byte {good}) is damaged and intact records follow it")
             complete_but_bad = end >= 0
             break
         records.append(record)
@@ -111,7 +109,6 @@ def _decode_line(line: bytes) -> Record | None:
         return _RECORD.decode(payload)
     except (ValueError, msgspec.DecodeError):
         return None
-
 
 
 class Journal:
@@ -150,9 +147,13 @@ class Journal:
             raise JournalDamaged(f"{self.path} is unreadable; {_ADVICE}")
         if complete_but_bad:
             aside = self._keep_aside(data)
-            log.error("the journal's last record (byte %d on) is complete but fails its checksum: it is dropped, "
-                      "and the request it recorded is lost if it was acknowledged; the journal as it was is kept "
-                      "as %s", ends[-1], aside)
+            log.error(
+                "the journal's last record (byte %d on) is complete but fails its checksum: it is dropped, "
+                "and the request it recorded is lost if it was acknowledged; the journal as it was is kept "
+                "as %s",
+                ends[-1],
+                aside,
+            )
         return records, ends
 
     def _keep_aside(self, data: bytes) -> str:

@@ -1,0 +1,1 @@
+"""Request bodies to event times and CSV rows. Pure: no I/O, no clock."""

@@ -1,0 +1,1 @@
+"""The HTTP shell: request rules, the uvicorn fast path, the Starlette routes, the OpenAPI document."""
