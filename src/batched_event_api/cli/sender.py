@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 import httpx
 
+from batched_event_api.backoff import Backoff
+
 # Answers worth retrying: the request may succeed later unchanged.
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0  # seconds: the longest Retry-After honoured as given
@@ -118,11 +120,11 @@ class Sender:
 
     def _send_chunk(self, chunk: Chunk, key: str, path: str, summary: Summary, server: int) -> None:
         body = gzip_module.compress(chunk.data, compresslevel=5) if self.gzip else chunk.data
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0)  # seconds between retries of one chunk
         refused = 0  # servers in a row that refused the connection
         for attempt in range(self.retries + 1):
             problem = ""
-            wait = delay
+            wait = delay = backoff.failed()  # spent only if this attempt fails
             endpoint = self.endpoints[server]
             try:
                 response = self._client.post(endpoint, content=body, headers={"Idempotency-Key": key})
@@ -169,7 +171,6 @@ class Sender:
             if self.progress is not None:
                 self.progress.note(f"retrying in {wait:.1f}s: {problem}")  # type: ignore[attr-defined]
             time.sleep(wait)  # backoff between retries of a real network call
-            delay = min(delay * 2, 10.0)
 
 
 def _reason(exc: httpx.ConnectError) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from batched_event_api.backoff import Backoff
 from batched_event_api.errors import StorageError
 
 log = logging.getLogger("batched_event_api")
@@ -28,7 +29,7 @@ class IdleClose:
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None  # kept referenced until done
-        self._retry = RETRY_FIRST
+        self._backoff = Backoff(RETRY_FIRST, RETRY_MAX)
 
     def touch(self, delay: float | None = None) -> None:
         """Events were written (or a window was recovered): commit after `delay` (default: the
@@ -56,8 +57,8 @@ class IdleClose:
         try:
             await self._commit()
         except StorageError as exc:
-            log.error("idle commit failed, retrying in %gs: %s", self._retry, exc)
-            self.touch(self._retry)
-            self._retry = min(self._retry * 2, RETRY_MAX)
+            delay = self._backoff.failed()
+            log.error("idle commit failed, retrying in %gs: %s", delay, exc)
+            self.touch(delay)
             return
-        self._retry = RETRY_FIRST
+        self._backoff.succeeded()
