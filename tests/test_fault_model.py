@@ -146,7 +146,7 @@ PLACES = [
     "_resume_journal",
     "_publish_pending",
     "_commit",
-    "_place_segments",
+    "place_segments",
     "_write_snapshot",
     "discard_unfinished",
     "commit_open",

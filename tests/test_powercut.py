@@ -109,7 +109,7 @@ WORKLOADS = {
     "gzip": (_mixed, {"compress": True}, "_commit", SEEDS[:2]),
     "compaction": (_mixed, {"compact_bytes": 512}, "_write_snapshot", SEEDS[:2]),  # one every request or two
     "large": (_large, {}, "_write_one", SEEDS[:2]),  # a file written and synced on an I/O thread
-    "many-windows": (_many_windows, {}, "_place_segments", SEEDS[:2]),  # a batch of 256 part files flushed
+    "many-windows": (_many_windows, {}, "place_segments", SEEDS[:2]),  # a batch of 256 part files flushed
 }
 
 

@@ -108,6 +108,8 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
         monkeypatch.setattr("batched_event_api.commit.disk.os.unlink", unlink_then_crash)
     elif point == "sync_all":
         monkeypatch.setattr(writer.sync, "sync_all", crash)
+    elif point == "place_segments":
+        monkeypatch.setattr(writer.placement, point, crash)
     else:
         monkeypatch.setattr(writer, point, crash)
 
@@ -138,7 +140,7 @@ def expected(work, tmp_path_factory):
 @pytest.mark.parametrize(
     ("point", "applied"),
     [
-        ("_place_segments", False),  # before any byte of the request
+        ("place_segments", False),  # before any byte of the request
         ("no-record", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
         ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)

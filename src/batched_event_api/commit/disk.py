@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Sequence
@@ -20,6 +21,19 @@ _IOV_MAX = 1024  # buffers per pwritev (Linux's IOV_MAX)
 FILE_MODE = 0o600  # windows hold emails and phones, the journal the clients' keys
 GROUP_FILE_MODE = 0o640  # --group-readable
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+LOCK = ".lock"  # held (flock) by the one server of a directory; `status` tests it
+
+
+def take_lock(directory: Path, mode: int) -> int:
+    """Take the directory for this process (one server per directory): the lock's descriptor,
+    held until closed; RuntimeError when another process holds it."""
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | _NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"{directory} is in use by another batched-event-api") from None
+    return fd
 
 
 class LocalDisk:

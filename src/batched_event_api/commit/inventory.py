@@ -9,9 +9,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from batched_event_api.commit.disk import LOCK
 from batched_event_api.commit.journal import JOURNAL, decode_journal
 from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, part_name
-from batched_event_api.commit.writer import LOCK
 from batched_event_api.events.timestamps import utc_stamp
 
 

@@ -1,52 +1,23 @@
-"""The writer: commit rounds and recovery, over the parts that each keep one concern.
-
-- `PartFiles` (partfiles.py): a window's file, in progress -> pending -> finished, and its name.
-- `Journal` (journal.py): the records, the commit point; snapshots and compaction.
-- `KeyStore` (keys.py): the Idempotency-Keys already applied.
-- `SyncRound` (syncround.py): a round's writes and syncs; `LocalDisk` (storage.py) under all of them.
-- `WindowPolicy` (windows.py, pure): which rows go to which window. When a window closes by idle
-  time or shutdown is decided in closing.py; `commit_open` here carries it out.
-
-Commit protocol, one round at a time (a round is a group of requests, see committer.py):
-1. Place the round's requests one after another, as if applied alone in that order: their rows
-   are appended to the open window's part file, or go to new part files for the windows they
-   open. One checksummed journal record follows: the open window (name, start, size), the windows
-   to publish, every Idempotency-Key of the round, and a CRC-32 of every byte range it wrote.
-2. Write and fdatasync the files, the journal (and the directory when a file was created) in one
-   round of concurrent syncs, which the filesystem folds into few journal commits. No request of
-   the round is answered before this; the record is the commit point.
-3. Publish the closed windows: rename part -> final name, never replacing a file. The directory
-   is synced in the next round; until then the next record lists them again.
-Recovery reads the last intact journal record and keeps it only if the bytes it names are all
-there with their CRCs (a power cut can persist the record but not the rows: then its round was
-never acknowledged and the record before it is the state). Bytes read back after a process crash
-may sit only in the page cache, so before it keeps that record, publishes or answers anything, it
-makes every file the record names durable (a resend may be answered as a replay from then on).
-It finishes step 3, truncates the open part file to the recorded size and deletes part files no
-record names: whatever a round wrote before it completed disappears, whatever was acknowledged
-stays, exactly once. Only the last record can be torn by a crash: a bad record followed by intact
-ones is damage, and the start is refused.
-"""
+"""The writer: commit rounds, publishing and recovery of one directory, the commit protocol that
+docs/design.md describes (that is its one description). Its parts each keep one concern: the part
+files (partfiles.py), the journal (journal.py), the keys (keys.py), a round's syncs (sync.py), where
+a round's rows go (placement.py), what recovery reads back (recovery.py), the disk (disk.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import gzip
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batched_event_api.commit.disk import FILE_MODE, LocalDisk, describe
+from batched_event_api.commit.disk import FILE_MODE, LocalDisk, describe, take_lock
 from batched_event_api.commit.journal import (
     COMPACT_BYTES,
-    Check,
     Journal,
     OpenFile,
     Record,
@@ -54,23 +25,16 @@ from batched_event_api.commit.journal import (
 )
 from batched_event_api.commit.keys import KeyStore, key_cost
 from batched_event_api.commit.partfiles import PartFiles
+from batched_event_api.commit.placement import Committed, Placement, RoundState
+from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
-from batched_event_api.commit.windows import Plan, WindowPolicy
+from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.errors import StorageError
 
 if TYPE_CHECKING:
     from batched_event_api.events.prepare import Rows
 
 log = logging.getLogger("batched_event_api.writer")
-
-LOCK = ".lock"
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    name: str
-    rows: int
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +89,9 @@ class Writer:
         self.sync = SyncRound(self.disk, fsync=fsync, syncfs_from=syncfs_from)
         self.header = header.encode()
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
-        # Compressed files get one gzip member per write: concatenated members are one valid gzip
-        # stream, so appending and truncating at a recorded size keep the file readable.
         # window_ids (a bucket as output): each window's name carries an id the uploader recognises it by.
         self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv", window_ids=window_ids)
-        self._encode = _gzip if compress else _identity
+        self.placement = Placement(self.parts, self.sync, header=self.header, compress=compress)
         self.open: OpenFile | None = None
         self.keys = KeyStore(key_retention, key_memory)
         self.seq = 0
@@ -155,13 +117,7 @@ class Writer:
         if self._lock_fd is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750 if self.file_mode & 0o040 else 0o700)
-        self._lock_fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, self.file_mode)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise RuntimeError(f"{self.directory} is in use by another batched-event-api") from None
+        self._lock_fd = take_lock(self.directory, self.file_mode)
         self.disk.open()
         self.recover(compact=True)
 
@@ -176,26 +132,9 @@ class Writer:
     def recover(self, *, compact: bool = False) -> None:
         """Bring the directory to the state of the last durable journal record."""
         self._close_fds()
-        records, ends = self.journal.read()
-        if len(records) > 1 and not self._rows_are_there(records[-1]):
-            log.warning(
-                "the last request's rows did not reach the disk before a crash: it was never acknowledged, rolling it back"
-            )
-            records.pop()
-            ends.pop()
+        records, ends = durable_records(self.journal, self.parts)
         now = self._clock()
-        self.keys.replace([])
-        for record in records:
-            if record.kept is not None:
-                self.keys.replace(record.kept)
-            elif record.keys is not None:  # a snapshot of 0.3: its keys are kept for the retention from now
-                self.keys.replace((key, events, now) for key, events in record.keys)
-            at = record.at or now
-            if record.key is not None:
-                self.keys.remember(record.key, record.events, at)
-            for key, events in record.applied:
-                self.keys.remember(key, events, at)
-        self.keys.expire(now)
+        remember_keys(self.keys, records, now)
         last = records[-1] if records else Record(seq=0)
         self.seq = last.seq
         self.open = last.open
@@ -261,16 +200,6 @@ class Writer:
             for fd in fds:
                 os.close(fd)
 
-    def _rows_are_there(self, record: Record) -> bool:
-        """Are the bytes a record names all on disk, as written? (Only the last record can lack them.)"""
-        for check in record.checks:
-            # The window's own file: in progress, or finished under the name the journal gives it
-            # (never a file another program put at its intended name).
-            data = self.parts.read_range(check.name, check.start, check.end, record.moved.get(check.name))
-            if data is None or len(data) != check.end - check.start or zlib.crc32(data) != check.crc:
-                return False
-        return True
-
     def _close_fds(self) -> None:
         if self._open_fd is not None:
             os.close(self._open_fd)
@@ -294,7 +223,7 @@ class Writer:
         self._ensure_healthy()
         now = self._clock()
         self.keys.expire(now)
-        state = _RoundState(self.open, self._open_fd, list(self._publish), taken=self._taken())
+        state = RoundState(self.open, self._open_fd, list(self._publish), taken=self._taken())
         try:
             with self._storage_step():
                 results = [self._place(r, state, now) for r in requests]
@@ -334,7 +263,7 @@ class Writer:
             self._broken = True
         return results
 
-    def _abandon(self, state: _RoundState, exc: Exception) -> None:
+    def _abandon(self, state: RoundState, exc: Exception) -> None:
         """A round failed: none of it may count. Its record is cut off, its descriptors closed,
         and recovery runs now (truncate the open window to its recorded size, remove the new part
         files: that needs no free space); where it fails too, the next step tries again."""
@@ -370,7 +299,7 @@ class Writer:
             request.key is None and len(request.times) == 0
         )
 
-    def _place(self, request: Request, state: _RoundState, now: float) -> Applied:
+    def _place(self, request: Request, state: RoundState, now: float) -> Applied:
         """One request's part of a round: a replay (its key applied before, or earlier in this
         round), refused (no room for its key), or its rows placed."""
         key = request.key
@@ -387,7 +316,7 @@ class Writer:
         if len(request.times) == 0:
             return Applied(accepted=0)
         plan = self.policy.plan(state.open.start if state.open else None, request.times)
-        closed = self._place_segments(plan, request.times, request.rows, state)
+        closed = self.placement.place_segments(plan, request.times, request.rows, state)
         state.events += len(request.times)
         return Applied(accepted=len(request.times), late=plan.late, committed=closed)
 
@@ -443,55 +372,6 @@ class Writer:
             self._broken = True
             self.problem = f"internal error: {type(exc).__name__}"
             raise
-
-    def _place_segments(self, plan: Plan, times: Sequence[int], rows: Rows, state: _RoundState) -> list[Committed]:
-        """Where one request's rows go, against the round's state so far: adds the writes and
-        checks to the round, moves its open window on, and returns the windows the request
-        closes. A round spanning thousands of windows has its part files written, synced and
-        closed in batches."""
-        closed: list[Committed] = []
-        if state.open is not None and plan.segments and not plan.continues_open:
-            closed.append(Committed(state.open.name, state.open.rows, state.open.size))
-        files: list[OpenFile] = []  # every file this request writes to, in order
-        for index, segment in enumerate(plan.segments):
-            count = segment.stop - segment.first
-            chunks = rows.chunks(segment.first, segment.stop)
-            if index == 0 and plan.continues_open:
-                assert state.open is not None and state.open_fd is not None
-                write = self._write_for(state.open_fd, state.open.name, state.open.size, chunks)
-                files.append(OpenFile(state.open.name, state.open.start, write.check.end, state.open.rows + count))
-            else:
-                if len(state.created) >= _OPEN_PARTS_PER_ROUND:
-                    self.sync.run(state.writes)
-                    state.writes = []
-                    while state.created:
-                        os.close(state.created.pop())
-                # Named after the window's start: its first event, or with --align interval the
-                # multiple of the interval it begins at.
-                name = self.parts.name_for(segment.window_start, state.taken)
-                state.taken.add(name)
-                fd = self.parts.create(name)
-                state.created.append(fd)
-                header = [memoryview(self.header)] if self.header else []
-                write = self._write_for(fd, name, 0, header + chunks)
-                files.append(OpenFile(name, segment.window_start, write.check.end, count))
-                state.open_fd = fd
-            state.writes.append(write)
-            state.checks.append(write.check)
-        closed += [Committed(f.name, f.rows, f.size) for f in files[:-1]]
-        if files:
-            state.open = files[-1]
-        state.publish += [c.name for c in closed]
-        return closed
-
-    def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Write:
-        """A write of the chunks at offset (one gzip member when compressing), with its check."""
-        if self._encode is not _identity:
-            chunks = [memoryview(self._encode(b"".join(chunks)))]
-        crc = 0
-        for chunk in chunks:  # what recovery checks, with fsync off too (a process crash mid-round)
-            crc = zlib.crc32(chunk, crc)
-        return Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
 
     def _commit(self, record: Record, writes: list[Write], *, new_entries: bool) -> None:
         """Steps 1 and 2 in one round: the rows, the record and the directory written and synced
@@ -608,30 +488,3 @@ class Writer:
             if self._compaction_failing:
                 log.info("journal compaction works again")
                 self._compaction_failing = False
-
-
-_OPEN_PARTS_PER_ROUND = 256
-
-
-@dataclass(slots=True)
-class _RoundState:
-    """The writer's state as a round's requests are placed; installed only once its record is durable."""
-
-    open: OpenFile | None
-    open_fd: int | None
-    publish: list[str]
-    taken: set[str]  # names no new window may take: the open one, those to publish, this round's
-    created: list[int] = field(default_factory=list)  # part files created this round (descriptors)
-    writes: list[Write] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
-    key_bytes: int = 0  # what they will cost the key store
-    events: int = 0
-
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-def _gzip(data: bytes) -> bytes:
-    return gzip.compress(data, compresslevel=6, mtime=0)
