@@ -129,17 +129,17 @@ def test_near_valid_events_give_events_or_a_line_error(objects):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_large_bodies_are_decoded_in_slices_with_true_line_numbers(native):
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     lines = ['{"time":"2024-07-01T02:03:%02dZ","id":%d}\n' % (i % 60, i) for i in range(500)]
     body = "".join(lines).encode()
-    whole = prepare(body, LIMIT, native=native)
-    sliced = prepare(body, LIMIT, slice_size=100, native=native)
+    whole = transcode(body, LIMIT, native=native)
+    sliced = transcode(body, LIMIT, slice_size=100, native=native)
     assert sliced.rows.text() == whole.rows.text() and list(sliced.times) == list(whole.times)
     assert len(whole) == 500
     bad = "".join(lines[:377] + ['{"time":"2024-07-01T02:03:04Z","id":"x"}\n'] + lines[377:]).encode()
     with pytest.raises(EventError) as info:
-        prepare(bad, LIMIT, slice_size=100, native=native)
+        transcode(bad, LIMIT, slice_size=100, native=native)
     assert (info.value.line, info.value.field) == (378, "id")
 
 
@@ -151,11 +151,11 @@ def test_negative_zero_with_lines_only_python_calls_blank():
 
 @given(st.lists(near_events | json_values, max_size=40), st.sampled_from(["\n", "\r\n", "\n\x0b\n", "\n \n"]))
 def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     body = separator.join(json.dumps(o) for o in objects).encode()
     try:
-        prepared = prepare(body, LIMIT)
+        prepared = transcode(body, LIMIT)
     except EventError as e:
         assert e.status == 400 and 1 <= e.line <= body.count(b"\n") + 1
     else:
@@ -180,11 +180,11 @@ def test_whole_pipeline_gives_rows_or_a_line_error(objects, separator):
     ],
 )
 def test_a_time_outside_the_accepted_range_names_its_line_and_field(native, when):
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     body = ('{%s}\n\n{"time":"%s"}\n{%s}\n' % (T, when, T)).encode()
     with pytest.raises(EventError) as info:
-        prepare(body, LIMIT, native=native, slice_size=16)
+        transcode(body, LIMIT, native=native, slice_size=16)
     assert (info.value.status, info.value.line, info.value.field) == (400, 3, "time")
     assert "1678-01-01T00:00:00Z" in info.value.message and "2262-01-01T00:00:00Z" in info.value.message
 
@@ -192,10 +192,10 @@ def test_a_time_outside_the_accepted_range_names_its_line_and_field(native, when
 @pytest.mark.parametrize("native", [False, True])
 def test_the_edges_of_the_accepted_range_are_accepted(native):
     from batched_event_api.events import timestamps
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     body = b'{"time":"1678-01-01T00:00:00Z"}\n{"time":"2261-12-31T23:59:59.999999999Z"}\n{"time":"2262-01-01T00:59:59+01:00"}\n'
-    times = list(prepare(body, LIMIT, native=native).times)
+    times = list(transcode(body, LIMIT, native=native).times)
     assert times == [timestamps.EARLIEST_NS, timestamps.LATEST_NS - 1, timestamps.LATEST_NS - 10**9]
 
 
@@ -204,13 +204,13 @@ def test_the_edges_of_the_accepted_range_are_accepted(native):
     "nested", ["[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000]
 )
 def test_deeply_nested_json_is_a_400_naming_the_line(native, nested):
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     body = ('{%s}\n{%s,"extra":%s}\n' % (T, T, nested)).encode()
     with pytest.raises(EventError) as info:
-        prepare(body, LIMIT, native=native)
+        transcode(body, LIMIT, native=native)
     assert (info.value.status, info.value.line) == (400, 2) and "nested" in info.value.message
-    assert len(prepare(('{%s,"extra":%s}\n' % (T, "[" * 64 + "]" * 64)).encode(), LIMIT, native=native)) == 1
+    assert len(transcode(('{%s,"extra":%s}\n' % (T, "[" * 64 + "]" * 64)).encode(), LIMIT, native=native)) == 1
 
 
 # The usual ways a body is JSON but not NDJSON, and what the one-line answer must say.
@@ -230,10 +230,10 @@ MISTAKES = {
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("mistake", list(MISTAKES))
 def test_a_body_that_is_not_ndjson_says_what_is_expected(native, mistake):
-    from batched_event_api.events.prepare import prepare
+    from batched_event_api.events.transcode import transcode
 
     body, says = MISTAKES[mistake]
     with pytest.raises(EventError) as info:
-        prepare(body.encode(), LIMIT, native=native)
+        transcode(body.encode(), LIMIT, native=native)
     assert (info.value.status, info.value.line) == (400, 1)
     assert says in info.value.message and "\n" not in info.value.message

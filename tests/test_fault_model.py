@@ -63,14 +63,15 @@ from batched_event_api.commit.partfiles import (
 )
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
-from batched_event_api.events.prepare import Rows, prepare
 from batched_event_api.events.render import COLUMNS, csv_line
+from batched_event_api.events.rows import Rows
 from batched_event_api.events.timestamps import (
     EARLIEST_NS,
     LATEST_NS,
     MAX_INTERVAL_NS,
     utc_stamp,
 )
+from batched_event_api.events.transcode import Batch, transcode
 from batched_event_api.output.s3 import Identity, StoreError
 from batched_event_api.output.uploader import Uploader
 from model import STRINGS, ndjson, time_text
@@ -823,7 +824,7 @@ class FaultModel(RuleBasedStateMachine):
         sid = self.next_id
         self.next_id += 1
         uuid = f"s{sid}"
-        if native and all(EARLIEST_NS <= t < LATEST_NS for t in times):  # through prepare() and the native pass
+        if native and all(EARLIEST_NS <= t < LATEST_NS for t in times):  # through transcode() and the native pass
             rng = random.Random(sid)
             events = [
                 {
@@ -836,7 +837,7 @@ class FaultModel(RuleBasedStateMachine):
                 }
                 for i, t in enumerate(times)
             ]
-            prepared = prepare(ndjson(events), max_line=1 << 20)
+            prepared = transcode(ndjson(events), max_line=1 << 20)
             seq, rows = prepared.times, prepared.rows
         else:  # a list of ints: the Python window scan
             lines = [
@@ -881,7 +882,7 @@ class FaultModel(RuleBasedStateMachine):
         for s in sends:
             s.state = "doubt"  # until the answer
         try:
-            results = self.writer.apply_group([Request(s.times, s.rows, s.key) for s in sends])
+            results = self.writer.apply_group([Request(Batch(s.times, s.rows), s.key) for s in sends])
         except Exception as exc:  # noqa: BLE001 - a storage error (503) or any other (500): all refused
             for s in sends:
                 s.state, s.answer = "refused", type(exc).__name__

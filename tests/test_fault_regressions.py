@@ -12,7 +12,7 @@ import pytest
 from batched_event_api.commit.partfiles import part_name
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
-from batched_event_api.events.prepare import Rows
+from batched_event_api.events.rows import Rows
 from powercut import Crash, PowerCutDisk
 
 T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
-from batched_event_api.events.prepare import Rows
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.transcode import Batch
 from conftest import csv_files
 
 MINUTE = 60 * 10**9
@@ -25,7 +26,7 @@ requests = st.lists(st.tuples(times, keys), min_size=1, max_size=25)
 
 
 def _request(number: int, times: list[int], key: str | None) -> Request:
-    return Request(times, Rows.from_lines([f"r{number}-{i}" for i in range(len(times))]), key)
+    return Request(Batch(times, Rows.from_lines([f"r{number}-{i}" for i in range(len(times))])), key)
 
 
 def _outcome(applied) -> tuple:
@@ -39,7 +40,7 @@ def test_groups_give_the_answers_and_files_of_one_request_at_a_time(requests, cu
     with tempfile.TemporaryDirectory() as one_dir, tempfile.TemporaryDirectory() as group_dir:
         one = Writer(Path(one_dir), POLICY, fsync=False)
         one.start()
-        expected = [_outcome(one.apply(r.times, r.rows, r.key)) for r in work]
+        expected = [_outcome(one.apply(r.batch.times, r.batch.rows, r.key)) for r in work]
         one.commit_open()
         one.close()
 

@@ -20,8 +20,8 @@ from batched_event_api.events import timestamps
 from batched_event_api.events.native import (
     module as _native,  # built, whether BEA_NATIVE switches it off or not
 )
-from batched_event_api.events.prepare import prepare
 from batched_event_api.events.render import csv_line, go_float
+from batched_event_api.events.transcode import transcode as transcode_body
 from conftest import GOLDEN, SEED
 
 LIMIT = 1 << 20
@@ -42,7 +42,7 @@ def transcode(body: bytes) -> tuple[list[str], list[int], int]:
 
 def outcome(body: bytes, native: bool) -> tuple:
     try:
-        prepared = prepare(body, LIMIT, native=native, slice_size=256)
+        prepared = transcode_body(body, LIMIT, native=native, slice_size=256)
     except EventError as exc:
         return ("error", exc.status, exc.line, exc.field, exc.message)
     return ("rows", prepared.rows.text(), [int(t) for t in prepared.times])
@@ -252,7 +252,7 @@ def test_times_at_and_past_the_edges_of_the_range_match_the_python_path(when):
 @given(st.lists(lines(), max_size=12), st.booleans())
 def test_every_time_either_path_hands_on_is_in_the_accepted_range(body_lines, native):
     try:
-        prepared = prepare("\n".join(body_lines).encode(), LIMIT, native=native, slice_size=64)
+        prepared = transcode_body("\n".join(body_lines).encode(), LIMIT, native=native, slice_size=64)
     except EventError:
         return
     assert all(timestamps.EARLIEST_NS <= t < timestamps.LATEST_NS for t in prepared.times)

@@ -14,7 +14,8 @@ import pytest
 
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
-from batched_event_api.events.prepare import Rows, prepare
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.transcode import transcode
 from conftest import csv_files
 from model import generate_events, ndjson
 from powercut import Crash, PowerCutDisk
@@ -69,7 +70,7 @@ def test_a_replayed_request_survives_a_later_power_cut(tmp_path):
 
 
 def _prepared(events: list[dict]) -> tuple[list[int], Rows]:
-    prepared = prepare(ndjson(events), max_line=1 << 22)
+    prepared = transcode(ndjson(events), max_line=1 << 22)
     return prepared.times, prepared.rows
 
 

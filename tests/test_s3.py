@@ -22,7 +22,7 @@ from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
 from batched_event_api.config import BucketUrl
-from batched_event_api.events.prepare import prepare
+from batched_event_api.events.transcode import transcode
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.s3 import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
 from batched_event_api.output.uploader import Uploader, UploadReport, _sha256
@@ -148,7 +148,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     requests, i = [], 0
     while i < len(events):
         n = rng.choice([1, 5, 20])
-        prepared = prepare(ndjson(events[i : i + n]), max_line=1 << 22)
+        prepared = transcode(ndjson(events[i : i + n]), max_line=1 << 22)
         requests.append((prepared.times, prepared.rows))
         i += n
     state = tmp_path / "state"

@@ -20,7 +20,8 @@ from batched_event_api.commit.partfiles import part_name
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request as WriteRequest
 from batched_event_api.commit.writer import Writer
-from batched_event_api.events.prepare import Rows, prepare
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.transcode import Batch, transcode
 from conftest import csv_files
 from model import generate_events, ndjson
 
@@ -35,7 +36,7 @@ def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], Rows]]:
     events = generate_events(random.Random(seed), 2000)
     out = []
     for i in range(0, len(events), len(events) // n):
-        prepared = prepare(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
+        prepared = transcode(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
         out.append((prepared.times, prepared.rows))
     return out
 
@@ -189,7 +190,7 @@ def test_keys_survive_restarts_and_last_for_their_retention_whatever_others_send
     for i in range(12_000):
         clock.now += 0.1
         writer.apply([], Rows.from_lines([]), key=f"other-{i}")
-        writer.apply_group([WriteRequest([work[1][0][0]], Rows.from_lines(["x"]), key=f"other-{i}")])
+        writer.apply_group([WriteRequest(Batch([work[1][0][0]], Rows.from_lines(["x"])), key=f"other-{i}")])
     writer.close()
     writer = Writer(tmp_path, POLICY, key_retention=3600, clock=clock)
     writer.start()

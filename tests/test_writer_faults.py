@@ -20,7 +20,8 @@ from batched_event_api.commit.journal import JOURNAL, Journal
 from batched_event_api.commit.partfiles import part_name
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
-from batched_event_api.events.prepare import Rows, prepare
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.transcode import Batch, transcode
 from conftest import csv_files
 from powercut import PowerCutDisk
 
@@ -59,7 +60,7 @@ def test_fsync_never_a_crash_mid_round_leaves_no_replay_without_its_rows(tmp_pat
         f'"email":"{"x" * 180}@example.com"}}'
         for i in range(events)
     ]
-    prepared = prepare(("\n".join(lines) + "\n").encode(), max_line=1 << 20)
+    prepared = transcode(("\n".join(lines) + "\n").encode(), max_line=1 << 20)
     assert len(prepared.rows) == events and sum(map(len, prepared.rows.chunks(0, events))) >= 1 << 20
     writer = Writer(tmp_path, POLICY, fsync=False)
     writer.start()
@@ -130,7 +131,7 @@ def test_a_round_failing_with_any_error_leaves_the_state_of_the_last_record(tmp_
     monkeypatch.setattr(WindowPolicy, "plan", plan_then_fail)
     with pytest.raises(OverflowError):
         writer.apply_group(
-            [Request(a_times, body_rows(a_times, "A"), "A"), Request([T0 + 2], body_rows([T0 + 2], "B"))]
+            [Request(Batch(a_times, body_rows(a_times, "A")), "A"), Request(Batch([T0 + 2], body_rows([T0 + 2], "B")))]
         )
     monkeypatch.setattr(WindowPolicy, "plan", real_plan)
     assert open_fds() <= fds

@@ -24,17 +24,17 @@ from batched_event_api.commit.writer import Applied, Committed, Writer
 from batched_event_api.commit.writer import Request as WriteRequest
 from batched_event_api.config import Align, Compress, Settings, SyncMany
 from batched_event_api.errors import RETRY_AFTER, ClientError, StorageError
-from batched_event_api.events.prepare import SLICE, Prepared, prepare
 from batched_event_api.events.render import COLUMNS
+from batched_event_api.events.transcode import SLICE, Batch, transcode
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.process import UploadProcess
 
 log = logging.getLogger("batched_event_api")
 
-# Bodies larger than this are prepared off the event loop, in slices on several threads.
-_INLINE_PREPARE = 256 * 1024
+# Bodies larger than this are transcoded off the event loop, in slices on several threads.
+_INLINE_TRANSCODE = 256 * 1024
 _SPACE_MARGIN = 1 << 20  # bytes of free space beyond a refused request's size before /readyz says ready
-_PREPARE_THREADS = min(4, os.cpu_count() or 1)
+_TRANSCODE_THREADS = min(4, os.cpu_count() or 1)
 _HEAL_EVERY = 1.0  # seconds between recoveries tried by readiness probes
 
 
@@ -63,8 +63,8 @@ class Ingest:
         self.committer: Committer[WriteRequest, Applied] = Committer(
             self.writer.apply_group, self._writer_thread, on_round=self._after_round
         )
-        # The native pass releases the GIL: slices of a large body are prepared on these in parallel.
-        self._prepare_threads = ThreadPoolExecutor(max_workers=_PREPARE_THREADS, thread_name_prefix="prepare")
+        # The native pass releases the GIL: slices of a large body are transcoded on these in parallel.
+        self._transcode_threads = ThreadPoolExecutor(max_workers=_TRANSCODE_THREADS, thread_name_prefix="transcode")
         self.idle_close = IdleClose(settings.idle_close, self._commit_open)
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self._space_free_then = 0  # free bytes once its round was undone
@@ -111,7 +111,7 @@ class Ingest:
         self._writer_thread.shutdown()
         if self.uploader is not None:
             await self._drain_uploads()
-        self._prepare_threads.shutdown()
+        self._transcode_threads.shutdown()
 
     async def _drain_uploads(self) -> None:
         uploader = self.uploader
@@ -145,55 +145,55 @@ class Ingest:
         return await self._writer_thread.call(fn, *args)
 
     def submit(self, body: bytearray, key: str | None, done: Done) -> None:
-        """Prepare and commit one request body; then done(applied, None), or done(None, error)
+        """Transcode and commit one request body; then done(applied, None), or done(None, error)
         with a ClientError (a bad line), a StorageError (the round failed) or a bug."""
         self.metrics.bytes.inc(len(body))
         max_line = self.settings.max_line
-        if len(body) <= _INLINE_PREPARE:
+        if len(body) <= _INLINE_TRANSCODE:
             try:
-                prepared = prepare(body, max_line)
+                batch = transcode(body, max_line)
             except Exception as exc:
                 done(None, exc)
                 return
-            self._commit(prepared, len(body), key, done)
+            self._commit(batch, len(body), key, done)
             return
-        slice_size = min(SLICE, len(body) // _PREPARE_THREADS + 1)
-        work = partial(prepare, body, max_line, slice_size=slice_size, map=self._prepare_threads.map)
+        slice_size = min(SLICE, len(body) // _TRANSCODE_THREADS + 1)
+        work = partial(transcode, body, max_line, slice_size=slice_size, map=self._transcode_threads.map)
 
-        def prepared(future: asyncio.Future[Prepared]) -> None:
-            if future.exception() is not None:
-                done(None, future.exception())
+        def transcoded(future: asyncio.Future[Batch]) -> None:
+            if (error := future.exception()) is not None:
+                done(None, error)
             else:
                 self._commit(future.result(), len(body), key, done)
 
-        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(prepared)
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(transcoded)
 
-    def _commit(self, prepared: Prepared, size: int, key: str | None, done: Done) -> None:
+    def _commit(self, batch: Batch, size: int, key: str | None, done: Done) -> None:
         # Counted from the request's own times, before the writer sees it: one request of many
         # windows would hold the writer (a file each) for every other request.
         limit = self.settings.max_windows_per_request
-        past = self.writer.policy.past_limit(prepared.times, limit)
+        past = self.writer.policy.past_limit(batch.times, limit)
         if past is not None:
             done(
                 None,
                 ClientError(
                     f"the request opens more than {limit} windows (--max-windows-per-request); "
                     "send fewer events per request",
-                    line=prepared.line_of(past),
+                    line=batch.line_of(past),
                     status=413,
                 ),
             )
             return
 
         def committed(applied: Applied | None, error: BaseException | None) -> None:
-            if applied is not None and applied.keys_full is not None:
+            if applied is not None and (keys_full := applied.keys_full) is not None:
                 applied, error = (
                     None,
                     ClientError(
                         "too many Idempotency-Keys kept (--key-memory) to remember one more for --key-retention; "
                         "retry later",
                         status=503,
-                        headers={"retry-after": str(min(3600, math.ceil(applied.keys_full)))},
+                        headers={"retry-after": str(min(3600, math.ceil(keys_full)))},
                     ),
                 )
             if error is None:
@@ -204,7 +204,7 @@ class Ingest:
                 self._space_needed, self._space_free_then = size, _free_space(self.settings.output)
             done(applied, error)
 
-        self.committer.submit(WriteRequest(prepared.times, prepared.rows, key), committed)
+        self.committer.submit(WriteRequest(batch, key), committed)
 
     def _after_round(self, size: int, outcomes: list[Applied] | None) -> None:
         """The metrics of a commit round, counted once per round rather than per request."""

@@ -171,10 +171,12 @@ class LocalDisk:
 
     def sync_directory(self) -> None:
         """The directory's names (creations, renames, removals), durable."""
+        assert self._dir_fd is not None, "open() first"
         os.fsync(self._dir_fd)
 
     def sync_filesystem(self) -> None:
         """Everything written to the filesystem holding the directory, durable: data, names, its journal."""
+        assert _SYNCFS is not None and self._dir_fd is not None, "only where has_syncfs"
         _checked(_SYNCFS(self._dir_fd))
 
     def publish(self, src_name: str, dst_name: str) -> None:

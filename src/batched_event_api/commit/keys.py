@@ -39,7 +39,7 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def items(self) -> list[tuple[str, int, int]]:
+    def items(self) -> list[tuple[str, int, float]]:
         return [(key, *divmod(value, _AT)) for key, value in self._keys.items()]
 
     def has_room(self, keys: Iterable[str], now: float) -> bool:

@@ -37,7 +37,7 @@ def finished_stem(name: str) -> tuple[str, str] | None:
     """`user-events-YYYYMMDD-HHMMSS` and `.csv` or `.csv.gz` of a finished window's file name, its
     -N and window id dropped; None for any other name."""
     match = _FINISHED.fullmatch(name)
-    return match.group(1, 3) if match else None
+    return (match[1], match[3]) if match else None
 
 
 def window_id(name: str) -> str | None:

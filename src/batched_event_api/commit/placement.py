@@ -16,7 +16,7 @@ from batched_event_api.commit.sync import SyncRound, Write
 from batched_event_api.commit.windows import Plan
 
 if TYPE_CHECKING:
-    from batched_event_api.events.prepare import Rows
+    from batched_event_api.events.rows import Rows
 
 # A round spanning more windows than this has its part files written, synced and closed in batches.
 OPEN_PARTS_PER_ROUND = 256

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from batched_event_api.commit.disk import FILE_MODE, LocalDisk, describe, take_lock
 from batched_event_api.commit.journal import (
@@ -30,19 +29,17 @@ from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.errors import StorageError
-
-if TYPE_CHECKING:
-    from batched_event_api.events.prepare import Rows
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.transcode import Batch
 
 log = logging.getLogger("batched_event_api.writer")
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request's prepared rows, in arrival order, with its Idempotency-Key."""
+    """One request's events (times and rows, in arrival order), with its Idempotency-Key."""
 
-    times: Sequence[int]
-    rows: Rows
+    batch: Batch
     key: str | None = None
 
 
@@ -210,7 +207,7 @@ class Writer:
 
     def apply(self, times: Sequence[int], rows: Rows, key: str | None = None) -> Applied:
         """Write one request's rows; when this returns, they are durable (with fsync on)."""
-        return self.apply_group([Request(times, rows, key)])[0]
+        return self.apply_group([Request(Batch(times, rows), key)])[0]
 
     def apply_group(self, requests: Sequence[Request]) -> list[Applied]:
         """Write a group of requests in one round (group commit): placed one after another, as if
@@ -219,7 +216,9 @@ class Writer:
         leaves the state exactly as the last record says (a storage error: at the next step's
         recovery; any other: now). A key seen earlier, or earlier in the group, is a replay."""
         if all(self._is_replay_or_noop(r) for r in requests):  # nothing to write: no round
-            return [Applied(self.keys.get(r.key), replay=True) if r.key is not None else Applied(0) for r in requests]
+            return [
+                Applied(self.keys.get(r.key) or 0, replay=True) if r.key is not None else Applied(0) for r in requests
+            ]
         self._ensure_healthy()
         now = self._clock()
         self.keys.expire(now)
@@ -296,7 +295,7 @@ class Writer:
 
     def _is_replay_or_noop(self, request: Request) -> bool:
         return (request.key is not None and request.key in self.keys) or (
-            request.key is None and len(request.times) == 0
+            request.key is None and len(request.batch.times) == 0
         )
 
     def _place(self, request: Request, state: RoundState, now: float) -> Applied:
@@ -311,14 +310,15 @@ class Writer:
                 oldest = self.keys.oldest()
                 wait = max(1.0, oldest + self.keys.retention - now) if oldest is not None else 1.0
                 return Applied(accepted=0, keys_full=wait)
-            state.keys[key] = len(request.times)
+            state.keys[key] = len(request.batch.times)
             state.key_bytes += key_cost(key)
-        if len(request.times) == 0:
+        times = request.batch.times
+        if len(times) == 0:
             return Applied(accepted=0)
-        plan = self.policy.plan(state.open.start if state.open else None, request.times)
-        closed = self.placement.place_segments(plan, request.times, request.rows, state)
-        state.events += len(request.times)
-        return Applied(accepted=len(request.times), late=plan.late, committed=closed)
+        plan = self.policy.plan(state.open.start if state.open else None, times)
+        closed = self.placement.place_segments(plan, times, request.batch.rows, state)
+        state.events += len(times)
+        return Applied(accepted=len(times), late=plan.late, committed=closed)
 
     def commit_open(self) -> list[Committed]:
         """Commit the open window now (idle timeout, shutdown)."""
@@ -380,6 +380,7 @@ class Writer:
         # The directory too for new part files, windows published since the last round, or the
         # journal's own name after a compaction whose directory sync failed.
         directory = new_entries or bool(self._publish) or self.journal.name_unsynced
+        assert self.journal.fd is not None, "a round runs on a recovered writer"
         try:
             self.sync.run(writes, journal=(self.journal.fd, line, self.journal.size), directory=directory)
         except Exception:  # not only a storage error: the record must never count

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 import msgspec
 
@@ -54,7 +54,7 @@ class Decoded:
     credits: list[float | None]
 
 
-def slices(body: bytes, size: int) -> Iterator[tuple[int, int]]:
+def slices(body: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
     """Bounds (start, end) of whole-line pieces of about `size` bytes: large bodies are prepared
     piece by piece, so their events never all exist at once."""
     start = 0
@@ -65,7 +65,7 @@ def slices(body: bytes, size: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def decode(body: bytes, *, max_line: int) -> Decoded:
+def decode(body: bytes | bytearray, *, max_line: int) -> Decoded:
     """Decode and validate a whole NDJSON body, or raise EventError naming the first bad line."""
     if len(body) > max_line:
         _check_line_lengths(body, max_line)
@@ -84,7 +84,7 @@ def decode(body: bytes, *, max_line: int) -> Decoded:
     return Decoded(events, times, texts, credits)
 
 
-def _parse_times(body: bytes, texts: list[str]) -> tuple[list[int], list[str]]:
+def _parse_times(body: bytes | bytearray, texts: list[str]) -> tuple[list[int], list[str]]:
     """The events' instants and texts, or EventError for the first bad or out-of-range time."""
     try:
         times, rendered = timestamps.parse_many(texts)
@@ -101,7 +101,7 @@ def _parse_times(body: bytes, texts: list[str]) -> tuple[list[int], list[str]]:
     return times, rendered
 
 
-def _decode_fast(body: bytes, newlines: int) -> list[Event] | None:
+def _decode_fast(body: bytes | bytearray, newlines: int) -> list[Event] | None:
     """All events in one call, or None when the body needs the line-by-line path."""
     if not body or body.isspace():
         return []
@@ -117,9 +117,9 @@ def _decode_fast(body: bytes, newlines: int) -> list[Event] | None:
     return events if len(events) == nonblank else None
 
 
-def _decode_by_line(body: bytes) -> list[Event]:
+def _decode_by_line(body: bytes | bytearray) -> list[Event]:
     events = []
-    for number, line in enumerate(body.split(b"\n"), start=1):
+    for number, line in enumerate(cast(bytes, body).split(b"\n"), start=1):  # bytearray's split: typed alike
         if not line.strip():
             continue
         try:
@@ -163,7 +163,7 @@ def _shape_hint(decode_error: str) -> str:
     return ""
 
 
-def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float | None]) -> None:
+def _restore_negative_zero(body: bytes | bytearray, events: list[Event], credits: list[float | None]) -> None:
     # Line by line, with the same notion of a blank line as the decoder, so indices stay aligned.
     lines = (line for line in body.split(b"\n") if line.strip())
     for i, line in enumerate(lines):
@@ -174,15 +174,15 @@ def _restore_negative_zero(body: bytes, events: list[Event], credits: list[float
 def line_of(body: bytes | bytearray, index: int) -> int:
     """1-based line number of the index-th non-blank line."""
     seen = -1
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if line.strip():
+    for number, text in enumerate(bytes(body).split(b"\n"), start=1):  # a copy: only for an error's answer
+        if text.strip():
             seen += 1
             if seen == index:
                 return number
     raise IndexError(index)
 
 
-def _check_line_lengths(body: bytes, max_line: int) -> None:
+def _check_line_lengths(body: bytes | bytearray, max_line: int) -> None:
     start = 0
     number = 1
     while start < len(body):

@@ -6,10 +6,13 @@ timestamps.py, windows.py); both give the same results, which the tests check.
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
+module: ModuleType | None
 try:
-    from batched_event_api.events import _native as module
+    module = importlib.import_module("batched_event_api.events._native")
 except ImportError:  # pragma: no cover - only without a C compiler at install time
     module = None
 

@@ -1,4 +1,4 @@
-"""A request body to event times and CSV rows. Pure: no I/O, no clock.
+"""A request body to event times and CSV rows (a Batch), the one entry to events/. Pure: no I/O, no clock.
 
 Each slice of the body goes through the native pass (`_native.c`) where it can; from the first
 line the native pass leaves, the Python path (decode.py + render.py) takes the next few lines,
@@ -9,16 +9,16 @@ compiler at install time) everything takes the Python path.
 
 from __future__ import annotations
 
-import bisect
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from typing import cast
 
 from batched_event_api.errors import EventError
 from batched_event_api.events.decode import decode, line_of, slices
 from batched_event_api.events.native import native as _native
 from batched_event_api.events.render import render_rows
+from batched_event_api.events.rows import RowBlock, Rows
 
 NATIVE = _native is not None
 
@@ -30,58 +30,7 @@ _PYTHON_RUN = 64
 
 
 @dataclass(frozen=True, slots=True)
-class RowBlock:
-    """Consecutive CSV rows in one buffer; ends[i] is the offset just past row i's newline."""
-
-    data: bytes | memoryview
-    ends: Sequence[int]  # an int64 view of the native pass's buffer, or a list
-
-    @classmethod
-    def from_lines(cls, lines: Sequence[str]) -> RowBlock:
-        data = ("\n".join(lines) + "\n").encode() if lines else b""
-        if len(data) == sum(map(len, lines)) + len(lines):  # ASCII: a character is a byte
-            sizes = [len(line) + 1 for line in lines]
-        else:
-            sizes = [len(line.encode()) + 1 for line in lines]
-        return cls(data, list(accumulate(sizes)))
-
-
-class Rows:
-    """The rendered rows of one request, kept in the blocks they were rendered in (no copies)."""
-
-    def __init__(self, blocks: Iterable[RowBlock]) -> None:
-        self.blocks = [b for b in blocks if len(b.ends)]
-        self._firsts = [0]  # index of each block's first row
-        for block in self.blocks:
-            self._firsts.append(self._firsts[-1] + len(block.ends))
-
-    @classmethod
-    def from_lines(cls, lines: Sequence[str]) -> Rows:
-        return cls([RowBlock.from_lines(lines)])
-
-    def __len__(self) -> int:
-        return self._firsts[-1]
-
-    def chunks(self, first: int, stop: int) -> list[memoryview]:
-        """The bytes of rows [first, stop), newlines included, as views into the blocks."""
-        out = []
-        index = bisect.bisect_right(self._firsts, first) - 1
-        while first < stop:
-            block, base = self.blocks[index], self._firsts[index]
-            last = min(stop, self._firsts[index + 1])
-            begin = int(block.ends[first - base - 1]) if first > base else 0
-            out.append(memoryview(block.data)[begin : int(block.ends[last - base - 1])])
-            first = last
-            index += 1
-        return out
-
-    def text(self) -> str:
-        """All rows as one string (tests and tools; the writer uses chunks)."""
-        return b"".join(self.chunks(0, len(self))).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Batch:
     """Event times (UTC ns: int64 from the native pass, or a list of ints, always within
     timestamps.EARLIEST_NS..LATEST_NS) and rows, and the body they came from (for line numbers)."""
 
@@ -97,19 +46,19 @@ class Prepared:
         return line_of(self.body, index)
 
 
-def prepare(
-    body: bytes,
+def transcode(
+    body: bytes | bytearray,
     max_line: int,
     *,
     slice_size: int = SLICE,
     native: bool = NATIVE,
     map: Callable[..., Iterator[_Piece]] = map,
-) -> Prepared:
+) -> Batch:
     """Times and rows of a whole body, or EventError for its first bad line. `map` may run the
     slices on a thread pool: the native pass releases the GIL."""
     bounds = slices(body, slice_size)
     if native and _native is not None:
-        results = map(lambda b: _prepare_native(body, *b, max_line), bounds)
+        results = map(lambda b: _prepare_native(body, b[0], b[1], max_line), bounds)
     else:
         results = (_prepare_python(body, start, end, max_line) for start, end in bounds)
     times: list[Sequence[int]] = []
@@ -117,13 +66,13 @@ def prepare(
     for piece_times, piece_blocks in results:
         times += piece_times
         blocks += piece_blocks
-    return Prepared(_join_times(times), Rows(blocks), body)
+    return Batch(_join_times(times), Rows(blocks), body)
 
 
 _Piece = tuple[list[Sequence[int]], list[RowBlock]]
 
 
-def _prepare_python(body: bytes, start: int, end: int, max_line: int) -> _Piece:
+def _prepare_python(body: bytes | bytearray, start: int, end: int, max_line: int) -> _Piece:
     """body[start:end] through the Python path."""
     try:
         decoded = decode(body[start:end], max_line=max_line)
@@ -134,8 +83,9 @@ def _prepare_python(body: bytes, start: int, end: int, max_line: int) -> _Piece:
     return [decoded.times], [RowBlock.from_lines(render_rows(decoded))]
 
 
-def _prepare_native(body: bytes, start: int, end: int, max_line: int) -> _Piece:
+def _prepare_native(body: bytes | bytearray, start: int, end: int, max_line: int) -> _Piece:
     """body[start:end] through the native pass, with Python runs where it stops."""
+    assert _native is not None
     times: list[Sequence[int]] = []
     blocks: list[RowBlock] = []
     view = memoryview(body)
@@ -167,5 +117,5 @@ def _join_times(parts: list[Sequence[int]]) -> Sequence[int]:
         return [t for p in parts for t in p]
     joined = array("q")
     for p in parts:
-        joined.frombytes(p.cast("B"))  # type: ignore[union-attr]
+        joined.frombytes(cast(memoryview, p).cast("B"))  # the native pass's int64 views
     return joined
