@@ -559,7 +559,7 @@ def test_option_errors_name_the_environment_variable_only_when_it_was_the_source
 
 
 def test_compound_durations_parse():
-    from batched_event_api.cli.main import Duration
+    from batched_event_api.cli.options import Duration
 
     parse = Duration().convert
     assert [parse(v, None, None) for v in ("300", "5m", "1h30m", "250ms", "1m30.5s")] == [300, 300, 5400, 0.25, 90.5]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import click
 import pytest
 
 from conftest import ROOT
@@ -88,3 +89,34 @@ def test_the_curl_example_answers_what_the_readme_shows(server_factory):
     )
     assert result.returncode == 0 and result.stdout == shown.strip(), result.stderr
     assert server.stop() == 0
+
+
+def readme_defaults() -> dict[str, str]:
+    """Each option of the README's option tables with the default its row states, as written
+    (a row of two options, `--a` / `--b`, states two defaults the same way)."""
+    stated = {}
+    for row in re.findall(r"^\| (`-.*?) \| .*? \| (.*?) \| ", README, re.M):
+        options = [re.findall(r"--[\w-]+", name)[0] for name in row[0].split(" / ")]
+        defaults = row[1].split(" / ")
+        if len(defaults) == len(options):
+            stated.update(zip(options, (d.strip("`") for d in defaults), strict=True))
+    return stated
+
+
+def test_the_readme_states_the_defaults_the_command_line_has():
+    from batched_event_api.cli.main import main
+    from batched_event_api.config import STATE_DIR
+
+    stated = readme_defaults()
+    shown = {}
+    for command in ("serve", "send"):
+        for param in main.commands[command].params:
+            if isinstance(param, click.Option) and param.default is not None:
+                long = next(o for o in param.opts if o.startswith("--"))
+                if param.is_flag:
+                    shown[long] = "on" if param.default else "off"
+                else:
+                    shown[long] = ", ".join(param.default) if param.multiple else str(param.default)
+    assert len(stated.keys() & shown.keys()) >= 39  # all but --key-prefix and --state-dir (None: said in the help)
+    assert stated["--state-dir"] == STATE_DIR
+    assert {o: stated[o] for o in stated if o in shown} == {o: shown[o] for o in stated if o in shown}

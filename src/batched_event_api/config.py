@@ -1,10 +1,19 @@
-"""Configuration: one typed object, read once from the command line and environment."""
+"""Configuration: one typed object, read once from the command line and environment, and the one
+table of defaults. A default is stated here only: the CLI's options (and their help) take theirs
+from `DEFAULTS` and `SEND_DEFAULTS`, and so do the keyword defaults of the classes they configure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+OUTPUT = "./data"  # -o: the output directory, as given (a Path would say "data")
+STATE_DIR = "./state"  # --state-dir of a bucket output
 
 
 class Align(StrEnum):
@@ -44,12 +53,12 @@ class BucketUrl:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    output: Path = Path("./data")  # the directory written: the output, or the state directory of a bucket
+    output: Path = Path(OUTPUT)  # the directory written: the output, or the state directory of a bucket
     bucket: BucketUrl | None = None  # committed windows go here when set (uploaded from `output`)
-    max_backlog: int = 1024 * 1024 * 1024  # bytes of committed windows waiting for the bucket (503 beyond)
+    max_backlog: int = 1 * GiB  # bytes of committed windows waiting for the bucket (503 beyond)
     drain_timeout: float = 30.0  # seconds a shutdown waits for uploads
-    multipart_threshold: int = 16 * 1024 * 1024  # windows this large go up in parts (smaller ones: one PUT from memory)
-    multipart_chunksize: int = 16 * 1024 * 1024  # bytes per part
+    multipart_threshold: int = 16 * MiB  # windows this large go up in parts (smaller ones: one PUT from memory)
+    multipart_chunksize: int = 16 * MiB  # bytes per part
     upload_concurrency: int = 4  # windows uploaded side by side
     upload_nice: int = 10  # the upload process's CPU priority below the server's
     host: str = "127.0.0.1"
@@ -59,11 +68,11 @@ class Settings:
     align: Align = Align.FIRST_EVENT
     fsync: bool = True
     sync_many: SyncMany = SyncMany.FILESYSTEM  # how a round writing to many files syncs them
-    max_body: int = 64 * 1024 * 1024
-    max_line: int = 8 * 1024 * 1024
+    max_body: int = 64 * MiB
+    max_line: int = 8 * MiB
     max_windows_per_request: int = 1000  # windows one request may open (413 beyond)
     key_retention: float = 3600.0  # seconds an applied Idempotency-Key is recognised
-    key_memory: int = 256 * 1024 * 1024  # bytes of keys kept at most (a new key beyond: 503)
+    key_memory: int = 256 * MiB  # bytes of keys kept at most (a new key beyond: 503)
     group_readable: bool = False  # files 0640 instead of 0600
     auth_token: str | None = None
     header: bool = False
@@ -74,12 +83,28 @@ class Settings:
     body_timeout: float = 30.0  # seconds from the end of the headers to the end of the body
     min_body_rate: int = 240  # bytes/s a body must average after its first 5 seconds (Kestrel's default); 0: off
     header_timeout: float = 10.0  # seconds from a connection's first byte (or its opening) to the end of the headers
-    max_header_size: int = 64 * 1024  # bytes of request line and headers (431 beyond; a URL beyond 8 KiB: 414)
+    max_header_size: int = 64 * KiB  # bytes of request line and headers (431 beyond; a URL beyond 8 KiB: 414)
     send_timeout: float = 30.0  # seconds a client may leave its answers unread (the transport's writing paused)
     keep_alive: float = 5.0  # seconds an idle keep-alive connection is kept open
     max_connections: int = 1024  # connections beyond this are answered 503 and closed
-    max_pending: int = 256 * 1024 * 1024  # body bytes received and not yet written (503 beyond)
+    max_pending: int = 256 * MiB  # body bytes received and not yet written (503 beyond)
 
     @property
     def interval_ns(self) -> int:
         return round(self.interval * 1_000_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    """The `send` client's options that have a default (its `Sender` takes them one by one)."""
+
+    urls: tuple[str, ...] = ("http://127.0.0.1:8080",)  # chunks go round-robin over these
+    batch_lines: int = 10_000  # lines per request at most
+    batch_bytes: int = 8 * MiB  # bytes per request at most (a longer line goes alone)
+    gzip: bool = False  # request bodies compressed
+    retries: int = 8  # of one chunk
+    timeout: float = 60.0  # seconds allowed for one request
+
+
+DEFAULTS = Settings()  # every setting's default, read as DEFAULTS.max_body
+SEND_DEFAULTS = SendSettings()

@@ -57,8 +57,8 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
         open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size, round(max(age, 0.0), 1))
     uploaded = _uploaded_names(directory)
-    found = _committed_files(directory)
-    committed = sorted((entry for entry in found if entry[0] not in uploaded), key=lambda entry: entry[0])
+    found = finished_files(directory)
+    committed = sorted((name, info.st_size) for name, info in found.items() if name not in uploaded)
     return Status(
         directory=str(directory),
         served=_is_served(directory),
@@ -81,10 +81,11 @@ def _uploaded_names(directory: Path) -> frozenset[str]:
         return frozenset()
 
 
-def _committed_files(directory: Path) -> list[tuple[str, int]]:
-    """Name and size of each finished window's file: regular files only, never through a link
-    (what else sits at such a name is neither the server's nor uploaded)."""
-    found = []
+def finished_files(directory: Path) -> dict[str, os.stat_result]:
+    """Each finished window's file (named as the writer publishes it: `finished_stem`) with its
+    own stat: regular files only, never through a link (what else sits at such a name is neither
+    the server's nor uploaded)."""
+    found = {}
     for entry in os.scandir(directory):
         if finished_stem(entry.name) is None:
             continue
@@ -93,7 +94,7 @@ def _committed_files(directory: Path) -> list[tuple[str, int]]:
         except FileNotFoundError:  # uploaded and removed meanwhile
             continue
         if stat.S_ISREG(info.st_mode):
-            found.append((entry.name, info.st_size))
+            found[entry.name] = info
     return found
 
 

@@ -17,11 +17,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, cast
 
 import httpx
 
 from batched_event_api.backoff import Backoff
+from batched_event_api.config import SEND_DEFAULTS
 
 # Answers worth retrying: the request may succeed later unchanged.
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -70,17 +71,25 @@ def chunks(stream: BinaryIO, max_lines: int, max_bytes: int) -> Iterator[Chunk]:
         yield Chunk(b"".join(buffer), first, len(buffer))
 
 
+class ProgressReport(Protocol):
+    """Told about every chunk applied and every retry (the progress bar)."""
+
+    def advance(self, events: int, size: int) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
 @dataclass
 class Sender:
     urls: list[str]
-    batch_lines: int = 10_000
-    batch_bytes: int = 8 * 1024 * 1024
-    gzip: bool = False
+    batch_lines: int = SEND_DEFAULTS.batch_lines
+    batch_bytes: int = SEND_DEFAULTS.batch_bytes
+    gzip: bool = SEND_DEFAULTS.gzip
     auth_token: str | None = field(default=None, repr=False)  # never shown, not even in a repr
-    retries: int = 8
-    timeout: float = 60.0
+    retries: int = SEND_DEFAULTS.retries
+    timeout: float = SEND_DEFAULTS.timeout
     key_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    progress: object = None  # a Progress (see cli), told about every chunk sent
+    progress: ProgressReport | None = None
 
     def __post_init__(self) -> None:
         headers = {"Content-Type": "application/x-ndjson", "User-Agent": "batched-event-api-send"}
@@ -154,7 +163,7 @@ class Sender:
                         summary.events += answer.get("accepted", 0)
                         summary.bytes += len(chunk.data)  # what this run applied: replays were sent before
                     if self.progress is not None:
-                        self.progress.advance(answer.get("accepted", 0), len(chunk.data))  # type: ignore[attr-defined]
+                        self.progress.advance(answer.get("accepted", 0), len(chunk.data))
                     return
                 if response.status_code not in RETRY_STATUSES:
                     raise SendError(_describe_refusal(response, chunk, path))
@@ -169,7 +178,7 @@ class Sender:
                 )
             summary.retries += 1
             if self.progress is not None:
-                self.progress.note(f"retrying in {wait:.1f}s: {problem}")  # type: ignore[attr-defined]
+                self.progress.note(f"retrying in {wait:.1f}s: {problem}")
             time.sleep(wait)  # backoff between retries of a real network call
 
 
@@ -227,7 +236,7 @@ def open_input(path: str) -> Iterator[BinaryIO]:
     is decompressed while read."""
     raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")
     try:
-        yield gzip_module.GzipFile(fileobj=raw) if _is_gzip(raw) else raw  # type: ignore[return-value]
+        yield cast(BinaryIO, gzip_module.GzipFile(fileobj=raw)) if _is_gzip(raw) else raw
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()

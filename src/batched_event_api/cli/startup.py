@@ -1,0 +1,64 @@
+"""What `serve` takes and checks before the service starts, each failure one line: the port, the
+output directory, the header rows of the files already there."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from batched_event_api.commit.inventory import finished_files
+from batched_event_api.events.render import COLUMNS
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound (port 0: any free one); a failure is one line and exit 1."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def make_directory(directory: Path) -> None:
+    """The output (or state) directory, created if missing."""
+    if directory.exists() and not directory.is_dir():
+        raise click.ClickException(f"cannot write to {directory}: it is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the output directory {directory}: {exc.strerror}") from None
+
+
+def header_mismatch(directory: Path, header: bool) -> str | None:
+    """Why serving `directory` with (or without) --header would mix files with and without a
+    header row, judged by its newest committed file (readers of *.csv then fail, or read a header
+    as data); None when it would not."""
+    files = finished_files(directory)
+    if not files:
+        return None
+    newest = max(files, key=lambda name: files[name].st_mtime_ns)
+    fd = os.open(directory / newest, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as raw:
+        first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
+    has_header = first_line == (",".join(COLUMNS) + "\n").encode()
+    if has_header == header:
+        return None
+    it, option = ("has no header row", "without --header") if header else ("starts with a header row", "with --header")
+    return (
+        f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest}, "
+        f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory"
+    )

@@ -1,0 +1,57 @@
+"""`status`: what an output (or state) directory holds, read from its files; a server need not run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from batched_event_api.cli.options import directory_and_bucket, setting
+from batched_event_api.config import OUTPUT, STATE_DIR
+
+
+@click.command()
+@setting(
+    "-o",
+    "--output",
+    default=OUTPUT,
+    help="The output directory to describe; for an s3:// output, its --state-dir is described.",
+)
+@setting(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"The state directory of a bucket output [default: {STATE_DIR}].",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def status(output: str, state_dir: Path | None, as_json: bool) -> None:
+    """What an output directory holds: the open window, committed files, pending publishes, the journal.
+    Reads the directory only; a server need not run."""
+    from batched_event_api.commit.inventory import read_status
+    from batched_event_api.commit.journal import JournalDamaged
+
+    directory, bucket = directory_and_bucket(output, state_dir)
+    try:
+        state = read_status(directory)
+    except (FileNotFoundError, JournalDamaged) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(state.as_dict()))
+        return
+    w = state.open
+    click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
+    click.echo(
+        f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
+        f"last written {w.idle_seconds:g}s ago"
+        if w
+        else "open window:       none"
+    )
+    click.echo(
+        f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
+        f"({state.committed_bytes:,} bytes)" + (f", newest {state.newest_committed}" if state.newest_committed else "")
+    )
+    if state.uploaded_kept:
+        click.echo(f"uploaded, kept until the journal moves on: {state.uploaded_kept:,}")
+    click.echo(f"pending publishes: {', '.join(state.pending_publish) or 'none'}")
+    click.echo(f"journal:           {state.journal_bytes:,} bytes, {state.journal_records:,} records")

@@ -1,0 +1,78 @@
+"""The command line's parts without a server: the options' defaults come from config's one table,
+and what `status` and `serve`'s header check count as a finished window is what the writer names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import pytest
+
+from batched_event_api.cli.main import main
+from batched_event_api.cli.options import Duration, Size
+from batched_event_api.cli.startup import header_mismatch
+from batched_event_api.commit.inventory import read_status
+from batched_event_api.config import DEFAULTS, OUTPUT, SEND_DEFAULTS
+
+# Names the earlier rule of `status` (`user-events-` and `.csv` anywhere) took for finished windows,
+# none of which the writer ever publishes.
+LOOK_ALIKES = [
+    "user-events-x.csv",
+    "user-events-20240701-020304.csv.tmp",
+    "user-events-20240701-020304.csv.gz.part",
+    "user-events-20240701-0203.csv",
+    "user-events-20240701-020304.backup.csv",
+]
+
+
+def _parameters(command: str) -> dict[str, click.Parameter]:
+    return {p.name: p for p in main.commands[command].params if p.name}
+
+
+@pytest.mark.parametrize(("command", "table"), [("serve", DEFAULTS), ("send", SEND_DEFAULTS)])
+def test_every_option_with_a_table_entry_defaults_to_it(command, table):
+    params = _parameters(command)
+    ctx = click.Context(main.commands[command])
+    read = [name for name in params if hasattr(table, name) and name != "output"]  # -o: the text OUTPUT
+    assert len(read) == len(fields(table)) - (2 if command == "serve" else 0)  # all but output and bucket
+    for name in read:
+        assert params[name].type_cast_value(ctx, params[name].default) == getattr(table, name), name
+    assert command != "serve" or (params["output"].default, DEFAULTS.output) == (OUTPUT, Path(OUTPUT))
+
+
+@pytest.mark.parametrize("seconds", [0.25, 1, 5, 30, 60, 90, 120, 300, 3600, 5400, 7200, 604800])
+def test_a_duration_reads_back_as_written(seconds):
+    assert Duration().convert(Duration.text(seconds), None, None) == seconds
+
+
+@pytest.mark.parametrize("size", [0, 240, 1000, 1024, 64 * 1024, 5 * 1024 * 1024, 3 << 30, (1 << 30) + 1])
+def test_a_size_reads_back_as_written(size):
+    assert Size().convert(Size.text(size), None, None) == size
+
+
+def test_status_counts_only_the_files_the_writer_publishes(tmp_path):
+    assert all(name.startswith("user-events-") and ".csv" in name for name in LOOK_ALIKES)  # the old rule's
+    for name in [*LOOK_ALIKES, "user-events-20240701-020304.csv", "user-events-20240701-020304-1.csv.gz"]:
+        (tmp_path / name).write_bytes(b"x\n")
+    (tmp_path / "user-events-20240701-030000.csv").symlink_to(tmp_path / "user-events-x.csv")
+    state = read_status(tmp_path)
+    assert (state.committed_files, state.committed_bytes) == (2, 4)
+    assert state.newest_committed == "user-events-20240701-020304.csv"
+
+
+def test_the_header_check_judges_the_newest_finished_window_only(tmp_path):
+    header = b"time,uuid,id,active,email,phone,description,credits\n"
+    window = tmp_path / "user-events-20240701-020304.csv"
+    window.write_bytes(b"row\n")
+    os.utime(window, ns=(1, 1))
+    for name in LOOK_ALIKES:  # newer, with a header row: not windows, so not judged
+        (tmp_path / name).write_bytes(header)
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_bytes(header)
+    (tmp_path / "user-events-20240701-030000.csv").symlink_to(elsewhere)  # never followed
+    assert header_mismatch(tmp_path, header=False) is None
+    assert "its newest file, user-events-20240701-020304.csv, has no header row" in str(
+        header_mismatch(tmp_path, header=True)
+    )
