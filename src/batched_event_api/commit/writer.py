@@ -28,6 +28,7 @@ from batched_event_api.commit.placement import Committed, Placement, RoundState
 from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
 from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.config import DEFAULTS, Compress
 from batched_event_api.errors import StorageError
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.transcode import Batch
@@ -63,11 +64,11 @@ class Writer:
         directory: Path,
         policy: WindowPolicy,
         *,
-        fsync: bool = True,
+        fsync: bool = DEFAULTS.fsync,
         header: str = "",
-        key_retention: float = 3600,
-        key_memory: int = 256 << 20,
-        compress: bool = False,
+        key_retention: float = DEFAULTS.key_retention,
+        key_memory: int = DEFAULTS.key_memory,
+        compress: bool = DEFAULTS.compress is Compress.GZIP,
         syncfs_from: int | None = SYNCFS_FROM,
         disk: LocalDisk | None = None,
         compact_bytes: int = COMPACT_BYTES,
