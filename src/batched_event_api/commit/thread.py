@@ -3,8 +3,7 @@
 All writer calls go through one of these: that is their serialization. It is a one-worker
 ThreadPoolExecutor with less in between: a call is a queue entry and its outcome one
 call_soon_threadsafe of the caller's callback, where run_in_executor adds a concurrent Future
-with its condition and a chained asyncio Future per call (bench W3, one connection of one-event
-requests on a bare protocol: 6,300 against 7,800 requests/s for this).
+with its condition and a chained asyncio Future per call (what that costs: docs/performance.md).
 """
 
 from __future__ import annotations
