@@ -353,11 +353,13 @@ def test_a_multipart_upload_holds_about_two_parts_in_memory_not_the_window(bucke
 import tracemalloc
 from batched_event_api.config import BucketUrl
 from batched_event_api.output.s3 import S3Bucket
+from batched_event_api.output.store import Finished
 from batched_event_api.output.uploader import _sha256
 store = S3Bucket(BucketUrl.parse({bucket.url!r}), multipart_from=5 << 20, part_size=5 << 20)
 digest = _sha256({str(window)!r})
+file = open({str(window)!r}, "rb")
 tracemalloc.start()
-assert store.create({window.name!r}, {str(window)!r}, None, sha256=digest, content_type="text/csv", content_encoding=None)
+assert store.create({window.name!r}, Finished(file, {window.stat().st_size}, digest, None))
 print(tracemalloc.get_traced_memory()[1])
 """
     done = subprocess.run(
