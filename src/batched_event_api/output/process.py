@@ -2,8 +2,8 @@
 
 Each upload takes CPU (reading and hashing the window, the PUT, the thread hand-offs: figures in
 docs/performance.md); in the server's process that time was taken from the event loop at every
-window. The child runs the same `Uploader` on the same state directory and talks to the server
-over one socket pair, in the typed messages of messages.py.
+window. The child (child.py) runs the same `Uploader` on the same state directory and talks to
+the server over one socket pair, in the typed messages of messages.py.
 
 The windows the journal's last record names (`pinned`) are asked of the server at the moment the
 child would remove uploaded files, never cached: a stale answer is how an uploaded window's file
@@ -14,12 +14,9 @@ starts another, which finds the same files and goes on.
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import logging
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -46,13 +43,12 @@ from batched_event_api.output.messages import (
     Stop,
     Wake,
 )
-from batched_event_api.output.uploader import Uploader, UploadReport
+from batched_event_api.output.uploader import UploadReport
 
 log = logging.getLogger("batched_event_api.upload")
 
 RESTART_AFTER = 1.0  # seconds before a child that died alone is replaced
 _STOP_GRACE = 2.0  # seconds the stopped child has to finish what it does before it is killed
-_PR_SET_PDEATHSIG = 1
 
 
 class UploadProcess:
@@ -145,7 +141,7 @@ class UploadProcess:
             [
                 sys.executable,
                 "-m",
-                "batched_event_api.output.process",
+                "batched_event_api.output.child",
                 str(theirs.fileno()),
                 msgspec.json.encode(self._args).decode(),
             ],
@@ -229,128 +225,3 @@ class UploadProcess:
             except (ValueError, RuntimeError, OSError) as exc:
                 log.error("could not start the upload process: %s", exc)
         return False
-
-
-class _PipeReport(UploadReport):
-    """The child's side of the report: results and counts gathered and sent to the server at
-    most every FLUSH_EVERY seconds, one message for many uploads (each message wakes a thread
-    of the server, which shares its GIL with the event loop)."""
-
-    FLUSH_EVERY = 0.02
-
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
-        self._lock = threading.Lock()
-        self._counts: tuple[int, int, int] | None = None
-        self._uploads: list[tuple[str, float]] = []
-        self._failures: collections.Counter[str] = collections.Counter()
-        self._due = threading.Event()
-        threading.Thread(target=self._flush_regularly, name="report", daemon=True).start()
-
-    def uploaded(self, result: str, seconds: float) -> None:
-        with self._lock:
-            self._uploads.append((result, seconds))
-        self._due.set()
-
-    def failed(self, stage: str = "upload") -> None:
-        with self._lock:
-            self._failures[stage] += 1
-        self._due.set()
-
-    def counted(self, windows: int, size: int, awaiting_release: int) -> None:
-        with self._lock:
-            self._counts = (windows, size, awaiting_release)
-        self._due.set()
-
-    def flush(self) -> None:
-        with self._lock:  # held while telling: a later snapshot never arrives before an earlier one
-            if (self._counts, self._uploads, self._failures) != (None, [], {}):
-                self._channel.send(Report(self._counts, self._uploads, dict(self._failures)))
-            self._counts, self._uploads, self._failures = None, [], collections.Counter()
-
-    def _flush_regularly(self) -> None:
-        while True:
-            self._due.wait()
-            self._due.clear()
-            self.flush()
-            time.sleep(self.FLUSH_EVERY)  # what comes meanwhile goes in the next message
-
-
-class _Child:
-    """The child's side: the uploader, answering the server's messages."""
-
-    def __init__(self, channel: Channel, uploader: Uploader, report: _PipeReport, pinned: queue.SimpleQueue) -> None:
-        self.channel, self.uploader, self.report = channel, uploader, report
-        self._pinned = pinned  # where AskPinned's answers go
-
-    def serve(self) -> None:
-        while True:
-            try:
-                message = self.channel.recv()
-            except (EOFError, OSError):  # the server is gone: stop at once, whatever is under way
-                os._exit(0)
-            match message:
-                case Wake():
-                    self.uploader.wake()
-                case Pinned(names=names):
-                    self._pinned.put(frozenset(names))
-                case Drain(seconds=seconds):
-                    _in_background(self._drain, seconds)  # this loop must go on answering
-                case Stop():
-                    _in_background(self._stop)
-                case _:
-                    log.error("unexpected message from the server: %r", message)
-
-    def _drain(self, seconds: float) -> None:
-        done = self.uploader.drain(seconds)
-        self.report.flush()  # the counts the server reports from now on are the final ones
-        self.channel.send(Drained(done))
-
-    def _stop(self) -> None:
-        self.uploader.stop()
-        os._exit(0)
-
-
-def _in_background(work: Callable[..., None], *args: object) -> None:
-    threading.Thread(target=work, args=args, daemon=True).start()
-
-
-def _child(fd: int, args: ChildArgs) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != args.parent:  # the server died before the line above
-        os._exit(0)
-    os.nice(args.nice)  # uploads take the CPU that ingest leaves
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the server's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a SIGTERM to the group: it stops us in turn
-    from batched_event_api.logs import configure_logging
-    from batched_event_api.output.s3 import S3Bucket
-
-    configure_logging(args.log_format, args.log_level)
-    channel = Channel(fd)
-    replies: queue.SimpleQueue[frozenset[str]] = queue.SimpleQueue()
-
-    def pinned() -> frozenset[str]:
-        channel.send(AskPinned())
-        return replies.get()
-
-    report = _PipeReport(channel)
-    try:
-        bucket = S3Bucket(BucketUrl.parse(args.bucket), multipart_from=args.multipart_from, part_size=args.part_size)
-        uploader = Uploader(
-            Path(args.directory),
-            bucket,
-            report,
-            concurrency=args.concurrency,
-            pinned=pinned,
-            read_whole_below=args.multipart_from,  # what goes up in one PUT is read once
-        )
-    except ValueError as exc:
-        channel.send(Refused(str(exc)))
-        return
-    channel.send(Ready())
-    uploader.start()
-    _Child(channel, uploader, report, replies).serve()
-
-
-if __name__ == "__main__":
-    _child(int(sys.argv[1]), msgspec.json.decode(sys.argv[2], type=ChildArgs))
