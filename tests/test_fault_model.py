@@ -72,7 +72,7 @@ from batched_event_api.events.timestamps import (
     utc_stamp,
 )
 from batched_event_api.events.transcode import Batch, transcode
-from batched_event_api.output.s3 import Identity, StoreError
+from batched_event_api.output.store import Finished, Identity, StoreError
 from batched_event_api.output.uploader import Uploader
 from model import STRINGS, ndjson, time_text
 from powercut import Crash, PowerCutDisk, _writer_frames
@@ -346,12 +346,11 @@ class Obj:
 
 
 class MemoryBucket:
-    """The three things the uploader asks of a bucket (objectstore.S3Bucket's create and
-    identity), in memory: a create never replaces an object. Faults: the N-th call fails
-    (StoreError), a PUT is stored but its answer lost, the process dies before or after a PUT is
-    stored, an outage fails every call until it ends."""
+    """What the uploader asks of a store (output/store.py's Store: create and identity), in
+    memory: a create never replaces an object. Faults: the N-th call fails (StoreError), a PUT is
+    stored but its answer lost, the process dies before or after a PUT is stored, an outage fails
+    every call until it ends."""
 
-    multipart_from = 1 << 40  # every window in one PUT
     url = "mem://bucket/events/"
 
     def __init__(self, objects: dict[str, Obj] | None = None) -> None:
@@ -389,13 +388,13 @@ class MemoryBucket:
             raise Crash
         raise StoreError(f"{call}: injected {armed.kind}")
 
-    def create(self, name, source, data, *, sha256, window_id=None, content_type, content_encoding) -> bool:
-        assert data is not None and content_type == "text/csv"
+    def create(self, name, window: Finished) -> bool:
+        assert window.data is not None and window.content_type == "text/csv"
         self._fault("PutObject", stored=False)
         with self._lock:
             if name in self.objects:
                 return False
-            self.objects[name] = Obj(bytes(data), sha256, window_id, content_encoding)
+            self.objects[name] = Obj(bytes(window.data), window.sha256, window.window_id, window.content_encoding)
         self._fault("PutObject", stored=True)
         return True
 

@@ -5,7 +5,6 @@ while the store is cut off, two instances on one bucket, multipart uploads of la
 from __future__ import annotations
 
 import collections
-import errno
 import gzip
 import hashlib
 import json
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
 from batched_event_api.config import BucketUrl
@@ -353,11 +351,13 @@ def test_a_multipart_upload_holds_about_two_parts_in_memory_not_the_window(bucke
 import tracemalloc
 from batched_event_api.config import BucketUrl
 from batched_event_api.output.s3 import S3Bucket
+from batched_event_api.output.store import Finished
 from batched_event_api.output.uploader import _sha256
 store = S3Bucket(BucketUrl.parse({bucket.url!r}), multipart_from=5 << 20, part_size=5 << 20)
 digest = _sha256({str(window)!r})
+file = open({str(window)!r}, "rb")
 tracemalloc.start()
-assert store.create({window.name!r}, {str(window)!r}, None, sha256=digest, content_type="text/csv", content_encoding=None)
+assert store.create({window.name!r}, Finished(file, {window.stat().st_size}, digest, None))
 print(tracemalloc.get_traced_memory()[1])
 """
     done = subprocess.run(
@@ -408,37 +408,9 @@ def test_a_plain_http_endpoint_needs_aws_allow_http(bucket, tmp_path):
         server.start()
 
 
-def test_an_uploaded_window_stays_while_the_last_journal_record_names_it(bucket, tmp_path):
-    """Recovery reads the last record's windows back: an uploaded window's file must not vanish
-    while that record names it, or an acknowledged round would look torn and be rolled back."""
-    state = tmp_path / "state"
-    state.mkdir()
-    window = state / "user-events-20240701-020000.csv"
-    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
-    pinned = {window.name}
-    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
-    uploader = Uploader(state, store, UploadReport(Metrics()), pinned=lambda: frozenset(pinned))
-    uploader.start()
-    assert wait_for(lambda: uploader.awaiting_release == 1)
-    assert bucket.objects() == {window.name: window.read_bytes()} and window.exists()
-    pinned.clear()  # a later record no longer names it
-    assert uploader.drain(30)
-    uploader.stop()
-    assert not window.exists()
-
-
 def _results(metrics: Metrics) -> dict[str, float]:
     return {
         s.labels["result"]: s.value for m in metrics.uploads.collect() for s in m.samples if s.name.endswith("_total")
-    }
-
-
-def _failures(metrics: Metrics) -> dict[str, float]:
-    return {
-        s.labels["stage"]: s.value
-        for m in metrics.upload_failures.collect()
-        for s in m.samples
-        if s.name.endswith("_total")
     }
 
 
@@ -462,30 +434,6 @@ def test_a_window_file_removed_by_someone_else_after_its_upload_stops_nothing(bu
     assert "not uploaded within --drain-timeout" not in log and "Traceback" not in log
     assert bucket.objects() == model_files(events)
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
-
-
-def test_a_failing_scan_of_the_state_directory_is_logged_counted_and_retried(bucket, tmp_path, caplog):
-    """The state directory cannot be read for a while (here: it is gone): the uploader says so,
-    counts it by stage, and tries again with backoff instead of ending; once it is back, the
-    window in it goes up."""
-    state = tmp_path / "state"
-    state.mkdir()
-    metrics = Metrics()
-    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
-    uploader = Uploader(state, store, UploadReport(metrics))
-    uploader.start()
-    state.rename(tmp_path / "away")
-    uploader.wake()
-    assert wait_for(lambda: _failures(metrics).get("scan", 0) >= 1)
-    (tmp_path / "away").rename(state)
-    window = state / "user-events-20240701-020000.csv"
-    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
-    uploader.wake()
-    assert wait_for(lambda: "user-events-20240701-020000.csv" in bucket.objects())
-    assert uploader.drain(30)
-    uploader.stop()
-    assert not window.exists()
-    assert any("scanning" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
 
 
 def test_the_same_bytes_posted_twice_and_committed_apart_are_two_objects(bucket, tmp_path):
@@ -566,38 +514,6 @@ def test_a_symlink_at_a_window_name_in_the_state_directory_is_neither_uploaded_n
     assert "not uploaded within --drain-timeout" not in log
     assert sum(link.name in line for line in log.splitlines()) == 1
     assert "not a regular file" in log
-
-
-def test_a_refused_removal_is_logged_counted_and_retried_while_uploads_go_on(bucket, tmp_path, caplog):
-    """Removing an uploaded window fails (here EACCES, once): said, counted by stage, tried again
-    after the backoff; the windows published meanwhile still go up, and the file goes in the end."""
-
-    class RefusingDisk(LocalDisk):
-        refusals = 1
-
-        def remove(self, name: str) -> None:
-            if self.refusals:
-                self.refusals -= 1
-                raise PermissionError(errno.EACCES, "Permission denied", str(self.directory / name))
-            super().remove(name)
-
-    state = tmp_path / "state"
-    state.mkdir()
-    first, second = state / "user-events-20240701-020000.csv", state / "user-events-20240701-030000.csv"
-    first.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
-    metrics = Metrics()
-    store = S3Bucket(BucketUrl.parse(bucket.url), environ=bucket.env())
-    uploader = Uploader(state, store, UploadReport(metrics), disk=RefusingDisk(state))
-    uploader.start()
-    uploader.wake()
-    assert wait_for(lambda: _failures(metrics).get("release", 0) == 1)
-    second.write_bytes(b"2024-07-01T03:00:00Z,,2,false,,,,0\n")
-    uploader.wake()
-    assert uploader.drain(30)
-    uploader.stop()
-    assert sorted(bucket.objects()) == [first.name, second.name]
-    assert list(state.iterdir()) == []
-    assert any("removing uploaded windows failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
 
 
 def test_status_counts_only_the_regular_window_files_of_the_state_directory(bucket, tmp_path):

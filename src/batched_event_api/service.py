@@ -23,11 +23,11 @@ from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Applied, Committed, Writer
 from batched_event_api.commit.writer import Request as WriteRequest
 from batched_event_api.config import Align, Compress, Settings, SyncMany
-from batched_event_api.errors import RETRY_AFTER, ClientError, StorageError
+from batched_event_api.errors import ClientError, StorageError
 from batched_event_api.events.render import COLUMNS
 from batched_event_api.events.transcode import SLICE, Batch, transcode
 from batched_event_api.metrics import Metrics
-from batched_event_api.output.process import UploadProcess
+from batched_event_api.output.destination import Destination, destination
 
 log = logging.getLogger("batched_event_api")
 
@@ -69,29 +69,13 @@ class Ingest:
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self._space_free_then = 0  # free bytes once its round was undone
         self._healed_at = -math.inf  # when a readiness probe last tried a recovery
-        self.uploader: UploadProcess | None = None
-        if settings.bucket is not None:  # finished windows go on from the state directory to the bucket
-            uploader = UploadProcess(
-                settings.output,
-                settings.bucket,
-                metrics,
-                concurrency=settings.upload_concurrency,
-                nice=settings.upload_nice,
-                multipart_from=settings.multipart_threshold,
-                part_size=settings.multipart_chunksize,
-                pinned=lambda: self.writer.pinned,
-                log_format=settings.log_format,
-                log_level=settings.log_level,
-            )
-            metrics.backlog_windows.set_function(lambda: uploader.backlog_windows)
-            metrics.backlog_bytes.set_function(lambda: uploader.backlog_bytes)
-            self.uploader = uploader
+        # Where published windows go next: nowhere (the directory is the output), or a bucket.
+        self.output: Destination = destination(settings, metrics, pinned=lambda: self.writer.pinned)
 
     def open(self) -> None:
         """Take the output directory and recover it (before serving: a problem is one clear line)."""
         self.writer.start()
-        if self.uploader is not None:
-            self.uploader.start()
+        self.output.start()
 
     async def start(self) -> None:
         """Serving begins: the directory was opened (open())."""
@@ -109,35 +93,13 @@ class Ingest:
             log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
         await self._on_writer(self.writer.close)
         self._writer_thread.shutdown()
-        if self.uploader is not None:
-            await self._drain_uploads()
+        await asyncio.get_running_loop().run_in_executor(None, self.output.drain, self.settings.drain_timeout)
+        self.output.stop()
         self._transcode_threads.shutdown()
-
-    async def _drain_uploads(self) -> None:
-        uploader = self.uploader
-        assert uploader is not None
-        timeout = self.settings.drain_timeout
-        if not await asyncio.get_running_loop().run_in_executor(None, uploader.drain, timeout):
-            log.warning(
-                "%d committed windows (%d bytes) not uploaded within --drain-timeout %gs: they stay in %s "
-                "and are uploaded at the next start",
-                uploader.backlog_windows,
-                uploader.backlog_bytes,
-                timeout,
-                self.settings.output,
-            )
-        uploader.stop()
 
     def refusal(self) -> ClientError | None:
         """Why a new request is refused before its body is read (the upload backlog is full), or None."""
-        if self.uploader is not None and self.uploader.backlog_bytes >= self.settings.max_backlog:
-            return ClientError(
-                f"{self.uploader.backlog_windows} committed windows wait for the bucket (--max-backlog reached); "
-                "retry shortly",
-                status=503,
-                headers={"retry-after": RETRY_AFTER},
-            )
-        return None
+        return self.output.refusal()
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         # Even without fsync the writer gzips windows, writes up to 64 MiB and renames: never on
@@ -234,7 +196,7 @@ class Ingest:
         if not (self.writer.healthy or await self._heal()):
             return f"storage error: {self.writer.problem}"
         if not os.access(self.settings.output, os.W_OK):
-            return f"the {'state' if self.uploader else 'output'} directory is not writable"
+            return f"the {self.output.directory_role} directory is not writable"
         if self._space_needed:
             # Room for the refused request and a margin, or (on a filesystem too small for the
             # margin) at least that request's size more than there was once its round was undone.
@@ -256,8 +218,7 @@ class Ingest:
         for c in committed:
             self.metrics.windows.inc()
             log.info("committed %s rows=%d bytes=%d", c.name, c.rows, c.size)
-        if self.uploader is not None and (committed or self.uploader.awaiting_release):
-            self.uploader.wake()  # new windows to upload, or uploaded ones the journal may have let go
+        self.output.committed(len(committed))
         self._update_open_gauges()
 
     def _update_open_gauges(self) -> None:
@@ -268,7 +229,7 @@ class Ingest:
     async def _commit_open(self) -> None:
         """Commit the open window (idle, shutdown) and publish what is committed."""
         committed = await self._on_writer(self.writer.commit_open)
-        if self.uploader is not None:  # no more rounds may come: let the uploader remove what it uploads
+        if self.output.settles:  # no more rounds may come: let what went on be removed from the directory
             await self._on_writer(self.writer.settle)
         self._record_commits(committed)
         if not self.writer.healthy and not await self._on_writer(self.writer.heal):

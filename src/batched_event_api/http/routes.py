@@ -37,8 +37,8 @@ def create_app(route: IngestRoute) -> Any:
     async def readyz(request: Request) -> Response:
         reason = await route.unready_reason()
         body: dict[str, Any] = {"status": "ready"} if reason is None else {"status": "unavailable", "error": reason}
-        if ingest.uploader is not None:
-            body["backlog"] = {"windows": ingest.uploader.backlog_windows, "bytes": ingest.uploader.backlog_bytes}
+        if (backlog := ingest.output.backlog()) is not None:
+            body["backlog"] = {"windows": backlog.windows, "bytes": backlog.bytes}
         return JSONResponse(body, status_code=200 if reason is None else 503)
 
     async def metrics_route(request: Request) -> Response:

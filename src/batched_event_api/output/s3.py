@@ -1,24 +1,23 @@
-"""A bucket as the destination of committed windows: S3, or any store that speaks its API.
+"""A bucket as a Store: S3, or any store that speaks its API.
 
-Three operations are all the uploader needs: create an object only if its name is free, say
-what an existing object is (size, our checksum, the window's id), and nothing else: no rename, no listing, no
+What the output path asks of it (store.py): create an object only if its name is free, and say
+what an existing object is (size, our checksum, the window's id); no rename, no listing, no
 directory to sync. Configured the AWS way (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION), with object_store's
 AWS_ALLOW_HTTP=true required for a plain-http endpoint.
 
 Two clients, each for what it does right. obstore (Rust object_store) makes the single-PUT
-conditional creates and the HEADs: its signing and HTTP run without the GIL, 0.62 ms of CPU per
-100 KB PUT against boto3's 1.98 (measured against moto), which matters because the event loop
-shares the process. But it makes a conditional create only as one PUT of the whole object in
-memory; S3 also takes `If-None-Match` on CompleteMultipartUpload, which boto3 sends, so windows
-of --multipart-threshold or more go up in parts through boto3, streamed from their file.
+conditional creates and the HEADs: its signing and HTTP run without the GIL, and take a fraction
+of boto3's CPU per PUT (docs/performance.md), which matters because the uploads share the machine
+with ingest. But it makes a conditional create only as one PUT of the whole object in memory; S3
+also takes `If-None-Match` on CompleteMultipartUpload, which boto3 sends, so windows of
+--multipart-threshold or more go up in parts through boto3, streamed from their file.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, BinaryIO
 
@@ -30,25 +29,15 @@ from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
 
 from batched_event_api.config import BucketUrl
+from batched_event_api.output.store import Finished, Identity, StoreError
 
 CHECKSUM_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the window file's SHA-256
 WINDOW_ID_KEY = "window-id"  # object metadata (x-amz-meta-window-id): the id the writer gave the window
 
 
-class StoreError(Exception):
-    """The store could not be reached or refused the request (retried by the uploader)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What is known of an object: enough to recognise a window's own earlier upload."""
-
-    size: int
-    sha256: str | None
-    window_id: str | None = None  # the id the writer gave the window (None: uploaded before ids)
-
-
 class S3Bucket:
+    """A bucket (and prefix) as a Store."""
+
     def __init__(
         self,
         url: BucketUrl,
@@ -57,7 +46,8 @@ class S3Bucket:
         part_size: int = 16 * 1024 * 1024,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        self.url = url
+        self.location = url
+        self.url = str(url)  # for log lines
         self.multipart_from = multipart_from
         self.part_size = max(part_size, 5 * 1024 * 1024)  # S3's smallest part but the last
         endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
@@ -66,7 +56,8 @@ class S3Bucket:
             raise ValueError(f"the endpoint {endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it")
         region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         # Keys from these variables when set, else from each client's own chain (profile, instance role).
-        keys = {
+        options: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
+        keys: dict[str, Any] = {
             name: environ[variable]
             for name, variable in (
                 ("access_key_id", "AWS_ACCESS_KEY_ID"),
@@ -79,7 +70,7 @@ class S3Bucket:
             url.bucket,
             region=region,
             **keys,
-            **({"endpoint": endpoint} if endpoint else {}),
+            **options,
             virtual_hosted_style_request=not endpoint,
             client_options={
                 "allow_http": allow_http,
@@ -116,38 +107,25 @@ class S3Bucket:
         self._s3 = session.client("s3", endpoint_url=endpoint, config=config)
 
     def key(self, name: str) -> str:
-        return self.url.prefix + name
+        return self.location.prefix + name
 
-    def create(
-        self,
-        name: str,
-        source: str | BinaryIO,
-        data: bytes | None,
-        *,
-        sha256: str,
-        window_id: str | None = None,
-        content_type: str,
-        content_encoding: str | None,
-    ) -> bool:
-        """Create object `name` if that name is free: from `data` in one PUT, or, when it is None
-        (a window of `multipart_from` bytes or more), in parts streamed from `source` (a file
-        open for reading at its start, or a path, never followed if a symlink). The window's
-        SHA-256 and id go into the object's metadata. True when created, False when the name is
-        taken (by any object); StoreError when the store fails."""
-        metadata = {CHECKSUM_KEY: sha256, **({WINDOW_ID_KEY: window_id} if window_id else {})}
-        if data is None:
-            extra: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata}
-            if content_encoding:
-                extra["ContentEncoding"] = content_encoding
-            if isinstance(source, str):
-                with os.fdopen(os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as body:
-                    return self._create_in_parts(name, body, extra)
-            return self._create_in_parts(name, source, extra)
-        attributes = {"Content-Type": content_type, **metadata}
-        if content_encoding:
-            attributes["Content-Encoding"] = content_encoding
+    def create(self, name: str, window: Finished) -> bool:
+        """Create object `name` if that name is free: in one PUT below `multipart_from` bytes, else
+        in parts streamed from the window's file. The window's SHA-256 and id go into the object's
+        metadata. True when created, False when the name is taken (by any object); StoreError when
+        the store fails."""
+        metadata = {CHECKSUM_KEY: window.sha256, **({WINDOW_ID_KEY: window.window_id} if window.window_id else {})}
+        if window.size >= self.multipart_from:
+            extra: dict[str, Any] = {"ContentType": window.content_type, "Metadata": metadata}
+            if window.content_encoding:
+                extra["ContentEncoding"] = window.content_encoding
+            return self._create_in_parts(name, window.file, extra)
+        data = window.data if window.data is not None else window.file.read()
+        attributes = {"Content-Type": window.content_type, **metadata}
+        if window.content_encoding:
+            attributes["Content-Encoding"] = window.content_encoding
         try:
-            obstore.put(self._store, self.key(name), data, mode="create", attributes=attributes)  # type: ignore[arg-type]
+            obstore.put(self._store, self.key(name), data, mode="create", attributes=attributes)
         except AlreadyExistsError:
             return False
         except Exception as exc:  # obstore's errors: the store failed or refused
@@ -162,11 +140,7 @@ class S3Bucket:
             return None
         except Exception as exc:
             raise StoreError(f"HeadObject: {type(exc).__name__}: {_first_line(exc)}") from None
-        return Identity(
-            head.meta["size"],
-            head.attributes.get(CHECKSUM_KEY),  # type: ignore[arg-type]
-            head.attributes.get(WINDOW_ID_KEY),
-        )  # type: ignore[arg-type]
+        return Identity(head.meta["size"], head.attributes.get(CHECKSUM_KEY), head.attributes.get(WINDOW_ID_KEY))
 
     def _call(self, operation: str, *, tolerated: int = 0, **params: Any) -> Any:
         """One S3 request: its answer, or None for the `tolerated` status (412: the name is taken;
@@ -183,11 +157,11 @@ class S3Bucket:
     def _create_in_parts(self, name: str, body: BinaryIO, extra: dict[str, Any]) -> bool:
         """A multipart upload streamed from the file, one part read at a time; completed
         only if the name is free (If-None-Match on the completion), aborted otherwise."""
-        where = {"Bucket": self.url.bucket, "Key": self.key(name)}
+        where: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.key(name)}
         upload = self._call("create_multipart_upload", **where, **extra)["UploadId"]
         created = False
         try:
-            parts = []
+            parts: list[dict[str, Any]] = []
             while chunk := body.read(self.part_size):
                 number = len(parts) + 1
                 answer = self._call("upload_part", **where, UploadId=upload, PartNumber=number, Body=chunk)

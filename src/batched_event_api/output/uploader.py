@@ -1,16 +1,13 @@
-"""Committed windows into the bucket, off the request path, each exactly once.
+"""Committed windows into a store (the bucket), off the request path, each exactly once.
 
 With a bucket as output the writer publishes finished windows into the state directory as it
-does into a local output directory; those files are the upload queue. This thread uploads each
-one with a conditional create and then removes it: a file still there is a window not known to
-be uploaded. A name already taken in the bucket is either this window's own earlier upload (a
-crash came between the upload and the removal, or a power cut undid the removal: the window's
-id, from its file name, in the object's metadata), and then it is done, or another window's
-(another instance's, or this one's for the same five minutes with the same bytes), and then the
-window takes the next free -N name, as local publishing does. Files from before window ids are
-recognised by size and SHA-256 instead. So
-every committed window ends up in the bucket once, under SIGKILL or power loss at any point, and
-the removal need not be synced: one lost to a power cut costs a HEAD at the next start, while a
+does into a local output directory; those files are the upload queue. This thread puts each one
+in the store with `store.publish` (a conditional create; a taken name is this window's own
+earlier upload, known by the window id from its file name, or another window's, and then the
+next free -N name) and then removes it: a file still there is a window not known to be
+uploaded. So every committed window ends up in the store once, under SIGKILL or power loss at
+any point (a crash between the upload and the removal, or a power cut that undoes the removal,
+finds the window's own object at the next start), and the removal need not be synced: one lost to a power cut costs a HEAD at the next start, while a
 directory fsync per window would share the disk with the journal's.
 
 A window's local file stays, though uploaded, while the last journal record still names it
@@ -22,7 +19,7 @@ the backlog that --max-backlog bounds. So is any other failure (the state direct
 a removal refused): logged, counted by stage, retried; the thread never ends but at stop(). Only
 regular files go up (opened without following a link); anything else at a window's name is
 said once and left alone. The server runs the uploader in a process of its own
-(upload_process.py).
+(process.py).
 """
 
 from __future__ import annotations
@@ -39,19 +36,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from batched_event_api.backoff import Backoff
 from batched_event_api.commit.disk import LocalDisk
-from batched_event_api.commit.partfiles import (
-    UPLOADED_LIST,
-    finished_stem,
-    names_from,
-    window_id,
-)
+from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, window_id
 from batched_event_api.metrics import Metrics
-from batched_event_api.output.s3 import Identity, S3Bucket, StoreError
+from batched_event_api.output.store import Finished, Store, StoreError, publish
 
 log = logging.getLogger("batched_event_api.upload")
 
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store (or the disk) fails
+# Windows smaller than this are read into memory once, for their hash and their create (the
+# bucket's --multipart-threshold: larger ones it streams from their file).
+READ_WHOLE_BELOW = 16 * 1024 * 1024
 STAGES = {"release": "removing uploaded windows", "scan": "scanning the state directory", "upload": "upload"}
 
 T = TypeVar("T")
@@ -59,7 +55,7 @@ T = TypeVar("T")
 
 class UploadReport:
     """What an uploader tells as it goes, here into the metrics; an upload process tells the
-    server instead (upload_process.py)."""
+    server instead (process.py)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -82,15 +78,17 @@ class Uploader:
     def __init__(
         self,
         directory: Path,
-        bucket: S3Bucket,
+        store: Store,
         report: UploadReport,
         *,
         concurrency: int = 4,
         pinned: Callable[[], frozenset[str]] = frozenset,
         disk: LocalDisk | None = None,
+        read_whole_below: int = READ_WHOLE_BELOW,
     ) -> None:
         self.directory = Path(directory)
-        self.bucket = bucket
+        self.store = store
+        self.read_whole_below = read_whole_below
         self.report = report
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
         self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
@@ -107,7 +105,7 @@ class Uploader:
         self._stopped = threading.Event()
         self._hurry = threading.Event()  # ends a retry's backoff early: a drain, a stop
         self._failed = False  # an upload of the current batch failed
-        self._retry = RETRY_FIRST
+        self._backoff = Backoff(RETRY_FIRST, RETRY_MAX)
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
         # Windows go up side by side: a store answers each request in milliseconds, not in bandwidth.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
@@ -154,11 +152,10 @@ class Uploader:
             self._wake.clear()
             names = self.turn()
             if names is None:
-                self._hurry.wait(self._retry)  # new windows do not cut the backoff short
+                self._hurry.wait(self._backoff.failed())  # new windows do not cut the backoff short
                 self._hurry.clear()
-                self._retry = min(self._retry * 2, RETRY_MAX)
                 continue
-            self._retry = RETRY_FIRST
+            self._backoff.succeeded()
             if not names:
                 self._wake.wait()
 
@@ -183,7 +180,7 @@ class Uploader:
             log.error(
                 "%s failed, retrying in %gs (%d windows, %d bytes waiting): %s",
                 STAGES[stage],
-                self._retry,
+                self._backoff.delay,  # the wait _run takes next
                 self.backlog_windows,
                 self.backlog_bytes,
                 exc,
@@ -287,26 +284,19 @@ class Uploader:
             self._uploaded_now(name, (info.st_dev, info.st_ino))
 
     def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
-        # Below the multipart threshold the file is read once, for its hash and for its PUT.
-        data = f.read() if size < self.bucket.multipart_from else None
-        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
+        data = f.read() if size < self.read_whole_below else None
+        if data is not None:
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            digest = _sha256_of(f)
+            f.seek(0)  # the store reads it from its start
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
-        own = window_id(name)
         encoding = "gzip" if suffix.endswith(".gz") else None
+        window = Finished(f, size, digest, window_id(name), data, content_encoding=encoding)
         started = time.perf_counter()
-        for n, target in enumerate(names_from(stem, suffix)):  # the bucket's name: the local -N and id dropped
-            if data is None:
-                f.seek(0)  # the parts stream from the file's start
-            if self.bucket.create(
-                target, f, data, sha256=digest, window_id=own, content_type="text/csv", content_encoding=encoding
-            ):
-                result = "created" if n == 0 else "next_name"
-                break
-            if _is_own(self.bucket.identity(target), own, size, digest):
-                result = "already_there"  # this window's own upload, before a crash
-                break
+        target, result = publish(self.store, stem, suffix, window)  # the store's name: the local -N and id dropped
         self.report.uploaded(result, time.perf_counter() - started)
-        log.info("uploaded %s as %s%s (%s)", name, self.bucket.url, target, result)
+        log.info("uploaded %s as %s%s (%s)", name, self.store.url, target, result)
 
     def _forget(self, name: str) -> None:
         """No window to upload under this name (gone, or not a regular file)."""
@@ -351,17 +341,6 @@ class Uploader:
             self.disk.remove(name)
         except FileNotFoundError:
             log.info("%s was removed by someone else after its upload", name)
-
-
-def _is_own(there: Identity | None, own: str | None, size: int, digest: str) -> bool:
-    """Is the object under a taken name this window's own earlier upload? By the window's id;
-    a file from before ids (`own` None) by size and SHA-256, and only against an object without
-    an id (one with an id came from another window's file)."""
-    if there is None:
-        return False
-    if own is not None:
-        return there.window_id == own
-    return there.window_id is None and (there.size, there.sha256) == (size, digest)
 
 
 def _sha256_of(f: BinaryIO) -> str:

@@ -1,0 +1,93 @@
+"""A directory as a Store (output/local.py): create only if the name is free, durably, never
+through a symlink; identity from the record kept with the file (extended attributes, or a file
+beside it where the filesystem has none)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+
+import pytest
+
+from batched_event_api.output import local
+from batched_event_api.output.local import LocalDirectory
+from batched_event_api.output.store import Finished, Identity, StoreError, publish
+
+ROW = b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
+
+
+def _window(data: bytes, window_id: str | None = "00112233445566aa", *, whole: bool = True) -> Finished:
+    return Finished(io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest(), window_id, data if whole else None)
+
+
+@pytest.fixture(params=["xattrs", "no-xattrs"])
+def store(request, tmp_path, monkeypatch) -> LocalDirectory:
+    if request.param == "no-xattrs":  # a filesystem without user extended attributes
+
+        def unsupported(*args: object) -> None:
+            raise OSError(errno.ENOTSUP, "Operation not supported")
+
+        monkeypatch.setattr(local.os, "setxattr", unsupported)
+        monkeypatch.setattr(local.os, "getxattr", unsupported)
+    out = tmp_path / "out"
+    out.mkdir()
+    return LocalDirectory(out)
+
+
+def _visible(store: LocalDirectory) -> list[str]:
+    return sorted(name for name in os.listdir(store.directory) if not name.startswith("."))
+
+
+def test_a_create_takes_a_free_name_once_and_says_whose_it_is(store):
+    window = _window(ROW)
+    assert store.create("w.csv", window)
+    assert (store.directory / "w.csv").read_bytes() == ROW
+    assert stat.S_IMODE((store.directory / "w.csv").stat().st_mode) == 0o600
+    assert store.identity("w.csv") == Identity(len(ROW), window.sha256, "00112233445566aa")
+    assert not store.create("w.csv", _window(b"other\n", "ffffffffffffffff"))
+    assert (store.directory / "w.csv").read_bytes() == ROW
+    assert store.identity("nothing.csv") is None
+    assert _visible(store) == ["w.csv"]
+    assert not [n for n in os.listdir(store.directory) if n.endswith(".tmp")]  # no temporary file left
+
+
+def test_a_window_streamed_from_its_file_and_one_without_an_id(store):
+    data = ROW * 100_000
+    assert store.create("big.csv", _window(data, None, whole=False))
+    assert (store.directory / "big.csv").read_bytes() == data
+    assert store.identity("big.csv") == Identity(len(data), hashlib.sha256(data).hexdigest(), None)
+
+
+def test_publish_knows_its_own_earlier_create_and_steps_past_another_file(store):
+    window = _window(ROW)
+    assert publish(store, "w", ".csv", window) == ("w.csv", "created")
+    window.file.seek(0)
+    assert publish(store, "w", ".csv", window) == ("w.csv", "already_there")
+    (store.directory / "x.csv").write_bytes(ROW)  # another program's file, the same bytes
+    assert publish(store, "x", ".csv", _window(ROW, None)) == ("x-1.csv", "next_name")
+
+
+def test_a_symlink_at_the_name_is_neither_followed_nor_taken_for_the_window(store, tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"not the window's\n")
+    (store.directory / "w.csv").symlink_to(target)
+    (store.directory / "dangling.csv").symlink_to(tmp_path / "nowhere")
+    assert not store.create("w.csv", _window(ROW))
+    assert not store.create("dangling.csv", _window(ROW))
+    assert target.read_bytes() == b"not the window's\n" and not (tmp_path / "nowhere").exists()
+    assert store.identity("w.csv").sha256 is None  # type: ignore[union-attr]
+    assert publish(store, "w", ".csv", _window(ROW)) == ("w-1.csv", "next_name")
+
+
+def test_a_failing_directory_is_a_store_error_and_a_name_must_be_plain(store):
+    os.rmdir(store.directory)
+    with pytest.raises(StoreError):
+        store.create("w.csv", _window(ROW))
+    with pytest.raises(StoreError):
+        store.identity("w.csv")
+    for name in (".hidden.csv", "a/b.csv", ""):
+        with pytest.raises(ValueError):
+            store.create(name, _window(ROW))
