@@ -68,15 +68,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batched_event_api")
 
-# What this module relies on in uvicorn, by kind: a class, a method (of a class), an attribute
-# (assigned as self.<name> in the class's code), a keyword parameter (of a callable), a mapping,
-# and a fact of a method's code (its source contains the text). The "module:qualname" keys name
-# where each is looked up.
+# What the protocol (and uvicorn) reads of the request in a connection's `cycle`: an IngestCycle
+# has them too, to stand in for uvicorn's RequestResponseCycle.
+CYCLE_ATTRIBUTES = ("response_started", "response_complete", "keep_alive", "more_body", "disconnected")
+
+# What this module relies on in uvicorn, where each is looked up ("module" or "module:qualname")
+# and by kind: a class, a mapping, a method, an attribute (assigned as `self.<name>` in the
+# class's code), a keyword parameter (of the class), or a fact of the code (text it contains).
 UVICORN_RELIES_ON: dict[str, dict[str, tuple[str, ...]]] = {
+    "uvicorn": {"class": ("Config", "Server")},
+    "uvicorn.protocols.http.httptools_impl": {
+        "class": ("HttpToolsProtocol", "RequestResponseCycle"),
+        "mapping": ("STATUS_LINE",),
+    },
     "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol": {
-        "class": ("HttpToolsProtocol",),
-        # overridden
         "method": (
+            # overridden
             "__init__",
             "connection_made",
             "data_received",
@@ -113,40 +120,29 @@ UVICORN_RELIES_ON: dict[str, dict[str, tuple[str, ...]]] = {
             "timeout_keep_alive",
             "timeout_keep_alive_task",
         ),
+        # The cycle in the way of a new one is asked only whether it is answered.
+        "source": ("existing_cycle.response_complete",),
     },
-    # An IngestCycle stands in for one of these: the protocol and uvicorn read these of it.
     "uvicorn.protocols.http.httptools_impl:RequestResponseCycle": {
-        "class": ("RequestResponseCycle",),
-        "method": ("send",),
-        "attribute": (
-            "response_started",
-            "response_complete",
-            "keep_alive",
-            "more_body",
-            "disconnected",
-            "message_event",
-            "transport",
-        ),
-        # Its head is the first write once response_started is set (_CycleTransport).
+        "method": ("send", "receive"),
+        "attribute": ("message_event", "transport", *CYCLE_ATTRIBUTES),
+        # The head is the first write once response_started is set (_CycleTransport).
         "source": ("self.response_started = True",),
     },
-    "uvicorn.protocols.http.httptools_impl": {"mapping": ("STATUS_LINE",)},
     "uvicorn.protocols.http.flow_control:FlowControl": {
         "method": ("pause_reading", "resume_reading"),
         "attribute": ("read_paused", "write_paused"),
     },
     "uvicorn.server:ServerState": {"attribute": ("total_requests", "default_headers")},
     "uvicorn.server:Server": {
-        "class": ("Server",),
         "method": ("__init__", "run", "startup", "capture_signals", "handle_exit"),
         "attribute": ("started", "config"),
     },
-    # The protocol class is called with keyword arguments: a partial with the route works.
+    # The protocol class is called with keyword arguments: a partial with the route works as one.
     "uvicorn.server:Server.startup": {
         "source": ("config.http_protocol_class(", "config=config", "server_state=", "app_state=", "_loop=")
     },
     "uvicorn.config:Config": {
-        "class": ("Config",),
         "parameter": (
             "app",
             "host",
