@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
-import signal
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +213,8 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         listener.close()
         raise
 
-    import uvicorn
-
-    from batched_event_api.http.fastpath import protocol_class
-    from batched_event_api.http.ingest import IngestRoute
-    from batched_event_api.http.routes import create_app
+    from batched_event_api.http import uvicorn_server
+    from batched_event_api.http.exchange import IngestRoute
     from batched_event_api.service import Ingest
 
     _raise_open_files_limit()
@@ -236,62 +229,15 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         listener.close()
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`
             raise click.ClickException(
-                f"cannot serve from {settings.output}: the directory is not writable ({exc.strerror.lower()})"
+                f"cannot serve from {settings.output}: the directory is not writable ({(exc.strerror or '').lower()})"
             ) from None
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     except RuntimeError as exc:
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     route = IngestRoute(ingest)
-    app = create_app(route)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=protocol_class(route),
-        lifespan="on",
-        access_log=False,  # ours is batched_event_api.access, with the events and bytes of each request
-        proxy_headers=False,  # no client address is used, so X-Forwarded-For is not read
-        log_config=None,
-        timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # a float works: call_later
-        timeout_graceful_shutdown=30,
-    )
-    server = _server_class(settings)(config)
-    server.run(sockets=[listener])
-    if not server.started:
+    if not uvicorn_server.run(settings, route, listener):
         sys.exit(3)
-
-
-def _server_class(settings: Settings) -> type:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """Says where it listens once it does, and exits 0 after a graceful SIGTERM/SIGINT shutdown
-        (uvicorn re-raises the signal)."""
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started and sockets:
-                host, port = sockets[0].getsockname()[:2]
-                where = f"{settings.bucket} (state in {settings.output})" if settings.bucket else settings.output
-                logging.getLogger("batched_event_api").info(
-                    "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
-                    f"[{host}]" if ":" in host else host,
-                    port,
-                    where,
-                    settings.interval,
-                    settings.idle_close,
-                    "always" if settings.fsync else "never",
-                )
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self.handle_exit)
-            yield
-
-    return Server
 
 
 def _raise_open_files_limit() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batched_event_api import __version__
+from batched_event_api.http.rules import INGEST_PATH, NDJSON_TYPES, TEXT_TYPES
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -33,6 +34,8 @@ _EVENT = {
     },
 }
 
+# The media types are the ones taken (rules.py), each described as lines of events or as a string
+# of them; the unadvertised ones taken are left out.
 # NDJSON: the schema describes the lines (one Event each), as is usual for streamed JSON bodies.
 _NDJSON_BODY = {
     "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
@@ -51,7 +54,7 @@ DOCUMENT: dict[str, Any] = {
         "description": "Receives user events as NDJSON and writes them as CSV files, one per window of event time.",
     },
     "paths": {
-        "/user/event": {
+        INGEST_PATH: {
             "post": {
                 "summary": "Ingest NDJSON events",
                 "description": "The whole request is validated, then written and fsync'ed before the 200; "
@@ -78,10 +81,8 @@ DOCUMENT: dict[str, Any] = {
                 "requestBody": {
                     "required": False,
                     "content": {
-                        "application/x-ndjson": _NDJSON_BODY,
-                        "application/jsonl": _NDJSON_BODY,
-                        "application/json": _TEXT_BODY,
-                        "text/plain": _TEXT_BODY,
+                        **{media_type: _NDJSON_BODY for media_type in NDJSON_TYPES},
+                        **{media_type: _TEXT_BODY for media_type in TEXT_TYPES},
                     },
                 },
                 "responses": {
