@@ -11,6 +11,7 @@ service at that port whatever -admin.port.grpc says. Nothing leaves the machine 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import shutil
@@ -29,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 SERVICES = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10_000  # weed's own default distance from a service's HTTP port to its gRPC port
 PROBE_BUCKET = "bea-readiness-probe"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def weed_binary() -> str:
@@ -137,6 +139,7 @@ class SeaweedServer:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(
             [weed_binary(), "mini", *flags],
+            preexec_fn=_die_with_parent,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -166,6 +169,12 @@ class SeaweedServer:
 
     def _log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process ends, even killed (no weed left
+    holding its ports and a core after an interrupted run)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_ports() -> dict[str, int]:

@@ -281,6 +281,30 @@ def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, s3, tmp
     assert bucket.objects() == model_files(events)
 
 
+# SeaweedFS only: moto's server keeps its objects in memory, so a restart of it loses them.
+@pytest.mark.parametrize("s3", ["seaweedfs"], indirect=True)
+def test_a_restart_of_the_store_itself_loses_nothing_and_keeps_what_was_uploaded(bucket, s3, tmp_path):
+    """The store's own process stops (connections refused, where the relay cuts them) and starts
+    again on the same ports and data: what went up before is still there, the windows committed
+    meanwhile go up once it is back, each once."""
+    server = _serve(bucket, tmp_path)
+    events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h} for h in range(2, 8)]
+    for event in events[:2]:  # one window each: every request commits the previous window
+        assert server.post(ndjson([event])).status_code == 200
+    assert wait_for(lambda: bucket.names() == ["user-events-20240701-020000.csv"])
+    s3.stop()
+    try:
+        for event in events[2:]:
+            assert server.post(ndjson([event])).status_code == 200
+        assert wait_for(lambda: _backlog(server)["windows"] == 4)  # 03:00 to 06:00, none uploaded
+        assert 'bea_uploads_total{result="failed"}' in server.client.get("/metrics").text
+    finally:
+        s3.start()
+    assert wait_for(lambda: _backlog(server)["windows"] == 0, timeout=60)  # retried with backoff
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+
+
 @on_each_s3_server
 def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_uploads_the_rest(bucket, s3, tmp_path):
     relay = Relay(s3.port)
