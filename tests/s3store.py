@@ -39,16 +39,27 @@ class S3Servers:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._started: dict[str, S3Server] = {}
+        self._failed: dict[str, str] = {}  # a server that did not start is not tried again by every test
 
     def get(self, kind: str) -> S3Server:
+        if kind in self._failed:
+            raise RuntimeError(
+                f"the {kind} server did not start: {self._failed[kind]} (the first test using it says more)"
+            )
         if kind not in self._started:
-            if kind == "moto":
-                self._started[kind] = MotoServer()
-            elif kind == "seaweedfs":
-                self._started[kind] = SeaweedServer(self.directory / kind, KEY_ID, SECRET).start()
-            else:
-                raise ValueError(f"no S3 server {kind!r}: one of {S3_SERVERS}")
+            try:
+                self._started[kind] = self._start(kind)
+            except Exception as exc:
+                self._failed[kind] = str(exc).partition("\n")[0]
+                raise
         return self._started[kind]
+
+    def _start(self, kind: str) -> S3Server:
+        if kind == "moto":
+            return MotoServer()
+        if kind == "seaweedfs":
+            return SeaweedServer(self.directory / kind, KEY_ID, SECRET).start()
+        raise ValueError(f"no S3 server {kind!r}: one of {S3_SERVERS}")
 
     def stop(self) -> None:
         for server in self._started.values():

@@ -131,7 +131,9 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",  # no network at test time
-            "-master.volumeSizeLimitMB=64",  # each bucket takes a volume: many small ones, whatever the disk
+            # Each bucket takes volumes of its own, as many in all as the free disk holds of this
+            # size: small ones, so that a small disk still has one for every test's bucket.
+            "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={self.directory / 'filer.sock'}",
             f"-s3.localSocket={self.directory / 's3.sock'}",
         ]
