@@ -1,6 +1,6 @@
 """The Store contract (output/store.py), one suite run against every backend: the in-memory store
 (the reference), S3Bucket on moto's server and S3Bucket on SeaweedFS (a real S3-compatible
-server). A backend is a `*Backend` class and one line in BACKENDS.
+server). A backend is a class with what `Backend` says, and one line in BACKENDS.
 
 The contract: create a window under a name only if the name is free, and say what the object under
 a taken name is; with those, `publish` puts a window in the store once, whatever crashed before."""
@@ -15,6 +15,7 @@ import random
 import threading
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 import pytest
 
@@ -56,6 +57,32 @@ def window(data: bytes, window_id: str | None, content_encoding: str | None = No
 
 def identity_of(data: bytes, window_id: str | None) -> Identity:
     return Identity(len(data), hashlib.sha256(data).hexdigest(), window_id)
+
+
+class Backend(Protocol):
+    """What the suite asks of a backend besides its store: to read objects back another way than
+    through the store, and to fail on request (an outage)."""
+
+    kind: str
+
+    @property
+    def store(self) -> Store: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def headers(self, name: str) -> tuple[str | None, str | None]:
+        """The object's content type and encoding."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every object's name, sorted."""
+        ...
+
+    def cut(self) -> None:
+        """From now on every request of the store fails."""
+        ...
+
+    def restore(self) -> None: ...
 
 
 class MemoryBackend:
@@ -119,7 +146,6 @@ class BucketBackend:
         self.relay.restore()
 
 
-Backend = MemoryBackend | BucketBackend
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "memory": lambda request: MemoryBackend(),
     "moto": partial(BucketBackend, "moto"),
@@ -275,7 +301,7 @@ def test_a_taken_name_is_the_windows_own_by_its_id_or_without_ids_by_size_and_sh
 @pytest.mark.parametrize("size", sorted(SIZES))
 def test_concurrent_creates_of_one_name_leave_exactly_one_object(backend, size):
     if (backend.kind, size) == ("moto", "multipart"):
-        pytest.skip("moto checks If-None-Match on CompleteMultipartUpload, but not atomically: every racer wins")
+        pytest.skip("moto checks If-None-Match on CompleteMultipartUpload, but not atomically: several racers win")
     contenders = 6 if size == "small" else 3
     windows = [rows(f"contender{n}", SIZES[size]) for n in range(contenders)]
     start = threading.Barrier(contenders)
