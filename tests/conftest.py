@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from s3store import Bucket, S3Server, S3Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"  # the reference's own output and rendering vectors
@@ -170,3 +173,28 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
 def csv_files(directory: Path) -> dict[str, bytes]:
     """The committed files of a directory (what a `*.csv` reader sees), by name."""
     return {p.name: p.read_bytes() for p in sorted(directory.glob("*.csv"))}
+
+
+# S3 servers on loopback (tests/s3store.py), loaded and started only for the tests that use them.
+@pytest.fixture(scope="session")
+def s3_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Servers]:
+    from s3store import S3Servers
+
+    servers = S3Servers(tmp_path_factory.mktemp("s3"))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def s3(request: pytest.FixtureRequest, s3_servers: S3Servers) -> S3Server:
+    """A test's S3 server: moto's, or each of s3store.S3_SERVERS for a test parametrised over them
+    (`@pytest.mark.parametrize("s3", S3_SERVERS, indirect=True)`)."""
+    return s3_servers.get(getattr(request, "param", "moto"))
+
+
+@pytest.fixture
+def bucket(s3: S3Server, tmp_path: Path) -> Iterator[Bucket]:
+    from s3store import fresh_bucket
+
+    with fresh_bucket(s3, tmp_path) as bucket:
+        yield bucket

@@ -1,5 +1,6 @@
-"""A real S3 API server on loopback (moto's standalone server), buckets on it, and a TCP relay in
-front of it that a test cuts and restores to play a store outage."""
+"""Real S3 API servers on loopback (moto's standalone server, and SeaweedFS: tests/seaweed.py),
+buckets on them, and a TCP relay in front of one that a test cuts and restores to play a store
+outage."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import contextlib
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
-import boto3
-from moto.server import ThreadedMotoServer
+from seaweed import SeaweedServer, client
 
 KEY_ID, SECRET = "AKIDTESTONLY", "s3cr3t-never-logged"
 
 
 class MotoServer:
     def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer  # loaded only when a test uses it
+
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, self.port = self._server.get_host_and_port()
@@ -25,6 +29,43 @@ class MotoServer:
         self._server.stop()
 
 
+S3Server = MotoServer | SeaweedServer
+S3_SERVERS = ("moto", "seaweedfs")  # what a test parametrises `s3` over to run against each
+
+
+class S3Servers:
+    """The S3 servers of a test session, each started on its first use and stopped at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._started: dict[str, S3Server] = {}
+        self._failed: dict[str, str] = {}  # a server that did not start is not tried again by every test
+
+    def get(self, kind: str) -> S3Server:
+        if kind in self._failed:
+            raise RuntimeError(
+                f"the {kind} server did not start: {self._failed[kind]} (the first test using it says more)"
+            )
+        if kind not in self._started:
+            try:
+                self._started[kind] = self._start(kind)
+            except Exception as exc:
+                self._failed[kind] = str(exc).partition("\n")[0]
+                raise
+        return self._started[kind]
+
+    def _start(self, kind: str) -> S3Server:
+        if kind == "moto":
+            return MotoServer()
+        if kind == "seaweedfs":
+            return SeaweedServer(self.directory / kind, KEY_ID, SECRET).start()
+        raise ValueError(f"no S3 server {kind!r}: one of {S3_SERVERS}")
+
+    def stop(self) -> None:
+        for server in self._started.values():
+            server.stop()
+
+
 class Bucket:
     """A fresh bucket, what a server needs in its environment to use it, and what it holds."""
 
@@ -32,9 +73,7 @@ class Bucket:
         self.name = f"bea-{uuid.uuid4().hex[:12]}"
         self.prefix = prefix
         self.url = f"s3://{self.name}/{prefix}"
-        self.client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET
-        )
+        self.client = client(endpoint, KEY_ID, SECRET)
         self.client.create_bucket(Bucket=self.name)
         self.endpoint = endpoint
 
@@ -49,15 +88,43 @@ class Bucket:
 
     def objects(self) -> dict[str, bytes]:
         """Every object under the prefix, by name (as csv_files gives a directory's files)."""
-        out = {}
+        return {name: self.read(name) for name in self.names()}
+
+    def names(self) -> list[str]:
+        """The objects under the prefix, sorted."""
+        out = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=self.prefix):
-            for item in page.get("Contents", []):
-                body = self.client.get_object(Bucket=self.name, Key=item["Key"])["Body"].read()
-                out[item["Key"][len(self.prefix) :]] = body
-        return dict(sorted(out.items()))
+            out += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
+        return sorted(out)
+
+    def read(self, name: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=self.prefix + name)["Body"].read()
 
     def head(self, name: str) -> dict:
         return self.client.head_object(Bucket=self.name, Key=self.prefix + name)
+
+    def remove(self) -> None:
+        """The bucket and everything in it (a session's servers would hold every test's objects)."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+            if keys := [{"Key": item["Key"]} for item in page.get("Contents", [])]:
+                self.client.delete_objects(Bucket=self.name, Delete={"Objects": keys})
+        self.client.delete_bucket(Bucket=self.name)
+
+
+@contextlib.contextmanager
+def fresh_bucket(server: S3Server, tmp_path: Path) -> Iterator[Bucket]:
+    """A bucket for one test, removed after it; SeaweedFS's log lines of the test go to its
+    tmp_path (kept when the test fails)."""
+    offset = server.log.stat().st_size if isinstance(server, SeaweedServer) else 0
+    bucket = Bucket(server.endpoint)
+    try:
+        yield bucket
+    finally:
+        if isinstance(server, SeaweedServer):
+            with open(server.log, "rb") as log:
+                log.seek(offset)
+                (tmp_path / "weed.log").write_bytes(log.read())
+        bucket.remove()
 
 
 class Relay:

@@ -1,6 +1,7 @@
-"""A bucket as output, against a real S3 API server on loopback (moto's), with the real server as
-a subprocess: the same names and bytes as local output, exactly once across SIGKILL, nothing lost
-while the store is cut off, two instances on one bucket, multipart uploads of large windows."""
+"""A bucket as output, against real S3 API servers on loopback (moto's; SeaweedFS too for the
+end-to-end tests), with the real server as a subprocess: the same names and bytes as local output,
+exactly once across SIGKILL, nothing lost while the store is cut off, two instances on one bucket,
+multipart uploads of large windows."""
 
 from __future__ import annotations
 
@@ -27,19 +28,12 @@ from batched_event_api.output.uploader import Uploader, UploadReport, _sha256
 from conftest import GOLDEN, SEED, Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, model_files, ndjson
 from powercut import PowerCutDisk
-from s3store import SECRET, Bucket, MotoServer, Relay
+from s3store import S3_SERVERS, SECRET, Bucket, Relay
 
-
-@pytest.fixture(scope="module")
-def moto():
-    server = MotoServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def bucket(moto) -> Bucket:
-    return Bucket(moto.endpoint)
+# The end-to-end tests (a server subprocess, or S3Bucket in a process of its own) run against each
+# S3 server, moto's and SeaweedFS. The others drive the uploader or the CLI's checks directly: what
+# they test is this code, not the store, so their `bucket` is on moto's (the `s3` default).
+on_each_s3_server = pytest.mark.parametrize("s3", S3_SERVERS, indirect=True)
 
 
 def _serve(bucket: Bucket, tmp_path: Path, *args: str, state: str = "state", endpoint: str | None = None) -> Server:
@@ -66,6 +60,7 @@ GOLDEN_REPLAYS = {
 }
 
 
+@on_each_s3_server
 @pytest.mark.parametrize("replay", sorted(GOLDEN_REPLAYS))
 def test_golden_replays_land_in_the_bucket_byte_identical(bucket, tmp_path, replay):
     requests, expected = GOLDEN_REPLAYS[replay]
@@ -82,6 +77,7 @@ def test_golden_replays_land_in_the_bucket_byte_identical(bucket, tmp_path, repl
     assert SECRET not in server.log.read_text()  # credentials never logged
 
 
+@on_each_s3_server
 def test_gzip_windows_carry_their_encoding(bucket, tmp_path):
     server = _serve(bucket, tmp_path, "--compress", "gzip")
     requests, expected = GOLDEN_REPLAYS["seed-datasets"]
@@ -97,6 +93,7 @@ def test_gzip_windows_carry_their_encoding(bucket, tmp_path):
         assert (head["ContentType"], head["ContentEncoding"]) == ("text/csv", "gzip")
 
 
+@on_each_s3_server
 @pytest.mark.parametrize("seed", [int(s) for s in os.environ.get("BEA_S3_CRASH_SEEDS", "5").split(",")])
 def test_sigkill_at_any_point_with_resends_leaves_the_bucket_as_a_clean_run(bucket, tmp_path, seed):
     rng = random.Random(seed)
@@ -226,6 +223,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@on_each_s3_server
 def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is_killed(bucket, tmp_path):
     """Uploads run in a child process, --upload-nice below the server. Killed alone, it is
     replaced and the windows still land, once; a SIGKILLed server takes it along, so it never
@@ -249,8 +247,9 @@ def test_the_upload_process_is_replaced_when_it_dies_and_goes_when_the_server_is
     assert wait_for(lambda: not _alive(child))
 
 
-def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, moto, tmp_path):
-    relay = Relay(moto.port)
+@on_each_s3_server
+def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, s3, tmp_path):
+    relay = Relay(s3.port)
     server = _serve(bucket, tmp_path, "--max-backlog", "4KiB", endpoint=relay.endpoint)
     events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h, "description": "x" * 900} for h in range(12)]
     relay.cut()
@@ -280,8 +279,33 @@ def test_a_store_outage_loses_nothing_and_the_backlog_is_bounded(bucket, moto, t
     assert bucket.objects() == model_files(events)
 
 
-def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_uploads_the_rest(bucket, moto, tmp_path):
-    relay = Relay(moto.port)
+# SeaweedFS only: moto's server keeps its objects in memory, so a restart of it loses them.
+@pytest.mark.parametrize("s3", ["seaweedfs"], indirect=True)
+def test_a_restart_of_the_store_itself_loses_nothing_and_keeps_what_was_uploaded(bucket, s3, tmp_path):
+    """The store's own process stops (connections refused, where the relay cuts them) and starts
+    again on the same ports and data: what went up before is still there, the windows committed
+    meanwhile go up once it is back, each once."""
+    server = _serve(bucket, tmp_path)
+    events = [{"time": f"2024-07-01T{h:02d}:00:00Z", "id": h} for h in range(2, 8)]
+    for event in events[:2]:  # one window each: every request commits the previous window
+        assert server.post(ndjson([event])).status_code == 200
+    assert wait_for(lambda: bucket.names() == ["user-events-20240701-020000.csv"])
+    s3.stop()
+    try:
+        for event in events[2:]:
+            assert server.post(ndjson([event])).status_code == 200
+        assert wait_for(lambda: _backlog(server)["windows"] == 4)  # 03:00 to 06:00, none uploaded
+        assert 'bea_uploads_total{result="failed"}' in server.client.get("/metrics").text
+    finally:
+        s3.start()
+    assert wait_for(lambda: _backlog(server)["windows"] == 0, timeout=60)  # retried with backoff
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
+
+
+@on_each_s3_server
+def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_uploads_the_rest(bucket, s3, tmp_path):
+    relay = Relay(s3.port)
     events = [{"time": "2024-07-01T02:00:00Z", "id": 1}, {"time": "2024-07-01T03:00:00Z", "id": 2}]
     server = _serve(bucket, tmp_path, "--drain-timeout", "1s", endpoint=relay.endpoint)
     relay.cut()
@@ -312,6 +336,7 @@ def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_u
     assert bucket.objects() == model_files(events)
 
 
+@on_each_s3_server
 def test_two_instances_on_one_bucket_write_every_event_once_and_replace_nothing(bucket, tmp_path):
     first = _serve(bucket, tmp_path, state="state-a")
     second = _serve(bucket, tmp_path, state="state-b")
@@ -326,6 +351,7 @@ def test_two_instances_on_one_bucket_write_every_event_once_and_replace_nothing(
     assert sorted(objects.values()) == sorted(model_files(e)["user-events-20240701-020000.csv"] for e in (a, b))
 
 
+@on_each_s3_server
 def test_a_large_window_goes_up_in_parts(bucket, tmp_path):
     server = _serve(bucket, tmp_path, "--multipart-threshold", "5MiB", "--multipart-chunksize", "5MiB")
     events = [{"time": "2024-07-01T02:00:00Z", "id": i, "description": "y" * 1000} for i in range(12_000)]
@@ -338,6 +364,7 @@ def test_a_large_window_goes_up_in_parts(bucket, tmp_path):
     assert bucket.head(name)["ETag"].strip('"').endswith("-3")  # three parts
 
 
+@on_each_s3_server
 def test_a_multipart_upload_holds_about_two_parts_in_memory_not_the_window(bucket, tmp_path):
     """A 40 MiB window in 5 MiB parts, uploaded in a process of its own (moto's server here keeps
     every part in this one): the upload's peak Python allocation stays at about two parts, so
@@ -414,6 +441,7 @@ def _results(metrics: Metrics) -> dict[str, float]:
     }
 
 
+@on_each_s3_server
 def test_a_window_file_removed_by_someone_else_after_its_upload_stops_nothing(bucket, tmp_path):
     """An uploaded window's local file, waiting for the journal to let it go, is removed by
     someone else (an operator's cleanup): the uploader's own removal finds it gone, which is
@@ -436,6 +464,7 @@ def test_a_window_file_removed_by_someone_else_after_its_upload_stops_nothing(bu
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
 
 
+@on_each_s3_server
 def test_the_same_bytes_posted_twice_and_committed_apart_are_two_objects(bucket, tmp_path):
     """Two windows with the same start and the same bytes are two windows: a directory keeps
     both (…-000000.csv, …-000000-1.csv) and so must the bucket; content is not identity."""
@@ -494,6 +523,7 @@ def test_the_uploader_knows_its_own_upload_by_the_window_id_not_by_the_bytes(buc
     assert list(state.iterdir()) == []
 
 
+@on_each_s3_server
 def test_a_symlink_at_a_window_name_in_the_state_directory_is_neither_uploaded_nor_removed(bucket, tmp_path):
     """Only regular files the writer made go up: a link at a finished window's name is skipped
     and said once, its target is not read into the bucket, and the link is left alone."""
@@ -540,6 +570,7 @@ def test_status_counts_only_the_regular_window_files_of_the_state_directory(buck
     )
 
 
+@on_each_s3_server
 def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(bucket, tmp_path):
     server = _serve(bucket, tmp_path)
     # Three windows: two committed (and uploaded), whose local files the last journal record keeps.
