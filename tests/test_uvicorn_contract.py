@@ -1,5 +1,6 @@
-"""What uvicorn_server.py relies on in uvicorn is all still there: an upgrade of the pinned
-uvicorn that drops or renames one fails here, by name, rather than somewhere in the HTTP tests."""
+"""What the server (http/uvicorn_server/, listed in its contract.py) relies on in uvicorn is all
+still there: an upgrade of the pinned uvicorn that drops or renames one fails here, by name, rather
+than somewhere in the HTTP tests."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from uvicorn.protocols.http.flow_control import FlowControl
 
 from batched_event_api.http import uvicorn_server
 from batched_event_api.http.transport import HeadJoiningTransport
-from batched_event_api.http.uvicorn_server import CYCLE_ATTRIBUTES, UVICORN_RELIES_ON, IngestCycle, _CycleTransport
+from batched_event_api.http.uvicorn_server import contract
+from batched_event_api.http.uvicorn_server.contract import CYCLE_ATTRIBUTES, UVICORN_RELIES_ON
+from batched_event_api.http.uvicorn_server.cycle import CycleTransport, IngestCycle
 
-MODULE = uvicorn_server.__name__
+MODULE = uvicorn_server.__name__  # the package to update, with its contract.py
 
 
 def _lookup(where: str) -> Any:
@@ -51,7 +54,7 @@ def _has(owner: Any, kind: str, name: str) -> bool:
         return name in inspect.signature(owner).parameters
     if kind == "source":
         return name in _source(owner)
-    raise AssertionError(f"unknown kind {kind!r} in {MODULE}.UVICORN_RELIES_ON")
+    raise AssertionError(f"unknown kind {kind!r} in {contract.__name__}.UVICORN_RELIES_ON")
 
 
 def gone(relies_on: dict[str, dict[str, tuple[str, ...]]]) -> list[str]:
@@ -159,7 +162,7 @@ def _cycle(wire: _Wire, expect_continue: bool = False, method: str = "GET") -> h
         keep_alive=True,
         on_response=lambda: connection.flush(),
     )
-    cycle.transport = _CycleTransport(connection, cycle)  # type: ignore[assignment]  # as the protocol does
+    cycle.transport = CycleTransport(connection, cycle)  # type: ignore[assignment]  # as the protocol does
     return cycle
 
 

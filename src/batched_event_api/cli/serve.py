@@ -213,8 +213,8 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         listener.close()
         raise
 
-    from batched_event_api.http import uvicorn_server
     from batched_event_api.http.exchange import IngestRoute
+    from batched_event_api.http.uvicorn_server import server
     from batched_event_api.service import Ingest
 
     _raise_open_files_limit()
@@ -236,7 +236,7 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         listener.close()
         raise click.ClickException(f"cannot serve from {settings.output}: {exc}") from None
     route = IngestRoute(ingest)
-    if not uvicorn_server.run(settings, route, listener):
+    if not server.run(settings, route, listener):
         sys.exit(3)
 
 

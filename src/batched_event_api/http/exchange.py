@@ -1,6 +1,6 @@
 """`POST /user/event` apart from the connection it arrives on: what every ingest request of a
 server shares (IngestRoute), and one request from its head to its answer's status and body
-(IngestRequest). The HTTP server (uvicorn_server.py) feeds it the head and body as they are
+(IngestRequest). The HTTP server (uvicorn_server/) feeds it the head and body as they are
 parsed and writes the answer it is handed."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The routes Starlette serves: every one but `POST /user/event`, which the connection protocol
-serves itself (uvicorn_server.py), and the wrapper that records each request's metrics and access
+serves itself (uvicorn_server/), and the wrapper that records each request's metrics and access
 line. Each endpoint finds what it needs in `request.app.state`: `route` (the IngestRoute) and
 `document` (the OpenAPI document served)."""
 
