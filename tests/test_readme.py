@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from paths import ROOT
 
 README = (ROOT / "README.md").read_text()
 # `.venv/bin/batched-event-api` as typed: the console script's argv[0], on this interpreter and source.
