@@ -9,7 +9,9 @@ import random
 from batched_event_api.events import timestamps
 from batched_event_api.events.render import csv_record, go_float
 
-MIN5 = 300 * 10**9
+SECOND = 10**9
+MINUTE = 60 * SECOND
+INTERVAL = 5 * MINUTE  # the SPEC's window
 STRINGS = [
     "",
     "plain",
@@ -76,7 +78,7 @@ def generate_events(rng: random.Random, n: int) -> list[dict]:
     t = 1_719_799_384 * 10**9 + rng.randrange(10**9)
     events = []
     for _ in range(n):
-        t += rng.choice([0, 1, 10**6, 10**9, 3 * 10**9, MIN5 - 1, MIN5, MIN5 + 1, 7 * MIN5, -(10**9)])
+        t += rng.choice([0, 1, 10**6, 10**9, 3 * 10**9, INTERVAL - 1, INTERVAL, INTERVAL + 1, 7 * INTERVAL, -(10**9)])
         event: dict = {"time": time_text(t, rng)}
         for key in ("uuid", "email", "phone", "description"):
             if rng.random() < 0.9:
@@ -100,7 +102,7 @@ def model_files(events: list[dict]) -> dict[str, bytes]:
     name = ""
     for e in events:
         ns, text = timestamps.parse(e["time"])
-        if start is None or ns - start >= MIN5:
+        if start is None or ns - start >= INTERVAL:
             start = ns
             stem = "user-events-" + timestamps.utc_stamp(ns)
             name, n = stem + ".csv", 0
@@ -124,6 +126,16 @@ def model_files(events: list[dict]) -> dict[str, bytes]:
             )
         )
     return {k: "".join(v).encode() for k, v in sorted(files.items())}
+
+
+def requests_of(events: list[dict], rng: random.Random, sizes: list[int]) -> list[list[dict]]:
+    """The events cut in order into requests, each of a size drawn from `sizes`."""
+    requests, i = [], 0
+    while i < len(events):
+        n = rng.choice(sizes)
+        requests.append(events[i : i + n])
+        i += n
+    return requests
 
 
 def ndjson(events: list[dict]) -> bytes:

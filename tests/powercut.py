@@ -14,13 +14,12 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from batched_event_api.commit.disk import LocalDisk
-
-
-class Crash(BaseException):
-    """The process dies here (not an OSError: nothing in the writer may handle it)."""
+from writer_setup import Crash
 
 
 class PowerCutDisk(LocalDisk):
@@ -61,7 +60,7 @@ class PowerCutDisk(LocalDisk):
                 self.landed.update(_writer_frames())
                 raise Crash
 
-    def write(self, fd: int, chunks, offset: int) -> None:
+    def write(self, fd: int, chunks: Sequence[bytes | memoryview], offset: int) -> None:
         self._step()
         super().write(fd, chunks, offset)
 
@@ -147,7 +146,7 @@ class PowerCutDisk(LocalDisk):
 def _writer_frames() -> set[str]:
     """The service's functions on the calling thread's stack (the writer and its parts)."""
     names = set()
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         if f"{os.sep}batched_event_api{os.sep}" in frame.f_code.co_filename:
             names.add(frame.f_code.co_name)

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from conftest import NDJSON, csv_files
 from model import model_files, time_text
+from servers import NDJSON
+from snapshots import csv_files
 
 CLIENTS = 10
 REQUESTS = 20

@@ -14,28 +14,24 @@ import threading
 import httpx
 import pytest
 
-from conftest import Server, csv_files, post_maybe_killed, wait_for
-from model import generate_events, ndjson
+from model import generate_events, ndjson, requests_of
+from polling import wait_for
+from servers import healthy, post_maybe_killed
+from snapshots import csv_files, sizes
 
 SEEDS = [int(s) for s in os.environ.get("BEA_CRASH_SEEDS", "1,2").split(",")]
 
 
 def _requests(rng: random.Random) -> list[bytes]:
-    events = generate_events(rng, 12000)
-    bodies, i = [], 0
-    while i < len(events):
-        n = rng.choice([1, 20, 100, 200, 400])
-        bodies.append(ndjson(events[i : i + n]))
-        i += n
-    return bodies
+    return [ndjson(request) for request in requests_of(generate_events(rng, 12000), rng, [1, 20, 100, 200, 400])]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed):
+def test_random_kills_give_the_same_files_as_an_uninterrupted_run(server_factory, tmp_path, seed):
     rng = random.Random(seed)
     bodies = _requests(rng)
 
-    clean = Server(tmp_path / "clean").start()
+    clean = server_factory(output=tmp_path / "clean")
     for body in bodies:
         assert clean.post(body).status_code == 200
     assert clean.stop() == 0
@@ -43,38 +39,34 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
     assert len(expected) > 10
 
     out = tmp_path / "crashy"
-    server = Server(out).start()
+    server = server_factory(output=out)
     kills = 0
     # Where each kill landed: between requests (after an answer), before the request wrote
     # anything, while it was writing (bytes on disk past the last acknowledged state: rolled
     # back), or after its commit but before its answer (its resend is answered as a replay).
     landed = collections.Counter()
     index = 0
-    acknowledged = _sizes(out)
+    acknowledged = sizes(out)
     unanswered: str | None = None
-    try:
-        while index < len(bodies):
-            response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng)
-            if response is not None:
-                assert response.status_code == 200, response.text
-                replayed = bool(response.json().get("replay"))
-                if unanswered is not None:
-                    landed["after the commit, before the answer" if replayed else unanswered] += 1
-                    unanswered = None
-                index += 1
-            if server.proc.poll() is not None or killed:
-                server.kill()
-                kills += 1
-                if response is not None:
-                    landed["between requests"] += 1
-                else:
-                    unanswered = "while writing" if _sizes(out) != acknowledged else "before any write"
-                server = Server(out).start()  # same directory: recover and carry on
-            acknowledged = _sizes(out)  # what was answered, or what recovery left
-        assert server.stop() == 0
-    finally:
-        if server.proc.poll() is None:
+    while index < len(bodies):
+        response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng)
+        if response is not None:
+            assert response.status_code == 200, response.text
+            replayed = bool(response.json().get("replay"))
+            if unanswered is not None:
+                landed["after the commit, before the answer" if replayed else unanswered] += 1
+                unanswered = None
+            index += 1
+        if server.proc.poll() is not None or killed:
             server.kill()
+            kills += 1
+            if response is not None:
+                landed["between requests"] += 1
+            else:
+                unanswered = "while writing" if sizes(out) != acknowledged else "before any write"
+            server = server_factory(output=out)  # same directory: recover and carry on
+        acknowledged = sizes(out)  # what was answered, or what recovery left
+    assert server.stop() == 0
     print(f"seed {seed}: {len(bodies)} requests, {kills} kills survived; landed: {dict(landed)}")
     assert kills >= 20
     assert landed["while writing"] + landed["after the commit, before the answer"] >= 1  # some hit a commit
@@ -82,12 +74,7 @@ def test_random_kills_give_the_same_files_as_an_uninterrupted_run(tmp_path, seed
     assert not [p.name for p in out.iterdir() if p.name.endswith(".inprogress")]
 
 
-def _sizes(directory) -> dict[str, int]:
-    """Every file's size (the journal's included): what a request's writes change."""
-    return {p.name: p.stat().st_size for p in directory.iterdir()} if directory.exists() else {}
-
-
-def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_path):
+def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(server_factory, tmp_path):
     """Group commit under SIGKILL: six clients at once (their requests share windows and rounds),
     kills at random instants, each client resending what got no answer with its key."""
     rng = random.Random(5)
@@ -106,7 +93,7 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
         for n in range(per_client)
     }
     out = tmp_path / "out"
-    current = {"server": Server(out).start()}
+    current = {"server": server_factory(output=out)}
     port = current["server"].port
     replays = collections.Counter()
 
@@ -123,7 +110,7 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
                         )
                     except httpx.TransportError:
                         retried = True
-                        wait_for(lambda: _healthy(port), timeout=30)  # the restarted server, then resend
+                        wait_for(lambda: healthy(port), timeout=30)  # the restarted server, then resend
                         continue
                     assert response.status_code == 200, response.text
                     replays[retried and bool(response.json().get("replay"))] += 1
@@ -134,18 +121,14 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
         t.start()
     kills = 0
     pause = threading.Event()
-    try:
-        while any(t.is_alive() for t in threads) and kills < 15:
-            pause.wait(rng.uniform(0.01, 0.08))  # a kill at a random instant of the running load
-            current["server"].kill()
-            kills += 1
-            current["server"] = Server(out, port=port).start()
-        for t in threads:
-            t.join()
-        assert current["server"].stop() == 0
-    finally:
-        if current["server"].proc.poll() is None:
-            current["server"].kill()
+    while any(t.is_alive() for t in threads) and kills < 15:
+        pause.wait(rng.uniform(0.01, 0.08))  # a kill at a random instant of the running load
+        current["server"].kill()
+        kills += 1
+        current["server"] = server_factory(output=out, port=port)
+    for t in threads:
+        t.join()
+    assert current["server"].stop() == 0
     ids = [int(line.split(b",")[2]) for content in csv_files(out).values() for line in content.splitlines()]
     expected = sorted(event["id"] for events in work.values() for event in events)
     print(f"{clients} clients, {len(work)} requests, {kills} kills; {replays[True]} resends answered as replays")
@@ -153,14 +136,7 @@ def test_concurrent_clients_and_kills_leave_every_acknowledged_request_once(tmp_
     assert sorted(ids) == expected  # every event exactly once
 
 
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_without_its_rows(tmp_path):
+def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_without_its_rows(server_factory, tmp_path):
     """`--fsync never`: 3.6 MB keyed requests (16,000 events; their rows written on pool threads),
     SIGKILL the moment the journal grows (its record just written), restart, resend. A crash of the
     process loses nothing acknowledged and a replay always has all its rows: every event exactly
@@ -180,47 +156,43 @@ def test_fsync_never_kills_mid_large_request_never_answer_a_resend_replay_withou
 
     out = tmp_path / "out"
     journal = out / ".journal"
-    server = Server(out, "--fsync", "never").start()
+    server = server_factory("--fsync", "never", output=out)
     kills = replays = requests = 0
-    try:
-        # At least 6 requests, and on until 3 kills landed as a record was written: on a loaded
-        # machine the watcher may not run before a request is answered (then nothing is killed).
-        while requests < 6 or (kills < 3 and requests < 40):
-            index, body = requests, body_of(requests)
-            assert len(body) >= 3_400_000
-            requests += 1
-            size = journal.stat().st_size
-            stop, killed = threading.Event(), threading.Event()
+    # At least 6 requests, and on until 3 kills landed as a record was written: on a loaded
+    # machine the watcher may not run before a request is answered (then nothing is killed).
+    while requests < 6 or (kills < 3 and requests < 40):
+        index, body = requests, body_of(requests)
+        assert len(body) >= 3_400_000
+        requests += 1
+        size = journal.stat().st_size
+        stop, killed = threading.Event(), threading.Event()
 
-            def kill_when_the_journal_grows(proc=server.proc, size=size, stop=stop, killed=killed) -> None:
-                while not stop.is_set():
-                    try:
-                        if journal.stat().st_size != size:
-                            proc.kill()
-                            killed.set()
-                            return
-                    except FileNotFoundError:
-                        pass
+        def kill_when_the_journal_grows(proc=server.proc, size=size, stop=stop, killed=killed) -> None:
+            while not stop.is_set():
+                try:
+                    if journal.stat().st_size != size:
+                        proc.kill()
+                        killed.set()
+                        return
+                except FileNotFoundError:
+                    pass
 
-            watcher = threading.Thread(target=kill_when_the_journal_grows)
-            watcher.start()
-            try:
-                response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
-            except httpx.TransportError:
-                response = None
-            stop.set()
-            watcher.join()
-            if killed.is_set() or response is None:
-                server.kill()
-                kills += 1
-                server = Server(out, "--fsync", "never").start()
-                response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
-                replays += bool(response.json().get("replay"))
-            assert response.status_code == 200, response.text
-        assert server.stop() == 0
-    finally:
-        if server.proc.poll() is None:
+        watcher = threading.Thread(target=kill_when_the_journal_grows)
+        watcher.start()
+        try:
+            response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
+        except httpx.TransportError:
+            response = None
+        stop.set()
+        watcher.join()
+        if killed.is_set() or response is None:
             server.kill()
+            kills += 1
+            server = server_factory("--fsync", "never", output=out)
+            response = server.post(body, headers={"Idempotency-Key": f"big-{index}"})
+            replays += bool(response.json().get("replay"))
+        assert response.status_code == 200, response.text
+    assert server.stop() == 0
     rows = [row for content in csv_files(out).values() for row in content.splitlines()]
     print(
         f"{requests} requests of 16,000 events, {kills} kills as their records were written, {replays} resends "

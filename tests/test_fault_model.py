@@ -74,12 +74,10 @@ from batched_event_api.events.timestamps import (
 from batched_event_api.events.transcode import Batch, transcode
 from batched_event_api.output.store import Finished, Identity, StoreError
 from batched_event_api.output.uploader import Uploader
-from model import STRINGS, ndjson, time_text
-from powercut import Crash, PowerCutDisk, _writer_frames
+from model import INTERVAL, SECOND, STRINGS, ndjson, time_text
+from powercut import PowerCutDisk, _writer_frames
+from writer_setup import T0, Crash
 
-SEC = 10**9
-INTERVAL = 300 * SEC
-T0 = 1_800_000_000 * SEC  # 2027-01-15T08:00:00Z
 HEADER = ",".join(COLUMNS) + "\n"
 FOREIGN = b"FOREIGN "  # every file another program writes starts so; none of ours can
 KEY_RETENTION = 3600.0
@@ -95,8 +93,8 @@ IN_RANGE = [
     EARLIEST_NS + 1,
     LATEST_NS - 1,
     LATEST_NS - INTERVAL,
-    951_782_400 * SEC,  # 2000-02-29
-    1_483_228_799 * SEC + SEC - 1,
+    951_782_400 * SECOND,  # 2000-02-29
+    1_483_228_799 * SECOND + SECOND - 1,
 ]  # 2016-12-31T23:59:59.999999999Z
 BEYOND = [
     EARLIEST_NS - 1,
@@ -108,7 +106,7 @@ BEYOND = [
     2**63 + 7,
     -(2**63) - INTERVAL,
 ]
-STEPS = [0, 1, SEC, INTERVAL - 1, INTERVAL, INTERVAL + 1, -SEC, -INTERVAL, 2 * INTERVAL + 7, 7 * INTERVAL]
+STEPS = [0, 1, SECOND, INTERVAL - 1, INTERVAL, INTERVAL + 1, -SECOND, -INTERVAL, 2 * INTERVAL + 7, 7 * INTERVAL]
 
 # The disk operations of LocalDisk (exists() is os.path.lexists, which never raises).
 READS = frozenset({"open_read", "read_range", "read_all", "names", "same_file"})

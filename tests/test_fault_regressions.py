@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from batched_event_api.commit.partfiles import part_name
-from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
 from batched_event_api.events.rows import Rows
-from powercut import Crash, PowerCutDisk
-
-T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
-POLICY = WindowPolicy(300 * 10**9)
+from model import MINUTE
+from powercut import PowerCutDisk
+from snapshots import finished_rows
+from writer_setup import POLICY, T0, Crash
 
 
 class _FailingDisk(PowerCutDisk):
@@ -66,7 +65,7 @@ def test_an_idle_commit_failing_with_any_error_never_lets_its_record_publish_a_l
     again.apply([T0 + 1], Rows.from_lines(["b"]), key="b")  # the client's resend
     again.commit_open()
     again.close()
-    rows = [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()]
+    rows = finished_rows(tmp_path)
     assert sorted(rows) == ["a", "b"]
 
 
@@ -92,23 +91,22 @@ def test_rows_of_a_refused_round_never_come_back_in_a_window_published_before_a_
     is refused, and recovery cuts W back to its recorded size, but that cut was never synced.
     The next round closes W (published, not truncated again: recovery trusts a committed
     window's file), and the power fails: W came back with c in it."""
-    minute = 60 * 10**9
     disk = _FailingDisk(tmp_path)
     writer = Writer(tmp_path, POLICY, disk=disk)
     writer.start()
     writer.apply([T0], Rows.from_lines(["a"]))
-    writer.apply([T0 + 10 * minute], Rows.from_lines(["b"]))  # publishes a's window: the next round syncs the directory
+    writer.apply([T0 + 10 * MINUTE], Rows.from_lines(["b"]))  # publishes a's window: the next round syncs the directory
     disk.fail = ("sync_directory", OSError(errno.EIO, "I/O error"))
     with pytest.raises(Exception, match="I/O error"):
-        writer.apply([T0 + 10 * minute + 1], Rows.from_lines(["c"]))
-    writer.apply([T0 + 20 * minute], Rows.from_lines(["d"]))  # closes b's window
+        writer.apply([T0 + 10 * MINUTE + 1], Rows.from_lines(["c"]))
+    writer.apply([T0 + 20 * MINUTE], Rows.from_lines(["d"]))  # closes b's window
     writer.close()
     disk.power_cut()
     again = Writer(tmp_path, POLICY, disk=disk)
     again.start()
     again.commit_open()
     again.close()
-    rows = [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()]
+    rows = finished_rows(tmp_path)
     assert rows == ["a", "b", "d"]
 
 
@@ -116,13 +114,12 @@ def _published_window_then(tmp_path: Path, plant) -> tuple[Path, str]:
     """Window X gets a and b1 (b also opens the next window, so X is committed and published,
     and stays listed in the journal until the directory is synced); then `plant(part name of
     X)`, then the process dies (no close, no final commit)."""
-    minute = 60 * 10**9
     out = tmp_path / "out"
     writer = Writer(out, POLICY)
     writer.start()
     writer.apply([T0], Rows.from_lines(["a"]), key="a")
     window = writer.open.name
-    writer.apply([T0 + 1, T0 + 10 * minute], Rows.from_lines(["b1", "b2"]), key="b")
+    writer.apply([T0 + 1, T0 + 10 * MINUTE], Rows.from_lines(["b1", "b2"]), key="b")
     assert (out / window).exists()
     plant(out / part_name(window))
     writer.close()
@@ -137,13 +134,13 @@ def test_a_symlink_at_the_part_name_of_a_published_window_never_keeps_the_server
     out, window = _published_window_then(tmp_path, lambda part: os.symlink(target, part))
     again = Writer(out, POLICY)
     again.start()
-    assert again.apply([T0 + 1, T0 + 10 * 60 * 10**9], Rows.from_lines(["b1", "b2"]), key="b").replay
+    assert again.apply([T0 + 1, T0 + 10 * MINUTE], Rows.from_lines(["b1", "b2"]), key="b").replay
     again.commit_open()
     again.close()
     assert target.read_text() == "precious\n"
     assert not any(p.is_symlink() for p in out.iterdir())
     assert (out / window).read_text() == "a\nb1\n"
-    assert sorted(row for p in out.glob("*.csv") for row in p.read_text().splitlines()) == ["a", "b1", "b2"]
+    assert sorted(finished_rows(out)) == ["a", "b1", "b2"]
 
 
 @pytest.mark.xfail(
@@ -164,7 +161,7 @@ def test_a_foreign_file_at_the_part_name_of_a_published_window_is_never_taken_fo
     again.commit_open()
     again.close()
     assert (out / part_name(window)).read_text() == "foreign,file\n" or not (out / part_name(window)).exists()
-    assert sorted(row for p in out.glob("*.csv") for row in p.read_text().splitlines()) == ["a", "b1", "b2"]
+    assert sorted(finished_rows(out)) == ["a", "b1", "b2"]
 
 
 class _OutageDisk(PowerCutDisk):
@@ -196,14 +193,13 @@ def test_a_refused_round_never_comes_back_at_a_power_cut_after_the_writer_healed
     and so does the sync of the journal's cut (the disk is failing). Once the disk is back,
     heal() recovers (the directory synced: the refused round's part file's name with it), but
     the journal's cut was never synced: at a power cut the refused request came back."""
-    minute = 60 * 10**9
     disk = _OutageDisk(tmp_path)
     writer = Writer(tmp_path, POLICY, disk=disk, syncfs_from=None)
     writer.start()
     writer.apply([T0], Rows.from_lines(["a"]))
     disk.arm = True
     with pytest.raises(Exception, match="I/O error"):
-        writer.apply([T0 + 10 * minute], Rows.from_lines(["c"]))
+        writer.apply([T0 + 10 * MINUTE], Rows.from_lines(["c"]))
     assert not writer.healthy
     disk.outage = False
     assert writer.heal()
@@ -213,7 +209,7 @@ def test_a_refused_round_never_comes_back_at_a_power_cut_after_the_writer_healed
     again.start()
     again.commit_open()
     again.close()
-    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a"]
+    assert finished_rows(tmp_path) == ["a"]
 
 
 def test_a_resend_answered_as_a_replay_after_a_start_on_a_full_disk_survives_a_power_cut(tmp_path):
@@ -241,7 +237,7 @@ def test_a_resend_answered_as_a_replay_after_a_start_on_a_full_disk_survives_a_p
     assert "b" in third.keys
     third.commit_open()
     third.close()
-    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a", "b"]
+    assert finished_rows(tmp_path) == ["a", "b"]
 
 
 def test_a_group_refused_for_a_full_key_store_never_drops_a_published_window_from_the_journal(tmp_path):
@@ -251,21 +247,20 @@ def test_a_group_refused_for_a_full_key_store_never_drops_a_published_window_fro
     durable. The next round's record no longer listed it and synced no directory; at a power
     cut the window was back under its part name, named by no record: deleted as a stray, with
     an acknowledged request's rows in it."""
-    minute = 60 * 10**9
     disk = PowerCutDisk(tmp_path)
     writer = Writer(tmp_path, POLICY, disk=disk, key_memory=200)  # room for one key
     writer.start()
     writer.apply([T0], Rows.from_lines(["a"]), key="a")
-    writer.apply([T0 + 10 * minute], Rows.from_lines(["b"]))  # publishes a's window
-    assert writer.apply([T0 + 10 * minute + 1], Rows.from_lines(["c"]), key="c").keys_full
-    writer.apply([T0 + 10 * minute + 2], Rows.from_lines(["d"]))
+    writer.apply([T0 + 10 * MINUTE], Rows.from_lines(["b"]))  # publishes a's window
+    assert writer.apply([T0 + 10 * MINUTE + 1], Rows.from_lines(["c"]), key="c").keys_full
+    writer.apply([T0 + 10 * MINUTE + 2], Rows.from_lines(["d"]))
     writer.close()
     disk.power_cut()
     again = Writer(tmp_path, POLICY, disk=disk)
     again.start()
     again.commit_open()
     again.close()
-    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == ["a", "b", "d"]
+    assert finished_rows(tmp_path) == ["a", "b", "d"]
 
 
 class _RenameThenDirectoryFails(PowerCutDisk):
@@ -307,7 +302,7 @@ def test_a_start_whose_compaction_fails_after_the_rename_never_damages_the_journ
     assert {"a0", "a1", "a2", "b", "c"} <= set(third.keys)
     third.commit_open()
     third.close()
-    assert [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()] == [
+    assert finished_rows(tmp_path) == [
         "a0",
         "a1",
         "a2",
@@ -340,5 +335,5 @@ def test_a_compaction_whose_directory_sync_failed_never_loses_the_next_rounds_at
     assert "b" in again.keys
     again.commit_open()
     again.close()
-    rows = [row for p in sorted(tmp_path.glob("*.csv")) for row in p.read_text().splitlines()]
+    rows = finished_rows(tmp_path)
     assert rows == [f"a{n}" for n in range(i)] + ["b"]

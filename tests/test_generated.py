@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from conftest import csv_files
 from model import generate_events, model_files
+from snapshots import csv_files
 
 # Every durability mode writes the same files (requests of 400 events span up to ~20 windows).
 MODES = {"default": [], "fsync-never": ["--fsync", "never"], "sync-per-file": ["--sync-many", "per-file"]}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import GOLDEN, SEED, csv_files
+from paths import GOLDEN, SEED
+from snapshots import csv_files
 
 
 def _per_second(start: datetime, end: datetime) -> bytes:

@@ -9,14 +9,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.transcode import Batch
-from conftest import csv_files
-
-MINUTE = 60 * 10**9
-POLICY = WindowPolicy(5 * MINUTE)
+from model import MINUTE
+from snapshots import csv_files
+from writer_setup import POLICY
 
 # Event times over a few windows, late ones included; keys from a small set, so that repeats
 # (a resend, or two equal keys in one group) are common.

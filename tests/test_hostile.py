@@ -4,14 +4,15 @@ the refused request written, while the good requests around it are intact."""
 from __future__ import annotations
 
 import gzip
-import socket
 import zlib
 
 import httpx
 import pytest
 
-from conftest import csv_files, memory_mib
 from model import model_files, ndjson
+from rawhttp import connect
+from servers import assert_stops_holding, memory_mib
+from snapshots import csv_files
 
 GOOD_BEFORE = [{"time": "2024-07-01T02:03:04Z", "id": 1, "description": "before"}]
 GOOD_AFTER = [{"time": "2024-07-01T02:03:06Z", "id": 3, "description": "after"}]
@@ -23,8 +24,7 @@ def _around(server, bad: bytes, headers: dict | None = None) -> httpx.Response:
     assert server.post(ndjson(GOOD_BEFORE)).status_code == 200
     response = server.post(bad, headers)
     assert server.post(ndjson(GOOD_AFTER)).status_code == 200
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD_BEFORE + GOOD_AFTER)
+    assert_stops_holding(server, GOOD_BEFORE + GOOD_AFTER)
     assert response.headers["content-type"] == "application/json"
     return response
 
@@ -81,8 +81,7 @@ def test_quirks_are_accepted(server_factory):
     ).encode()
     assert server.post(body).json() == {"accepted": 3}
     assert server.post(b"").json() == {"accepted": 0}
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_body_over_the_limit_is_413(server_factory):
@@ -95,7 +94,7 @@ def test_body_over_the_limit_is_413(server_factory):
 
 def test_declared_length_over_the_limit_is_refused_before_the_body_is_sent(server_factory):
     server = server_factory("--max-body", "1MiB")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+    with connect(server.port, timeout=10) as s:
         s.sendall(
             b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
             b"Content-Length: 1073741824\r\n\r\n"
@@ -117,8 +116,7 @@ def test_gzip_body_is_accepted(server_factory):
     events = [{"time": "2024-07-01T02:03:04Z", "id": i} for i in range(100)]
     body = gzip.compress(ndjson(events[:50])) + gzip.compress(ndjson(events[50:]))  # two members
     assert server.post(body, {"Content-Encoding": "gzip"}).json() == {"accepted": 100}
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_gzip_bomb_is_413_in_bounded_memory(server_factory):
@@ -132,8 +130,7 @@ def test_gzip_bomb_is_413_in_bounded_memory(server_factory):
     assert response.status_code == 413 and response.json()["error"]
     assert memory_mib(server.proc.pid, "VmHWM") - before < 64  # never inflated far past the limit
     assert server.post(ndjson(GOOD_AFTER)).status_code == 200
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD_BEFORE + GOOD_AFTER)
+    assert_stops_holding(server, GOOD_BEFORE + GOOD_AFTER)
 
 
 @pytest.mark.parametrize("body", [gzip.compress(b'{"time":"2024-07-01T02:03:05Z"}\n')[:-12], b"not gzip at all"])
@@ -200,7 +197,7 @@ def test_bearer_token_from_file_and_environment(server_factory, tmp_path):
 
 def test_slow_client_gets_408_and_does_not_stall_others(server_factory):
     server = server_factory("--body-timeout", "500ms")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+    with connect(server.port, timeout=10) as slow:
         slow.sendall(
             b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
             b'Content-Length: 1000\r\n\r\n{"time":'
@@ -209,8 +206,7 @@ def test_slow_client_gets_408_and_does_not_stall_others(server_factory):
         assert server.post(ndjson(GOOD_BEFORE)).status_code == 200
         head = slow.recv(4096)
     assert head.startswith(b"HTTP/1.1 408")
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD_BEFORE)
+    assert_stops_holding(server, GOOD_BEFORE)
 
 
 # -- event times, nesting and windows a request may not have (issue 19) -------------------------
@@ -239,8 +235,7 @@ def test_a_time_outside_the_accepted_range_is_400_and_ingest_carries_on_across_a
     server.kill()
     server = server_factory(env=env)  # the same output directory, recovered
     assert server.post(ndjson(GOOD_AFTER)).status_code == 200
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD_BEFORE + GOOD_AFTER)
+    assert_stops_holding(server, GOOD_BEFORE + GOOD_AFTER)
 
 
 @pytest.mark.parametrize("env", PATHS, ids=PATH_IDS)
@@ -301,8 +296,7 @@ def test_the_windows_limit_allows_exactly_the_limit_and_comes_from_the_environme
     server = server_factory(env={"BEA_MAX_WINDOWS_PER_REQUEST": "10"})
     assert server.post(ndjson(_ten_minutes_apart(11))).status_code == 413
     assert server.post(ndjson(_ten_minutes_apart(10))).json() == {"accepted": 10}
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(_ten_minutes_apart(10))
+    assert_stops_holding(server, _ten_minutes_apart(10))
 
 
 def test_common_body_mistakes_are_answered_with_what_is_expected(server_factory):

@@ -5,60 +5,13 @@ head held for its body), so these check that nothing is lost, reordered or held 
 from __future__ import annotations
 
 import json
-import socket
 
-from conftest import csv_files
-from model import model_files, ndjson
+from model import ndjson
+from rawhttp import Connection
+from servers import assert_stops_holding
+from snapshots import csv_files
 
 EVENTS = [{"time": "2024-07-01T02:03:04Z", "id": i} for i in range(3)]
-
-
-class Connection:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        """The next whole response (Content-Length framed, as this server answers)."""
-        while b"\r\n\r\n" not in self.buffer:
-            self._more()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            self._more()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(status_line.split()[1]), headers, body
-
-    def answer(self) -> tuple[int, object]:
-        """The next response's status and JSON body."""
-        status, _, body = self.response()
-        return status, json.loads(body)
-
-    def head(self) -> bytes:
-        """The next message when it has no body (an interim 100 Continue, an answer to HEAD)."""
-        while b"\r\n\r\n" not in self.buffer:
-            self._more()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        return head + b"\r\n\r\n"
-
-    def _more(self) -> None:
-        chunk = self.sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        self.buffer += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _assert_stopped_with(server, events: list[dict]) -> None:
-    """The server stops cleanly and its files hold exactly these events."""
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
 
 
 def _post(body: bytes, extra: str = "") -> bytes:
@@ -82,7 +35,7 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(server_factory)
         (200, {"accepted": 0}),
     ]
     conn.close()
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def test_a_chunked_body_is_read_whole(server_factory):
@@ -96,7 +49,7 @@ def test_a_chunked_body_is_read_whole(server_factory):
     )
     assert conn.answer() == (200, {"accepted": 3})
     conn.close()
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(server_factory):
@@ -138,7 +91,7 @@ def test_the_ingest_route_is_found_as_a_router_would_and_other_methods_get_405(s
     assert (status, json.loads(body), headers["connection"]) == (200, {"accepted": 2}, "close")
     assert conn.sock.recv(1) == b""
     conn.close()
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def test_a_long_queue_of_pipelined_refusals_is_answered_in_order(server_factory):
@@ -153,7 +106,7 @@ def test_a_long_queue_of_pipelined_refusals_is_answered_in_order(server_factory)
     assert statuses == [415] * 1000
     assert conn.answer() == (200, {"accepted": 0})
     conn.close()
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 # -- issue 19: what a client of an unusual shape must still get ----------------------------------
@@ -182,7 +135,7 @@ def test_an_h2c_upgrade_is_ignored_and_the_request_served_as_http_1_1(server_fac
     assert conn.answer() == (200, {"accepted": 1})
     assert conn.answer() == (200, {"status": "ok"})
     conn.close()
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def _many_windows(n: int) -> bytes:
@@ -240,7 +193,7 @@ def test_a_long_url_is_414_and_large_headers_431(server_factory):
     assert conn.answer()[0] == 431
     conn.close()
     assert server.post(ndjson(EVENTS)).status_code == 200
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def test_connect_is_405_and_the_server_serves_on(server_factory):
@@ -250,7 +203,7 @@ def test_connect_is_405_and_the_server_serves_on(server_factory):
     assert conn.response()[0] == 405
     conn.close()
     assert server.post(ndjson(EVENTS)).status_code == 200
-    _assert_stopped_with(server, EVENTS)
+    assert_stops_holding(server, EVENTS)
 
 
 def test_an_application_request_broken_mid_body_is_answered_after_the_ingest_before_it(server_factory):
@@ -270,5 +223,5 @@ def test_a_post_to_the_ingest_path_with_a_trailing_newline_is_404(server_factory
     server = server_factory()
     response = server.client.post("/user/event%0a", content=ndjson(EVENTS))
     assert response.status_code == 404
-    _assert_stopped_with(server, [])
+    assert_stops_holding(server, [])
     assert "Traceback" not in server.log.read_text()

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from paths import ROOT
 
 
 def test_passing_tests_keep_nothing_in_pytests_temporary_folder(tmp_path):

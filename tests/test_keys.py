@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from conftest import csv_files
+from snapshots import csv_files
 
 EVENT = b'{"time":"2024-07-01T02:03:04Z","id":1}\n'
 

@@ -3,7 +3,6 @@ a flood of sockets, and many large bodies at once. Against the real server, over
 
 from __future__ import annotations
 
-import select
 import signal
 import socket
 import threading
@@ -11,43 +10,37 @@ import threading
 import httpx
 import pytest
 
-from conftest import csv_files, memory_mib, wait_for
 from model import model_files, ndjson
+from polling import wait_for
+from rawhttp import connect, read_all, send_until_the_server_stops_reading
+from servers import assert_stops_holding, memory_mib
+from snapshots import csv_files
 
 GOOD = [{"time": "2024-07-01T02:03:04Z", "id": 1}]
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    out = b""
-    while chunk := sock.recv(65536):
-        out += chunk
-    return out
-
-
 def test_a_body_that_never_comes_gets_408_and_the_connection_closed(server_factory):
     server = server_factory("--body-timeout", "500ms")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent:
+    with connect(server.port) as silent:
         silent.sendall(
             b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100\r\n\r\n"
         )  # then not one byte of the body
-        answer = _read_all(silent)  # returns only because the server closes the connection
+        answer = read_all(silent)  # returns only because the server closes the connection
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"request body" in answer
     assert server.post(ndjson(GOOD)).status_code == 200
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD)
+    assert_stops_holding(server, GOOD)
 
 
 def test_silent_and_dribbling_connections_are_closed_after_the_header_timeout(server_factory):
     server = server_factory("--header-timeout", "500ms")
     with (
-        socket.create_connection(("127.0.0.1", server.port), timeout=20) as silent,
-        socket.create_connection(("127.0.0.1", server.port), timeout=20) as dribbling,
+        connect(server.port) as silent,
+        connect(server.port) as dribbling,
     ):
         dribbling.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\n")  # headers that never end
-        assert _read_all(silent).startswith(b"HTTP/1.1 408")
-        answer = _read_all(dribbling)
+        assert read_all(silent).startswith(b"HTTP/1.1 408")
+        answer = read_all(dribbling)
     assert answer.startswith(b"HTTP/1.1 408") and b"headers" in answer
     # A normal client on a kept-alive connection is not affected.
     with httpx.Client(base_url=server.url) as client:
@@ -57,10 +50,10 @@ def test_silent_and_dribbling_connections_are_closed_after_the_header_timeout(se
 
 def test_connections_beyond_the_cap_get_503_and_are_closed(server_factory):
     server = server_factory("--max-connections", "4")
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(4)]
+    idle = [connect(server.port) for _ in range(4)]
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as extra:
-            answer = _read_all(extra)
+        with connect(server.port) as extra:
+            answer = read_all(extra)
         assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower()
     finally:
         for sock in idle:
@@ -94,7 +87,7 @@ def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is
     server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
     first = ndjson(_events(0, 8, 100_000))  # ~800 KB, sent in two halves
     second = ndjson(_events(100, 7, 100_000))  # ~700 KB: does not fit beside the half of the first that arrived
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
+    with connect(server.port) as slow:
         slow.sendall(
             b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
             b"Content-Length: %d\r\n\r\n" % len(first) + first[: len(first) // 2]
@@ -110,22 +103,20 @@ def test_a_request_that_would_pass_the_pending_limit_gets_503_before_its_body_is
     assert head.startswith(b"HTTP/1.1 200")
     assert wait_for(lambda: _pending(server) == 0)
     assert server.post(second).status_code == 200  # room again
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(_events(0, 8, 100_000) + _events(100, 7, 100_000))
+    assert_stops_holding(server, _events(0, 8, 100_000) + _events(100, 7, 100_000))
 
 
 def test_a_client_that_leaves_mid_body_gives_its_pending_bytes_back(server_factory):
     server = server_factory("--max-pending", "1MiB", "--max-body", "1MiB")
     body = ndjson(_events(0, 4, 100_000))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as leaving:
+    with connect(server.port) as leaving:
         leaving.sendall(
             b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2]
         )
         assert wait_for(lambda: _pending(server) == len(body) // 2)
     assert wait_for(lambda: _pending(server) == 0)
     assert server.post(body).status_code == 200  # the whole budget is there again
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(_events(0, 4, 100_000))
+    assert_stops_holding(server, _events(0, 4, 100_000))
 
 
 def test_concurrent_large_bodies_are_written_or_refused_whole(server_factory):
@@ -171,8 +162,7 @@ def test_curl_default_content_type_is_taken_as_ndjson_and_other_types_are_refuse
     for other in ("text/csv", "multipart/form-data; boundary=x", "application/xml"):
         response = server.post(ndjson(GOOD), {"content-type": other})
         assert response.status_code == 415, other
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD)
+    assert_stops_holding(server, GOOD)
 
 
 # -- issue 19: connections that announce much and send little, or never read ---------------------
@@ -182,7 +172,7 @@ def test_bodies_announced_but_not_sent_hold_none_of_the_pending_budget(server_fa
     """Five connections declare 64 MiB bodies and send one byte: other clients are still served,
     and /readyz stays ready (a load balancer would otherwise pull the instance)."""
     server = server_factory("--max-pending", "256MiB", "--max-body", "64MiB", "--body-timeout", "60s")
-    hogs = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(5)]
+    hogs = [connect(server.port) for _ in range(5)]
     try:
         for hog in hogs:
             hog.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n{")
@@ -192,33 +182,17 @@ def test_bodies_announced_but_not_sent_hold_none_of_the_pending_budget(server_fa
     finally:
         for hog in hogs:
             hog.close()
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(GOOD)
+    assert_stops_holding(server, GOOD)
 
 
 def test_a_body_slower_than_the_minimum_rate_gets_408_before_the_body_timeout(server_factory):
     server = server_factory("--min-body-rate", "1KiB", "--body-timeout", "120s")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as slow:
+    with connect(server.port, timeout=60) as slow:
         slow.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + ndjson(GOOD))
-        answer = _read_all(slow)  # the server closes it once the grace period shows the rate
+        answer = read_all(slow)  # the server closes it once the grace period shows the rate
     assert answer.startswith(b"HTTP/1.1 408") and b"--min-body-rate" in answer
     assert server.stop() == 0
     assert csv_files(server.output) == {}
-
-
-def _send_until_the_server_stops_reading(sock: socket.socket, data: bytes) -> int:
-    """Bytes of `data` the server took before it stopped reading (it never answers being read)."""
-    sock.setblocking(False)
-    sent = 0
-    while sent < len(data):
-        try:
-            sent += sock.send(data[sent : sent + 65536])
-        except BlockingIOError:
-            poller = select.poll()  # not select(): the suite's process may hold descriptors past 1024
-            poller.register(sock, select.POLLOUT)
-            if not poller.poll(1000):  # a second without room: nothing more is read
-                break
-    return sent
 
 
 @pytest.mark.parametrize(
@@ -247,8 +221,8 @@ def test_pipelined_requests_whose_answers_are_never_read_hold_bounded_memory(ser
     try:
         taken = []
         for _ in range(10):  # each opened as it sends (a silent one is closed after --header-timeout)
-            greedy.append(socket.create_connection(("127.0.0.1", server.port), timeout=20))
-            taken.append(_send_until_the_server_stops_reading(greedy[-1], flood))
+            greedy.append(connect(server.port))
+            taken.append(send_until_the_server_stops_reading(greedy[-1], flood))
         grown = memory_mib(server.proc.pid) - before
         print(
             f"{request_bytes.split()[1].decode()}: {min(taken)}..{max(taken)} of {len(flood)} bytes taken on each of "
@@ -275,9 +249,9 @@ def test_a_client_that_reads_no_answers_is_closed_after_the_send_timeout_and_giv
     server = server_factory("--send-timeout", "1s", "--max-body", "1MiB", "--max-pending", "2MiB")
     body = ndjson(_events(0, 9, 100_000))  # 900 KB
     request = b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    greedy = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    greedy = connect(server.port)
     try:
-        _send_until_the_server_stops_reading(
+        send_until_the_server_stops_reading(
             greedy, b"GET /docs/assets/swagger-ui-bundle.js HTTP/1.1\r\n\r\n" * 4 + request * 2
         )
         assert wait_for(lambda: "read no answer for 1s (--send-timeout)" in server.log.read_text())
@@ -294,14 +268,14 @@ def test_shutdown_answers_connections_mid_headers_or_mid_body_at_once(server_fac
     server = server_factory("--body-timeout", "120s", "--header-timeout", "120s", "--min-body-rate", "0")
     assert server.post(ndjson(GOOD)).status_code == 200
     with (
-        socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_body,
-        socket.create_connection(("127.0.0.1", server.port), timeout=60) as mid_head,
+        connect(server.port, timeout=60) as mid_body,
+        connect(server.port, timeout=60) as mid_head,
     ):
         mid_body.sendall(b'POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"time":')
         mid_head.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\n")
         assert wait_for(lambda: _pending(server) == len(b'{"time":'))
         server.proc.send_signal(signal.SIGTERM)
-        body_answer, head_answer = _read_all(mid_body), _read_all(mid_head)
+        body_answer, head_answer = read_all(mid_body), read_all(mid_head)
     assert body_answer.startswith(b"HTTP/1.1 503") and b"shutting down" in body_answer
     assert head_answer.startswith(b"HTTP/1.1 503")
     assert server.proc.wait(timeout=60) == 0
@@ -310,7 +284,7 @@ def test_shutdown_answers_connections_mid_headers_or_mid_body_at_once(server_fac
 
 def test_an_endless_header_line_is_431_before_it_ends(server_factory):
     server = server_factory("--header-timeout", "120s")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+    with connect(server.port, timeout=60) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: ")
         try:
             for _ in range(1000):  # 8 MB at most; the server answers and closes long before
@@ -329,7 +303,7 @@ def test_a_connection_answered_before_its_body_ended_is_closed_when_idle(server_
         "--keep-alive", "1s", "--header-timeout", "120s", "--body-timeout", "120s", "--min-body-rate", "0"
     )
     for rest in (b"0123456789", b""):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        with connect(server.port, timeout=60) as sock:
             if rest:
                 sock.sendall(
                     b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 10\r\n\r\n"
@@ -342,5 +316,5 @@ def test_a_connection_answered_before_its_body_ended_is_closed_when_idle(server_
             answer = sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 415")
             sock.sendall(rest or b"zz\r\n")
-            assert _read_all(sock) == b""  # closed, and nothing more said
+            assert read_all(sock) == b""  # closed, and nothing more said
     assert server.stop() == 0

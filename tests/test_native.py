@@ -22,7 +22,7 @@ from batched_event_api.events.native import (
 )
 from batched_event_api.events.render import csv_line, go_float
 from batched_event_api.events.transcode import transcode as transcode_body
-from conftest import GOLDEN, SEED
+from paths import GOLDEN, SEED
 
 LIMIT = 1 << 20
 

@@ -12,14 +12,17 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import AS_A_USER, SEED, Server, csv_files, wait_for
 from model import generate_events, model_files, ndjson
+from paths import ROOT, SEED
+from polling import wait_for
+from rawhttp import connect
+from servers import AS_A_USER, CLI, assert_stops_holding, run_cli
+from snapshots import csv_files
 
 
 def _metrics(server) -> dict[tuple[str, tuple], float]:
@@ -128,7 +131,7 @@ def test_compressed_files(server_factory):
 
 def _send(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+        [*CLI, "send", "--no-progress", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -174,8 +177,7 @@ def test_send_streams_a_file_larger_than_a_chunk(server_factory, tmp_path, gzip_
     path.write_bytes(gzip.compress(ndjson(events)) if gzip_file else ndjson(events))  # a .gz file is read as such
     out = _sent("--url", server.url, "--batch-lines", "64", "--gzip", str(path))
     assert "sent 1,000 events" in out and "in 16 requests" in out
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_send_reports_a_bad_line_with_its_file_and_line(server_factory, tmp_path):
@@ -189,13 +191,12 @@ def test_send_reports_a_bad_line_with_its_file_and_line(server_factory, tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert f"{path}:250: HTTP 400" in err and "field id" in err
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events[:200])  # the chunks before it, whole
+    assert_stops_holding(server, events[:200])  # the chunks before it, whole
 
 
-def test_send_retries_across_a_server_restart_without_duplicates(tmp_path):
+def test_send_retries_across_a_server_restart_without_duplicates(server_factory, tmp_path):
     out = tmp_path / "out"
-    server = Server(out).start()
+    server = server_factory(output=out)
     events = generate_events(random.Random(10), 20000)
     path = tmp_path / "many.ndjson"
     path.write_bytes(ndjson(events))
@@ -204,15 +205,14 @@ def test_send_retries_across_a_server_restart_without_duplicates(tmp_path):
         assert wait_for(lambda: server.client.get("/metrics").text.count("bea_events_accepted_total 0.0") == 0)
         server.kill()  # mid-run: the chunk in flight fails and is retried with its key
         assert proc.poll() is None, "send finished before the restart"
-        server = Server(out, port=server.port).start()
+        server = server_factory(output=out, port=server.port)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "retrying" in stderr
-    assert server.stop() == 0
-    assert csv_files(out) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_send_reads_stdin(server_factory):
@@ -220,9 +220,7 @@ def test_send_reads_stdin(server_factory):
     events = generate_events(random.Random(12), 250)
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "batched_event_api",
+            *CLI,
             "send",
             "--no-progress",
             "--url",
@@ -237,8 +235,7 @@ def test_send_reads_stdin(server_factory):
     )
     assert result.returncode == 0, result.stderr
     assert b"sent 250 events" in result.stdout and b"in 3 requests" in result.stdout
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
@@ -248,14 +245,12 @@ def test_send_waits_as_long_as_retry_after_says(server_factory, tmp_path):
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson(events))
     err_path = tmp_path / "send.err"
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as holder, open(err_path, "w") as err:
+    with connect(server.port, timeout=30) as holder, open(err_path, "w") as err:
         # All but its last byte arrive: held in the pending budget (announced bytes hold nothing).
         holder.sendall(b"POST /user/event HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big[:-1])
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "batched_event_api",
+                *CLI,
                 "send",
                 "--no-progress",
                 "--url",
@@ -309,8 +304,7 @@ def test_send_prints_how_to_resume_and_a_resend_applies_nothing_twice(server_fac
     args = shlex.split(resume)[2:]  # as printed, after `batched-event-api send`
     out = _sent(*args)
     assert "sent 100 events" in out and "200 events in 2 requests were already applied (replays)" in out
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
@@ -322,7 +316,7 @@ def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing
     lines = body.splitlines(keepends=True)
     args = ["--url", server.url, "--batch-lines", "50", "--auth-token", token, "-"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batched_event_api", "send", "--no-progress", *args],
+        [*CLI, "send", "--no-progress", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -362,15 +356,14 @@ def test_an_interrupted_send_prints_how_to_resume_and_the_resume_applies_nothing
         ]
     )
     again = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", *shlex.split(resume)[1:], "--auth-token", token],
+        [*CLI, *shlex.split(resume)[1:], "--auth-token", token],
         input=body,
         capture_output=True,
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
     assert b"sent 150 events" in again.stdout and b"150 events in 3 requests were already applied" in again.stdout
-    assert server.stop() == 0
-    assert csv_files(server.output) == model_files(events)
+    assert_stops_holding(server, events)
 
 
 def test_send_says_at_once_when_nothing_listens_at_the_url(tmp_path):
@@ -432,9 +425,7 @@ def test_the_progress_bar_fits_an_80_column_terminal(server_factory):
     server = server_factory()
     code, lines = _on_a_terminal(
         [
-            sys.executable,
-            "-m",
-            "batched_event_api",
+            *CLI,
             "send",
             "--url",
             server.url,
@@ -460,12 +451,7 @@ def test_status_describes_a_directory_without_a_server(server_factory, tmp_path)
     ]
     assert server.post(ndjson(events)).status_code == 200
     server.kill()  # the second window stays open
-    result = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "status", "-o", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("status", "-o", str(out), "--json")
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout)
     assert state["served"] is False
@@ -473,35 +459,15 @@ def test_status_describes_a_directory_without_a_server(server_factory, tmp_path)
     assert state["open"]["start"] == "2024-07-01T02:09:00Z"
     assert state["committed_files"] == 1 and state["newest_committed"] == "user-events-20240701-020304.csv"
     assert state["pending_publish"] == [] and state["journal_records"] >= 1
-    text = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "status", "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    text = run_cli("status", "-o", str(out)).stdout
     assert "open window:       user-events-20240701-020900.csv" in text and "2 rows" in text
-    missing = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "status", "-o", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = run_cli("status", "-o", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "is not a directory" in missing.stderr
-
-
-def _serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
     server = server_factory()
-    result = _serve("-o", str(tmp_path / "never"), "--port", str(server.port))
+    result = run_cli("serve", "-o", str(tmp_path / "never"), "--port", str(server.port))
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{server.port}: the port is in use"
     assert not (tmp_path / "never").exists()
@@ -510,7 +476,7 @@ def test_a_taken_port_is_one_line_and_creates_nothing(server_factory, tmp_path):
 def test_an_output_that_is_a_file_is_refused_as_not_a_directory(tmp_path):
     a_file = tmp_path / "hostname"
     a_file.write_text("not a directory\n")
-    result = _serve("-o", str(a_file), "--port", "0")
+    result = run_cli("serve", "-o", str(a_file), "--port", "0")
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: cannot write to {a_file}: it is not a directory"
 
@@ -519,7 +485,7 @@ def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
     out = tmp_path / "read-only"
     out.mkdir(mode=0o555)
     result = subprocess.run(
-        [*AS_A_USER, sys.executable, "-m", "batched_event_api", "serve", "-o", str(out), "--port", "0"],
+        [*AS_A_USER, *CLI, "serve", "-o", str(out), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -531,7 +497,7 @@ def test_a_read_only_output_directory_is_one_plain_sentence(tmp_path):
 
 def test_the_log_names_the_port_actually_bound(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path / "out"), "--port", "0"],
+        [*CLI, "serve", "-o", str(tmp_path / "out"), "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -549,12 +515,12 @@ def test_the_log_names_the_port_actually_bound(tmp_path):
 
 
 def test_option_errors_name_the_environment_variable_only_when_it_was_the_source(tmp_path):
-    given = _serve("-o", str(tmp_path / "out"), "--interval", "5x")
+    given = run_cli("serve", "-o", str(tmp_path / "out"), "--interval", "5x")
     assert given.returncode == 2
     assert (
         "Invalid value for '--interval': '5x' is not a duration" in given.stderr and "BEA_INTERVAL" not in given.stderr
     )
-    from_env = _serve("-o", str(tmp_path / "out"), env={"BEA_INTERVAL": "5x"})
+    from_env = run_cli("serve", "-o", str(tmp_path / "out"), env={"BEA_INTERVAL": "5x"})
     assert from_env.returncode == 2 and "(from the environment variable BEA_INTERVAL)" in from_env.stderr
 
 
@@ -568,11 +534,9 @@ def test_compound_durations_parse():
 def test_version_is_printed_and_is_the_changelogs_newest():
     from batched_event_api import __version__
 
-    result = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "--version"], capture_output=True, text=True, timeout=60
-    )
+    result = run_cli("--version")
     assert result.stdout.strip() == f"batched-event-api, version {__version__}"
-    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    changelog = (ROOT / "CHANGELOG.md").read_text()
     assert changelog.split("\n## ", 1)[1].startswith(__version__)
 
 

@@ -12,22 +12,14 @@ import random
 
 import pytest
 
-from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
 from batched_event_api.events.rows import Rows
-from batched_event_api.events.transcode import transcode
-from conftest import csv_files
-from model import generate_events, ndjson
-from powercut import Crash, PowerCutDisk
+from model import MINUTE, SECOND, generate_events, requests_of
+from powercut import PowerCutDisk
+from snapshots import csv_files, window_files
+from writer_setup import POLICY, Crash, prepared
 
-POLICY = WindowPolicy(300 * 10**9)
-SECOND, MINUTE = 10**9, 60 * 10**9
 SEEDS = [int(s) for s in os.environ.get("BEA_POWERCUT_SEEDS", "1,2,3,4,5,6").split(",")]
-
-
-def files(directory) -> dict[str, bytes]:
-    """The committed files, compressed or not."""
-    return {p.name: p.read_bytes() for p in sorted(directory.glob("*.csv*"))}
 
 
 def started(directory, disk, **options) -> Writer:
@@ -69,21 +61,10 @@ def test_a_replayed_request_survives_a_later_power_cut(tmp_path):
     }
 
 
-def _prepared(events: list[dict]) -> tuple[list[int], Rows]:
-    prepared = transcode(ndjson(events), max_line=1 << 22)
-    return prepared.times, prepared.rows
-
-
 def _mixed(seed: int) -> list[tuple[list[int], Rows]]:
     """Requests of 1 to 60 generated events, a few windows each."""
     events = generate_events(random.Random(seed), 1600)
-    rng = random.Random(seed)
-    out, i = [], 0
-    while i < len(events):
-        n = rng.choice([1, 5, 20, 60])
-        out.append(_prepared(events[i : i + n]))
-        i += n
-    return out
+    return [prepared(request) for request in requests_of(events, random.Random(seed), [1, 5, 20, 60])]
 
 
 def _large(seed: int) -> list[tuple[list[int], Rows]]:
@@ -91,7 +72,7 @@ def _large(seed: int) -> list[tuple[list[int], Rows]]:
     events = generate_events(random.Random(seed), 240)
     for event in events:
         event["description"] = "d" * 60_000
-    return [_prepared(events[i : i + 20]) for i in range(0, len(events), 20)]
+    return [prepared(events[i : i + 20]) for i in range(0, len(events), 20)]
 
 
 def _many_windows(seed: int) -> list[tuple[list[int], Rows]]:
@@ -126,7 +107,7 @@ def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp
         writer.apply(times, rows, key=f"k{i}")
     writer.commit_open()
     writer.close()
-    expected = files(clean)
+    expected = window_files(clean)
     assert expected
 
     out = tmp_path / "out"
@@ -165,7 +146,7 @@ def test_crashes_resends_and_power_cuts_keep_every_acknowledged_request_once(tmp
     disk.power_cut()
     writer = started(out, disk, **options)
     writer.close()
-    assert files(out) == expected
+    assert window_files(out) == expected
     print(
         f"{workload} seed {seed}: {len(requests)} requests, {disk.crashes} crashes, {cuts} power cuts "
         f"({cuts_that_dropped} dropped unsynced writes), {replays} resends answered as replays; "

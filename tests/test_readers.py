@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from batched_event_api.events import timestamps
-from conftest import ROOT
 from model import generate_events, ndjson
+from paths import ROOT
 
 COLUMNS = ["time", "uuid", "id", "active", "email", "phone", "description", "credits"]
 # Strings that readers turn into missing values, numbers or booleans unless told not to.

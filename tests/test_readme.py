@@ -11,7 +11,7 @@ import sys
 import click
 import pytest
 
-from conftest import ROOT
+from paths import ROOT
 
 README = (ROOT / "README.md").read_text()
 # `.venv/bin/batched-event-api` as typed: the console script's argv[0], on this interpreter and source.

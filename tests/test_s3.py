@@ -18,17 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Writer
 from batched_event_api.config import BucketUrl
 from batched_event_api.events.transcode import transcode
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.s3 import CHECKSUM_KEY, WINDOW_ID_KEY, S3Bucket
 from batched_event_api.output.uploader import Uploader, UploadReport, _sha256
-from conftest import GOLDEN, SEED, Server, csv_files, post_maybe_killed, wait_for
 from model import generate_events, model_files, ndjson
+from paths import GOLDEN, SEED
+from polling import wait_for
 from powercut import PowerCutDisk
 from s3store import S3_SERVERS, SECRET, Bucket, Relay
+from servers import Server, post_maybe_killed
+from snapshots import csv_files
+from writer_setup import POLICY
 
 # The end-to-end tests (a server subprocess, or S3Bucket in a process of its own) run against each
 # S3 server, moto's and SeaweedFS. The others drive the uploader or the CLI's checks directly: what
@@ -153,7 +156,7 @@ def test_power_cuts_bring_back_uploaded_windows_and_the_next_start_knows_them_as
     metrics = Metrics()
 
     def started() -> tuple[Writer, Uploader]:
-        writer = Writer(state, WindowPolicy(300 * 10**9), disk=disk, window_ids=window_ids)
+        writer = Writer(state, POLICY, disk=disk, window_ids=window_ids)
         writer.start()
         uploader = Uploader(state, store, UploadReport(metrics), pinned=lambda: writer.pinned, disk=disk)
         uploader.start()

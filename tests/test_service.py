@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, csv_files, wait_for
+from paths import ROOT
+from polling import wait_for
+from servers import run_cli
+from snapshots import csv_files
 
 EVENT = '{"time":"%s","id":%d}\n'
 
@@ -87,7 +87,7 @@ def test_a_directory_is_not_served_with_and_without_a_header_row(server_factory,
     assert server.post(_body("2024-07-01T02:03:04Z")).status_code == 200
     assert server.stop() == 0
     before = csv_files(out)
-    refused = _cli("serve", "-o", str(out), "--port", "0", *then)
+    refused = run_cli("serve", "-o", str(out), "--port", "0", *then)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert f"cannot serve from {out} {'with' if then else 'without'} --header" in refused.stderr
     assert csv_files(out) == before
@@ -148,16 +148,8 @@ def test_one_request_spanning_thousands_of_windows(server_factory):
 
 
 def test_a_second_server_on_the_same_directory_is_refused_clearly(server_factory):
-    import subprocess
-    import sys
-
     server = server_factory()
-    result = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "serve", "-o", str(server.output), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("serve", "-o", str(server.output), "--port", "0")
     assert result.returncode == 1
     assert "in use by another batched-event-api" in result.stderr and "Traceback" not in result.stderr
     assert server.client.get("/healthz").status_code == 200
@@ -177,19 +169,9 @@ def test_a_window_recovered_after_a_crash_is_committed_by_the_idle_timer(server_
 # -- issue 19: --interval bounds, `send` and the bearer token ----------------------------------
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "batched_event_api", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-
-
 @pytest.mark.parametrize("interval", ["169h", "500ms"])
 def test_an_interval_outside_its_bounds_is_refused_in_one_line(tmp_path, interval):
-    given = _cli("serve", "-o", str(tmp_path / "out"), "--port", "0", "--interval", interval)
+    given = run_cli("serve", "-o", str(tmp_path / "out"), "--port", "0", "--interval", interval)
     assert given.returncode == 2
     assert "Invalid value for '--interval'" in given.stderr and "168h" in given.stderr
     assert not (tmp_path / "out").exists()
@@ -212,7 +194,9 @@ def test_send_never_prints_the_token_and_its_resume_command_works_with_the_token
     path = tmp_path / "events.ndjson"
     good = [EVENT % ("2024-07-01T02:03:%02dZ" % i, i) for i in range(30)]
     path.write_text("".join(good[:20]) + '{"time":"2024-07-01T02:03:04Z","id":"x"}\n' + "".join(good[20:]))
-    failed = _cli("send", "--no-progress", "--url", server.url, "--batch-lines", "10", "--auth-token", token, str(path))
+    failed = run_cli(
+        "send", "--no-progress", "--url", server.url, "--batch-lines", "10", "--auth-token", token, str(path)
+    )
     assert failed.returncode == 1
     assert token not in failed.stdout + failed.stderr
     assert "BEA_AUTH_TOKEN" in failed.stderr and "--auth-token-file" in failed.stderr
@@ -220,7 +204,7 @@ def test_send_never_prints_the_token_and_its_resume_command_works_with_the_token
     resume = resume.splitlines()[0].strip()
     assert "--auth-token" not in resume and resume.startswith("batched-event-api send --key-prefix ")
     path.write_text("".join(good))  # the bad line fixed
-    resumed = _cli(*shlex.split(resume)[1:], env={"BEA_AUTH_TOKEN": token})
+    resumed = run_cli(*shlex.split(resume)[1:], env={"BEA_AUTH_TOKEN": token})
     assert resumed.returncode == 0, resumed.stderr
     assert "sent 10 events" in resumed.stdout and "20 events in 2 requests were already applied" in resumed.stdout
     assert token not in resumed.stdout + resumed.stderr
@@ -234,13 +218,13 @@ def test_send_reads_the_token_from_a_file(server_factory, tmp_path):
     token_file.write_text("from-a-file\n")
     path = tmp_path / "events.ndjson"
     path.write_text(EVENT % ("2024-07-01T02:03:04Z", 1))
-    sent = _cli("send", "--no-progress", "--url", server.url, "--auth-token-file", str(token_file), str(path))
+    sent = run_cli("send", "--no-progress", "--url", server.url, "--auth-token-file", str(token_file), str(path))
     assert sent.returncode == 0, sent.stderr
     assert "sent 1 event " in sent.stdout
 
 
 @pytest.mark.parametrize("command", ["serve", "send"])
 def test_auth_token_help_warns_that_the_command_line_is_visible_and_points_at_the_other_forms(command):
-    shown = " ".join(_cli(command, "--help").stdout.split())
+    shown = " ".join(run_cli(command, "--help").stdout.split())
     assert "visible to other users in ps" in shown
     assert "BEA_AUTH_TOKEN" in shown and "--auth-token-file" in shown

@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from conftest import AS_A_USER, csv_files, wait_for
 from model import generate_events, model_files, ndjson
+from polling import wait_for
+from servers import AS_A_USER, assert_stops_holding
+from snapshots import csv_files
 
 
 def _mount(*args: str) -> None:
@@ -33,36 +36,38 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
+def _post_until_the_disk_is_full(server, events: list[dict]) -> tuple[list[dict], list[dict], httpx.Response]:
+    """Post the events 50 at a time until one request gets 503: the events accepted before it,
+    the refused request's, and its answer."""
+    accepted: list[dict] = []
+    for i in range(0, len(events), 50):
+        chunk = events[i : i + 50]
+        response = server.post(ndjson(chunk))
+        if response.status_code == 503:
+            return accepted, chunk, response
+        assert response.status_code == 200
+        accepted.extend(chunk)
+    raise AssertionError("the disk never filled up")
+
+
 def test_full_disk_gives_503_and_recovers_when_space_returns(server_factory, small_disk):
     filler = small_disk / "filler"
     filler.write_bytes(b"x" * 200_000)
     out = small_disk / "out"
     server = server_factory(output=out)
-    events = generate_events(random.Random(3), 3000)
-    bodies = [events[i : i + 50] for i in range(0, len(events), 50)]
-    accepted: list[dict] = []
-    refused = None
-    for chunk in bodies:
-        response = server.post(ndjson(chunk))
-        if response.status_code == 503:
-            refused = chunk
-            assert "disk is full" in response.json()["error"]
-            assert str(small_disk) not in response.text  # paths go to the log, not to clients
-            readiness = server.client.get("/readyz")  # the next write would fail the same way
-            assert readiness.status_code == 503 and "disk is full" in readiness.json()["error"]
-            assert str(small_disk) not in readiness.text
-            break
-        assert response.status_code == 200
-        accepted.extend(chunk)
-    assert refused is not None, "the disk never filled up"
+    accepted, refused, response = _post_until_the_disk_is_full(server, generate_events(random.Random(3), 3000))
+    assert "disk is full" in response.json()["error"]
+    assert str(small_disk) not in response.text  # paths go to the log, not to clients
+    readiness = server.client.get("/readyz")  # the next write would fail the same way
+    assert readiness.status_code == 503 and "disk is full" in readiness.json()["error"]
+    assert str(small_disk) not in readiness.text
     # Still full: refused again, nothing half-written.
     assert server.post(ndjson(refused)).status_code == 503
     filler.unlink()  # the cause goes away
     assert server.post(ndjson(refused)).status_code == 200
     accepted.extend(refused)
     assert server.client.get("/readyz").status_code == 200
-    assert server.stop() == 0
-    assert csv_files(out) == model_files(accepted)
+    assert_stops_holding(server, accepted)
 
 
 def test_unwritable_directory_gives_503_and_recovers(server_factory, tmp_path):
@@ -84,8 +89,7 @@ def test_unwritable_directory_gives_503_and_recovers(server_factory, tmp_path):
     # Probes try a recovery at most once a second (issue 19): ready again within that.
     assert wait_for(lambda: server.client.get("/readyz").status_code == 200)
     assert server.post(ndjson(second)).status_code == 200
-    assert server.stop() == 0
-    assert csv_files(out) == model_files(first + second)
+    assert_stops_holding(server, first + second)
 
 
 def test_readiness_probes_of_an_unhealthy_writer_try_a_recovery_at_most_once_a_second(server_factory, tmp_path):
@@ -129,17 +133,7 @@ def test_after_a_crash_on_a_full_disk_the_server_starts_and_is_ready_once_space_
     filler.write_bytes(b"x" * 200_000)
     out = small_disk / "out"
     server = server_factory(output=out)
-    events = generate_events(random.Random(4), 3000)
-    accepted: list[dict] = []
-    refused = None
-    for chunk in (events[i : i + 50] for i in range(0, len(events), 50)):
-        response = server.post(ndjson(chunk))
-        if response.status_code == 503:
-            refused = chunk
-            break
-        assert response.status_code == 200
-        accepted.extend(chunk)
-    assert refused is not None, "the disk never filled up"
+    accepted, refused, _ = _post_until_the_disk_is_full(server, generate_events(random.Random(4), 3000))
     server.kill()  # a crash while the disk is full
     spare = small_disk / "spare"  # whatever room the crash left, taken too
     try:
@@ -155,5 +149,4 @@ def test_after_a_crash_on_a_full_disk_the_server_starts_and_is_ready_once_space_
     assert wait_for(lambda: server.client.get("/readyz").status_code == 200)
     assert server.post(ndjson(refused)).status_code == 200
     accepted.extend(refused)
-    assert server.stop() == 0
-    assert csv_files(out) == model_files(accepted)
+    assert_stops_holding(server, accepted)

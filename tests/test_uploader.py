@@ -13,7 +13,7 @@ from batched_event_api.metrics import Metrics
 from batched_event_api.output.memory import MemoryStore
 from batched_event_api.output.store import Identity
 from batched_event_api.output.uploader import Uploader, UploadReport
-from conftest import wait_for
+from polling import wait_for
 
 
 def _objects(store: MemoryStore) -> dict[str, bytes]:

@@ -9,7 +9,7 @@ import pytest
 from batched_event_api.events import timestamps
 from batched_event_api.events.decode import decode
 from batched_event_api.events.render import csv_record, go_float
-from conftest import GOLDEN
+from paths import GOLDEN
 
 VECTORS = GOLDEN / "vectors"
 

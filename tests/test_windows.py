@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 
 from batched_event_api.commit.windows import Plan, Segment, WindowPolicy, scan_window
 from batched_event_api.events import _native, timestamps
-
-S = 1_000_000_000
-MIN5 = 300 * S
-policy = WindowPolicy(MIN5)
+from model import INTERVAL, SECOND
+from writer_setup import POLICY
 
 
 def windows_of(policy: WindowPolicy, batches: list[list[int]]) -> list[list[int]]:
@@ -33,43 +31,43 @@ def windows_of(policy: WindowPolicy, batches: list[list[int]]) -> list[list[int]
 
 
 def test_exact_boundary_starts_a_new_window():
-    plan = policy.plan(None, [0, MIN5 - 1, MIN5, MIN5 + 1])
-    assert plan.segments == [Segment(0, 2, 0), Segment(2, 4, MIN5)]
+    plan = POLICY.plan(None, [0, INTERVAL - 1, INTERVAL, INTERVAL + 1])
+    assert plan.segments == [Segment(0, 2, 0), Segment(2, 4, INTERVAL)]
     assert not plan.continues_open
 
 
 def test_windows_chain_from_the_first_event_of_each_window():
     # The reference example: a window starts at its first event, not on a clock boundary.
-    times = [3 * S, 290 * S, 305 * S, 600 * S, 606 * S]
-    assert [s.window_start for s in policy.plan(None, times).segments] == [3 * S, 305 * S, 606 * S]
+    times = [3 * SECOND, 290 * SECOND, 305 * SECOND, 600 * SECOND, 606 * SECOND]
+    assert [s.window_start for s in POLICY.plan(None, times).segments] == [3 * SECOND, 305 * SECOND, 606 * SECOND]
 
 
 def test_late_events_join_the_open_window_and_are_counted():
-    plan = policy.plan(100 * S, [150 * S, 50 * S, 99 * S, 100 * S, -10_000 * S])
-    assert plan.continues_open and plan.segments == [Segment(0, 5, 100 * S)]
+    plan = POLICY.plan(100 * SECOND, [150 * SECOND, 50 * SECOND, 99 * SECOND, 100 * SECOND, -10_000 * SECOND])
+    assert plan.continues_open and plan.segments == [Segment(0, 5, 100 * SECOND)]
     assert plan.late == 3
 
 
 def test_gap_longer_than_the_interval():
-    plan = policy.plan(0, [10 * MIN5, 10 * MIN5 + 1])
+    plan = POLICY.plan(0, [10 * INTERVAL, 10 * INTERVAL + 1])
     assert not plan.continues_open  # the open window closes with nothing from this batch
-    assert plan.segments == [Segment(0, 2, 10 * MIN5)]
+    assert plan.segments == [Segment(0, 2, 10 * INTERVAL)]
 
 
 def test_many_requests_into_one_window():
-    batches = [[i * S] for i in range(0, 299)]
-    assert windows_of(policy, batches) == [[i * S for i in range(299)]]
+    batches = [[i * SECOND] for i in range(0, 299)]
+    assert windows_of(POLICY, batches) == [[i * SECOND for i in range(299)]]
 
 
 def test_empty_batch_changes_nothing():
-    assert policy.plan(5, []) == Plan([], False, 0)
-    assert policy.plan(None, []) == Plan([], False, 0)
+    assert POLICY.plan(5, []) == Plan([], False, 0)
+    assert POLICY.plan(None, []) == Plan([], False, 0)
 
 
 def test_aligned_windows_start_on_multiples_of_the_interval():
-    aligned = WindowPolicy(MIN5, aligned=True)
-    times = [301 * S, 599 * S, 600 * S, 1000 * S]
-    assert [s.window_start for s in aligned.plan(None, times).segments] == [MIN5, 2 * MIN5, 3 * MIN5]
+    aligned = WindowPolicy(INTERVAL, aligned=True)
+    times = [301 * SECOND, 599 * SECOND, 600 * SECOND, 1000 * SECOND]
+    assert [s.window_start for s in aligned.plan(None, times).segments] == [INTERVAL, 2 * INTERVAL, 3 * INTERVAL]
 
 
 event_times = st.lists(st.integers(-(10**12), 10**12).map(lambda x: x * 1000), max_size=60)
@@ -89,19 +87,19 @@ def test_windows_do_not_depend_on_how_events_are_split_into_requests(times, cuts
 
 @given(event_times, st.booleans())
 def test_every_window_obeys_the_rule(times, aligned):
-    p = WindowPolicy(MIN5, aligned=aligned)
+    p = WindowPolicy(INTERVAL, aligned=aligned)
     plan = p.plan(None, times)
     # Segments cover the batch in order, without gaps or overlap.
     assert [i for s in plan.segments for i in range(s.first, s.stop)] == list(range(len(times)))
     late = 0
     for seg in plan.segments:
         first = times[seg.first]
-        assert seg.window_start == (first - first % MIN5 if aligned else first)
+        assert seg.window_start == (first - first % INTERVAL if aligned else first)
         for t in times[seg.first : seg.stop]:
-            assert t - seg.window_start < MIN5  # members are inside (or late)
+            assert t - seg.window_start < INTERVAL  # members are inside (or late)
             late += t < seg.window_start
     for prev, seg in zip(plan.segments, plan.segments[1:]):
-        assert times[seg.first] - prev.window_start >= MIN5  # a new window starts only beyond the last
+        assert times[seg.first] - prev.window_start >= INTERVAL  # a new window starts only beyond the last
     assert plan.late == late
 
 
@@ -118,7 +116,7 @@ def batches_with_an_open_window(draw):
     return times, open_start
 
 
-@given(batches_with_an_open_window(), st.booleans(), st.sampled_from([MIN5, S, 7 * S, 3600 * S]))
+@given(batches_with_an_open_window(), st.booleans(), st.sampled_from([INTERVAL, SECOND, 7 * SECOND, 3600 * SECOND]))
 def test_the_native_scan_plans_as_the_plain_one(batch, aligned, interval):
     """An int64 buffer (what the native pass hands over) is planned by the C scan, a list by the
     plain Python loop: the same plan."""
@@ -142,13 +140,13 @@ def test_native_scan_window_equals_the_plain_scan(times, first, start, bound):
 
 def test_an_open_window_beyond_int64_from_an_older_journal_is_planned_not_a_crash():
     # An older version accepted year 2900; its recovered open window must not fail every request.
-    far = 29_348_006_400 * S  # 2900-01-01T00:00:00Z
-    times = array("q", [1_719_799_384 * S, 1_719_799_385 * S])
-    plan = policy.plan(far, times)
+    far = 29_348_006_400 * SECOND  # 2900-01-01T00:00:00Z
+    times = array("q", [1_719_799_384 * SECOND, 1_719_799_385 * SECOND])
+    plan = POLICY.plan(far, times)
     assert plan.segments == [Segment(0, 2, far)] and plan.late == 2
 
 
-@pytest.mark.parametrize("interval", [0, -S, timestamps.MAX_INTERVAL_NS + 1])
+@pytest.mark.parametrize("interval", [0, -SECOND, timestamps.MAX_INTERVAL_NS + 1])
 def test_an_interval_without_room_at_the_edges_of_the_range_is_refused(interval):
     with pytest.raises(ValueError):
         WindowPolicy(interval)
@@ -168,7 +166,7 @@ def test_windows_at_the_edges_of_the_range_fit_int64(aligned):
 @given(batches_with_an_open_window(), st.booleans(), st.integers(1, 40), st.booleans())
 def test_the_windows_limit_counts_the_windows_a_batch_opens_on_its_own(batch, aligned, limit, as_buffer):
     times, _ = batch
-    p = WindowPolicy(MIN5, aligned=aligned)
+    p = WindowPolicy(INTERVAL, aligned=aligned)
     segments = p.plan(None, times).segments
     past = p.past_limit(array("q", times) if as_buffer else times, limit)
     assert past == (segments[limit].first if len(segments) > limit else None)

@@ -17,28 +17,19 @@ import pytest
 from batched_event_api.commit.journal import JOURNAL, JournalDamaged
 from batched_event_api.commit.keys import key_cost
 from batched_event_api.commit.partfiles import part_name
-from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request as WriteRequest
 from batched_event_api.commit.writer import Writer
 from batched_event_api.events.rows import Rows
-from batched_event_api.events.transcode import Batch, transcode
-from conftest import csv_files
-from model import generate_events, ndjson
-
-POLICY = WindowPolicy(300 * 10**9)
-
-
-class Crash(BaseException):
-    """The process dies here."""
+from batched_event_api.events.transcode import Batch
+from model import MINUTE, generate_events
+from snapshots import csv_files, tree
+from writer_setup import POLICY, Crash, prepared
 
 
 def batches(seed: int = 11, n: int = 40) -> list[tuple[list[int], Rows]]:
     events = generate_events(random.Random(seed), 2000)
-    out = []
-    for i in range(0, len(events), len(events) // n):
-        prepared = transcode(ndjson(events[i : i + len(events) // n]), max_line=1 << 20)
-        out.append((prepared.times, prepared.rows))
-    return out
+    step = len(events) // n
+    return [prepared(events[i : i + step]) for i in range(0, len(events), step)]
 
 
 def run(
@@ -281,14 +272,13 @@ def test_publishing_never_replaces_a_file(tmp_path):
 
 
 def test_a_window_whose_name_is_taken_by_a_foreign_file_is_published_under_the_next_free_name(tmp_path, caplog):
-    minute = 60 * 10**9
     writer = Writer(tmp_path, POLICY)
     writer.start()
     writer.apply([0], Rows.from_lines(["first window"]))
     name = writer.open.name
     (tmp_path / name).write_text("not ours")  # appears before the window is committed
-    writer.apply([10 * minute], Rows.from_lines(["second window"]))  # commits the first
-    writer.apply([11 * minute], Rows.from_lines(["second window, more"]))  # a round later: settled
+    writer.apply([10 * MINUTE], Rows.from_lines(["second window"]))  # commits the first
+    writer.apply([11 * MINUTE], Rows.from_lines(["second window, more"]))  # a round later: settled
     assert writer._publish == []  # nothing left pending: no error on every request
     writer.close()
     renamed = name.replace(".csv", "-1.csv")
@@ -310,20 +300,16 @@ def test_per_file_and_filesystem_syncs_give_the_same_files(tmp_path, work, expec
     assert csv_files(tmp_path) == expected
 
 
-def _tree(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != ".lock"}
-
-
 def test_a_damaged_record_before_intact_ones_stops_the_start_and_touches_nothing(tmp_path, work):
     run(tmp_path, work[:7], finish=False)  # a snapshot and six request records, no clean stop
     journal = bytearray((tmp_path / JOURNAL).read_bytes())
     second = journal.index(b"\n") + 1
     journal[second + 40] ^= 0x01  # one flipped byte inside the second line
     (tmp_path / JOURNAL).write_bytes(journal)
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     with pytest.raises(JournalDamaged, match=r"is damaged: record 2 \(byte \d+\) is damaged and intact records follow"):
         Writer(tmp_path, POLICY).start()
-    assert _tree(tmp_path) == before
+    assert tree(tmp_path) == before
 
 
 def test_the_journal_is_compacted_by_size_too(tmp_path):

@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import stat
-from pathlib import Path
 
 import pytest
 
@@ -22,29 +21,14 @@ from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.transcode import Batch, transcode
-from conftest import csv_files
+from model import MINUTE
 from powercut import PowerCutDisk
-
-MINUTE = 60 * 10**9
-POLICY = WindowPolicy(5 * MINUTE)
-T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z
-
-
-class Crash(BaseException):
-    """The process dies here."""
+from snapshots import committed_rows, csv_files
+from writer_setup import POLICY, T0, Crash
 
 
 def body_rows(times: list[int], tag: str = "e") -> Rows:
     return Rows.from_lines([f"{tag}{i},{t}" for i, t in enumerate(times)])
-
-
-def committed_rows(directory: Path) -> list[str]:
-    """Every row of the finished files, and of the open window's part file."""
-    rows = []
-    for path in sorted(directory.iterdir()):
-        if path.name.endswith(".csv") or path.name.endswith(".inprogress"):
-            rows += path.read_text().splitlines()
-    return rows
 
 
 def open_fds() -> int:
