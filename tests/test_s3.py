@@ -604,3 +604,21 @@ def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(b
     assert "uploaded, kept until the journal moves on: 2" in status()
     assert server.stop() == 0
     assert "waiting for upload: 0 (0 bytes)" in status() and "uploaded, kept" not in status()
+
+
+@on_each_s3_server
+def test_a_window_the_uploader_read_whole_goes_up_whole_in_parts_too(bucket, tmp_path):
+    """The uploader reads a window below its read_whole_below at once (for its hash and a PUT);
+    a bucket that takes it in parts (its multipart_from is lower) streams it from the file, which
+    must then be at its start: the object is the whole window, never an empty one."""
+    state = tmp_path / "state"
+    state.mkdir()
+    window = state / "user-events-20240701-020000.00112233445566aa.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n" * (6 << 20 >> 5))
+    expected = window.read_bytes()
+    store = S3Bucket(BucketUrl.parse(bucket.url), multipart_from=5 << 20, part_size=5 << 20, environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(Metrics()), read_whole_below=16 << 20)
+    uploader.start()
+    assert uploader.drain(60)
+    uploader.stop()
+    assert bucket.objects() == {"user-events-20240701-020000.csv": expected}

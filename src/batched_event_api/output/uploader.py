@@ -285,11 +285,8 @@ class Uploader:
 
     def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
         data = f.read() if size < self.read_whole_below else None
-        if data is not None:
-            digest = hashlib.sha256(data).hexdigest()
-        else:
-            digest = _sha256_of(f)
-            f.seek(0)  # the store reads it from its start
+        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
+        f.seek(0)  # the store reads it from its start (a bucket streams parts from it, data or not)
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
         encoding = "gzip" if suffix.endswith(".gz") else None
         window = Finished(f, size, digest, window_id(name), data, content_encoding=encoding)
