@@ -91,3 +91,19 @@ def test_a_failing_directory_is_a_store_error_and_a_name_must_be_plain(store):
     for name in (".hidden.csv", "a/b.csv", ""):
         with pytest.raises(ValueError):
             store.create(name, _window(ROW))
+
+
+def test_a_file_whose_attributes_this_store_did_not_write_is_another_windows(tmp_path):
+    """Attributes under the store's names that are not what it writes (bytes that are no text,
+    left by another tool or a copy) make the file another program's: publish steps past it
+    to the next name rather than failing on it at every retry."""
+    out = tmp_path / "out"
+    out.mkdir()
+    store = LocalDirectory(out)
+    for name, attribute in (("w.csv", local.SHA256_ATTRIBUTE), ("x.csv", local.WINDOW_ID_ATTRIBUTE)):
+        (out / name).write_bytes(ROW)
+        os.setxattr(out / name, local.SHA256_ATTRIBUTE, b"0" * 64)
+        os.setxattr(out / name, attribute, b"\xff\xfe not text")
+        assert store.identity(name) == Identity(len(ROW), None, None)
+    assert publish(store, "w", ".csv", _window(ROW)) == ("w-1.csv", "next_name")
+    assert publish(store, "x", ".csv", _window(ROW)) == ("x-1.csv", "next_name")
