@@ -98,7 +98,7 @@ class LocalDirectory:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO):  # a symlink; a socket
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EACCES):  # a symlink; a socket; another user's
                 raise
             return Identity(os.lstat(name, dir_fd=directory).st_size, None, None)  # not this store's
         try:
