@@ -622,3 +622,27 @@ def test_a_window_the_uploader_read_whole_goes_up_whole_in_parts_too(bucket, tmp
     assert uploader.drain(60)
     uploader.stop()
     assert bucket.objects() == {"user-events-20240701-020000.csv": expected}
+
+
+@on_each_s3_server
+def test_a_stopped_upload_process_never_stalls_ingest(bucket, tmp_path):
+    """An upload process that reads nothing (stopped, frozen) while windows keep closing: each
+    closed window tells it so, and the server must not wait on it. Requests are answered, and
+    once it runs again every window lands, once."""
+    rng = random.Random(5)
+    events = [
+        {"time": f"2024-07-{1 + i // 288:02d}T{i % 288 // 12:02d}:{i % 12 * 5:02d}:00Z", "id": rng.randrange(10**6)}
+        for i in range(1500)
+    ]  # one window each: every request closes the one before
+    server = _serve(bucket, tmp_path)
+    child = _upload_process(server)
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        for event in events:
+            assert server.client.post("/user/event", content=ndjson([event]), timeout=10).status_code == 200
+        assert server.client.get("/healthz", timeout=10).status_code == 200
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)
