@@ -208,12 +208,13 @@ class Uploader:
             self._count()
         return sorted(queue)
 
-    def _refuse(self, name: str) -> None:
+    def _refuse(self, name: str, why: str = "is not a regular file") -> None:
         """Something other than a regular file at a window's name (a symlink, a directory, a
-        FIFO): the writer did not make it, so it is neither uploaded nor removed."""
+        FIFO), or one the server may not read (another user's): the writer did not make it, so
+        it is neither uploaded nor removed."""
         if name not in self._refused:
             self._refused.add(name)
-            log.warning("%s in the state directory is not a regular file: not uploaded, left alone", name)
+            log.warning("%s in the state directory %s: not uploaded, left alone", name, why)
 
     def _count(self) -> None:
         """The counts the event loop reads (backlog_bytes is kept as the queue changes: a sum per
@@ -271,6 +272,10 @@ class Uploader:
             fd, info = self.disk.open_read(name)
         except FileNotFoundError:
             log.warning("%s left the state directory before its upload (removed by someone else)", name)
+            self._forget(name)
+            return
+        except PermissionError:  # tried again at each turn, holding up no other window
+            self._refuse(name, "is a file the server may not read")
             self._forget(name)
             return
         except OSError as exc:
