@@ -100,3 +100,14 @@ def test_status_neither_hangs_on_a_fifo_nor_follows_a_link_in_the_directory(tmp_
     os.mkfifo(tmp_path / ".journal")
     done = subprocess.run(status, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_a_newest_window_that_cannot_be_read_stops_serve_with_one_line(tmp_path):
+    """The header check cannot judge a newest file it cannot read (not gzip under a .csv.gz name,
+    truncated, another user's): `serve` says so in one line, not a traceback."""
+    (tmp_path / "user-events-20240701-020304.csv.gz").write_bytes(b"not gzip\n")
+    assert "user-events-20240701-020304.csv.gz, cannot be read" in str(header_mismatch(tmp_path, header=False))
+    serve = [sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path), "--port", "0"]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: cannot serve from {tmp_path}: its newest file")
