@@ -634,7 +634,7 @@ def test_a_stopped_upload_process_never_stalls_ingest(bucket, tmp_path):
         {"time": f"2024-07-{1 + i // 288:02d}T{i % 288 // 12:02d}:{i % 12 * 5:02d}:00Z", "id": rng.randrange(10**6)}
         for i in range(1500)
     ]  # one window each: every request closes the one before
-    server = _serve(bucket, tmp_path)
+    server = _serve(bucket, tmp_path, "--drain-timeout", "5m")  # 1500 windows go up at the end
     child = _upload_process(server)
     assert child is not None
     os.kill(child, signal.SIGSTOP)
