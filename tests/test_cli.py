@@ -3,7 +3,10 @@ and what `status` and `serve`'s header check count as a finished window is what 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -76,3 +79,35 @@ def test_the_header_check_judges_the_newest_finished_window_only(tmp_path):
     assert "its newest file, user-events-20240701-020304.csv, has no header row" in str(
         header_mismatch(tmp_path, header=True)
     )
+
+
+def test_status_neither_hangs_on_a_fifo_nor_follows_a_link_in_the_directory(tmp_path):
+    """`status` reads the directory's own files only: a FIFO at the lock or the upload list (which
+    an open() would wait on for a writer forever) or a symlink at the journal is not one of them."""
+    os.mkfifo(tmp_path / ".lock")
+    os.mkfifo(tmp_path / ".uploaded")
+    (tmp_path / "user-events-20240701-020304.csv").write_bytes(b"x\n")
+    status = [sys.executable, "-m", "batched_event_api", "status", "-o", str(tmp_path), "--json"]
+    done = subprocess.run(status, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["committed_files"] == 1
+    elsewhere = tmp_path.parent / "elsewhere"
+    elsewhere.write_bytes(b"not a journal of this directory\n")
+    (tmp_path / ".journal").symlink_to(elsewhere)
+    done = subprocess.run(status, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "not a regular file" in done.stderr and not done.stdout
+    os.unlink(tmp_path / ".journal")
+    os.mkfifo(tmp_path / ".journal")
+    done = subprocess.run(status, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_a_newest_window_that_cannot_be_read_stops_serve_with_one_line(tmp_path):
+    """The header check cannot judge a newest file it cannot read (not gzip under a .csv.gz name,
+    truncated, another user's): `serve` says so in one line, not a traceback."""
+    (tmp_path / "user-events-20240701-020304.csv.gz").write_bytes(b"not gzip\n")
+    assert "user-events-20240701-020304.csv.gz, cannot be read" in str(header_mismatch(tmp_path, header=False))
+    serve = [sys.executable, "-m", "batched_event_api", "serve", "-o", str(tmp_path), "--port", "0"]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: cannot serve from {tmp_path}: its newest file")

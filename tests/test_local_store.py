@@ -9,12 +9,15 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from batched_event_api.output import local
 from batched_event_api.output.local import LocalDirectory
 from batched_event_api.output.store import Finished, Identity, StoreError, publish
+from conftest import AS_A_USER
 
 ROW = b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
 
@@ -91,3 +94,46 @@ def test_a_failing_directory_is_a_store_error_and_a_name_must_be_plain(store):
     for name in (".hidden.csv", "a/b.csv", ""):
         with pytest.raises(ValueError):
             store.create(name, _window(ROW))
+
+
+def test_a_file_whose_attributes_this_store_did_not_write_is_another_windows(tmp_path):
+    """Attributes under the store's names that are not what it writes (bytes that are no text,
+    left by another tool or a copy) make the file another program's: publish steps past it
+    to the next name rather than failing on it at every retry."""
+    out = tmp_path / "out"
+    out.mkdir()
+    store = LocalDirectory(out)
+    for name, attribute in (("w.csv", local.SHA256_ATTRIBUTE), ("x.csv", local.WINDOW_ID_ATTRIBUTE)):
+        (out / name).write_bytes(ROW)
+        os.setxattr(out / name, local.SHA256_ATTRIBUTE, b"0" * 64)
+        os.setxattr(out / name, attribute, b"\xff\xfe not text")
+        assert store.identity(name) == Identity(len(ROW), None, None)
+    assert publish(store, "w", ".csv", _window(ROW)) == ("w-1.csv", "next_name")
+    assert publish(store, "x", ".csv", _window(ROW)) == ("x-1.csv", "next_name")
+
+
+def test_a_file_the_store_cannot_read_is_another_programs_and_publish_steps_past_it(tmp_path):
+    """Another user's file at a window's name, unreadable to the server (its own are always
+    readable by it): not the window's, so the window takes the next name instead of failing at
+    every retry. Run as a user (root reads anything)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "w.csv").write_bytes(b"someone else's\n")
+    os.chmod(out / "w.csv", 0)
+    script = f"""
+import hashlib, io
+from pathlib import Path
+from batched_event_api.output.local import LocalDirectory
+from batched_event_api.output.store import Finished, publish
+row = {ROW!r}
+store = LocalDirectory(Path({str(out)!r}))
+print(store.identity("w.csv"))
+print(publish(store, "w", ".csv", Finished(io.BytesIO(row), len(row), hashlib.sha256(row).hexdigest(), "00112233445566aa", row)))
+"""
+    done = subprocess.run([*AS_A_USER, sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "Identity(size=15, sha256=None, window_id=None)",
+        "('w-1.csv', 'next_name')",
+    ]
+    assert (out / "w-1.csv").read_bytes() == ROW

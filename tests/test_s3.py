@@ -607,3 +607,45 @@ def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(b
     assert "uploaded, kept until the journal moves on: 2" in status()
     assert server.stop() == 0
     assert "waiting for upload: 0 (0 bytes)" in status() and "uploaded, kept" not in status()
+
+
+@on_each_s3_server
+def test_a_window_the_uploader_read_whole_goes_up_whole_in_parts_too(bucket, tmp_path):
+    """The uploader reads a window below its read_whole_below at once (for its hash and a PUT);
+    a bucket that takes it in parts (its multipart_from is lower) streams it from the file, which
+    must then be at its start: the object is the whole window, never an empty one."""
+    state = tmp_path / "state"
+    state.mkdir()
+    window = state / "user-events-20240701-020000.00112233445566aa.csv"
+    window.write_bytes(b"2024-07-01T02:00:00Z,,1,false,,,,0\n" * (6 << 20 >> 5))
+    expected = window.read_bytes()
+    store = S3Bucket(BucketUrl.parse(bucket.url), multipart_from=5 << 20, part_size=5 << 20, environ=bucket.env())
+    uploader = Uploader(state, store, UploadReport(Metrics()), read_whole_below=16 << 20)
+    uploader.start()
+    assert uploader.drain(60)
+    uploader.stop()
+    assert bucket.objects() == {"user-events-20240701-020000.csv": expected}
+
+
+@on_each_s3_server
+def test_a_stopped_upload_process_never_stalls_ingest(bucket, tmp_path):
+    """An upload process that reads nothing (stopped, frozen) while windows keep closing: each
+    closed window tells it so, and the server must not wait on it. Requests are answered, and
+    once it runs again every window lands, once."""
+    rng = random.Random(5)
+    events = [
+        {"time": f"2024-07-{1 + i // 288:02d}T{i % 288 // 12:02d}:{i % 12 * 5:02d}:00Z", "id": rng.randrange(10**6)}
+        for i in range(1500)
+    ]  # one window each: every request closes the one before
+    server = _serve(bucket, tmp_path, "--drain-timeout", "5m")  # 1500 windows go up at the end
+    child = _upload_process(server)
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        for event in events:
+            assert server.client.post("/user/event", content=ndjson([event]), timeout=10).status_code == 200
+        assert server.client.get("/healthz", timeout=10).status_code == 200
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert server.stop() == 0
+    assert bucket.objects() == model_files(events)

@@ -137,3 +137,36 @@ def test_a_store_outage_is_retried_and_a_window_read_in_parts_lands_whole_with_i
     results = _results(metrics)
     assert results["created"] == 1.0 and results["failed"] >= 1
     assert list(state.iterdir()) == []
+
+
+class UnreadableDisk(LocalDisk):
+    """Another user's file at one window name: opening it is refused (EACCES), as it would be for
+    a server not running as root."""
+
+    unreadable = "user-events-20240701-010000.csv"
+
+    def open_read(self, name: str):  # type: ignore[no-untyped-def]
+        if name == self.unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self.directory / name))
+        return super().open_read(name)
+
+
+def test_a_window_file_the_server_cannot_read_is_left_alone_and_holds_up_no_other(tmp_path, caplog):
+    """A file at a window's name that the server may not read (another user's, restored by an
+    operator as root) is not one the writer made: said once, left alone, and the windows beside
+    it go up at once rather than one batch per backoff behind its failures."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / UnreadableDisk.unreadable).write_bytes(b"someone else's\n")
+    windows = [state / f"user-events-20240701-02{minute:02d}00.csv" for minute in range(0, 60, 5)]
+    for window in windows:
+        window.write_bytes(window.name.encode() + b"\n")
+    store = MemoryStore()
+    uploader = Uploader(state, store, UploadReport(Metrics()), concurrency=1, disk=UnreadableDisk(state))
+    uploader.start()
+    assert wait_for(lambda: len(store.objects) == len(windows), timeout=10)
+    assert uploader.drain(10)  # what it cannot read is not waited for
+    uploader.stop()
+    assert sorted(store.objects) == [w.name for w in windows]
+    assert sorted(p.name for p in state.iterdir()) == [UnreadableDisk.unreadable]
+    assert [r.levelname for r in caplog.records if UnreadableDisk.unreadable in r.getMessage()] == ["WARNING"]

@@ -350,3 +350,20 @@ def test_a_failing_compaction_is_said_once_and_its_recovery_too(tmp_path, monkey
     writer.close()
     said = [r.getMessage() for r in caplog.records if "compaction" in r.getMessage()]
     assert len(said) == 2 and "compaction failed" in said[0] and "works again" in said[1]
+
+
+def test_recovery_removes_only_the_writers_own_stray_part_files(tmp_path):
+    """Part files of rounds never committed go at the start, named as the writer names them; what
+    merely ends in .inprogress (another program's download, a directory) is not the writer's and
+    stays, and does not stop the start."""
+    strays = [".user-events-20240701-020304.inprogress", ".user-events-20240701-020304-1.00112233445566aa.inprogress"]
+    others = ["download.inprogress", ".download.inprogress", ".user-events-x.inprogress"]
+    for name in strays + others:
+        (tmp_path / name).write_bytes(b"x\n")
+    (tmp_path / "keep.inprogress").mkdir()
+    writer = Writer(tmp_path, POLICY)
+    writer.start()
+    writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")) == sorted(
+        [*others, "keep.inprogress"]
+    )

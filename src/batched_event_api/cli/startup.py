@@ -51,9 +51,16 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
     if not files:
         return None
     newest = max(files, key=lambda name: files[name].st_mtime_ns)
-    fd = os.open(directory / newest, os.O_RDONLY | os.O_NOFOLLOW)
-    with open(fd, "rb") as raw:
-        first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
+    try:
+        fd = os.open(directory / newest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, "rb") as raw:
+            first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
+    except (OSError, EOFError) as exc:  # another user's; not gzip, or cut short (BadGzipFile is an OSError)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "truncated"
+        return (
+            f"cannot serve from {directory}: its newest file, {newest}, cannot be read to check its header "
+            f"row ({reason}); move it away, or use another directory"
+        )
     has_header = first_line == (",".join(COLUMNS) + "\n").encode()
     if has_header == header:
         return None

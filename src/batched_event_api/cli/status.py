@@ -34,7 +34,7 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     directory, bucket = directory_and_bucket(output, state_dir)
     try:
         state = read_status(directory)
-    except (FileNotFoundError, JournalDamaged) as exc:
+    except (OSError, JournalDamaged) as exc:  # a missing directory; a journal that is not a regular file
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(state.as_dict()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -9,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from batched_event_api.commit.disk import LOCK
+from batched_event_api.commit.disk import LOCK, LocalDisk
 from batched_event_api.commit.journal import JOURNAL, decode_journal
 from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, part_name
 from batched_event_api.events.timestamps import utc_stamp
@@ -42,11 +43,17 @@ class Status:
 
 
 def read_status(directory: Path, *, now: float | None = None) -> Status:
-    """Raises FileNotFoundError for a missing directory, JournalDamaged for a damaged journal."""
+    """Raises FileNotFoundError for a missing directory, JournalDamaged for a damaged journal,
+    OSError for a journal that is not a regular file (never followed if a link, nor waited on)."""
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
-    journal = directory / JOURNAL
-    data = journal.read_bytes() if journal.exists() else b""
+    disk = LocalDisk(directory)
+    try:
+        data = disk.read_all(JOURNAL) or b""
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EINVAL):
+            raise
+        raise OSError(exc.errno, "not a regular file", str(directory / JOURNAL)) from None
     records, _, _ = decode_journal(data)
     last = records[-1] if records else None
     open_window = None
@@ -56,7 +63,7 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         stamp = utc_stamp(last.open.start)
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
         open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size, round(max(age, 0.0), 1))
-    uploaded = _uploaded_names(directory)
+    uploaded = _uploaded_names(disk)
     found = finished_files(directory)
     committed = sorted((name, info.st_size) for name, info in found.items() if name not in uploaded)
     return Status(
@@ -73,11 +80,12 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
     )
 
 
-def _uploaded_names(directory: Path) -> frozenset[str]:
-    """The windows the uploader lists as in the bucket already (none without a bucket)."""
+def _uploaded_names(disk: LocalDisk) -> frozenset[str]:
+    """The windows the uploader lists as in the bucket already (none without a bucket, nor when
+    something other than the uploader's file is at the name)."""
     try:
-        return frozenset((directory / UPLOADED_LIST).read_text().split())
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return frozenset((disk.read_all(UPLOADED_LIST) or b"").decode().split())
+    except (OSError, UnicodeDecodeError):
         return frozenset()
 
 
@@ -101,9 +109,13 @@ def finished_files(directory: Path) -> dict[str, os.stat_result]:
 def _is_served(directory: Path) -> bool:
     """Whether a server holds the directory's lock (tried without waiting, released at once)."""
     try:
-        fd = os.open(directory / LOCK, os.O_RDONLY)
+        fd = os.open(directory / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO cannot hang it
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        return False  # a link: no server takes it (nor follows it)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

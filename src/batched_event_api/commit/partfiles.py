@@ -55,6 +55,15 @@ def names_from(stem: str, suffix: str) -> Iterator[str]:
         yield f"{stem}-{n}{suffix}"
 
 
+def is_part_name(entry: str) -> bool:
+    """Is this the name of a window's in-progress file (as part_name gives it)?"""
+    return (
+        entry.startswith(".")
+        and entry.endswith(PART_SUFFIX)
+        and finished_stem(entry[1 : -len(PART_SUFFIX)] + ".csv") is not None
+    )
+
+
 def part_name(name: str) -> str:
     """`user-events-X.csv` -> `.user-events-X.inprogress` (`user-events-X.<id>.csv` ->
     `.user-events-X.<id>.inprogress`): invisible to `*.csv*` and to dot-skipping readers."""
@@ -143,10 +152,11 @@ class PartFiles:
         return self._free_name(stem, reserved, window_id(name))  # the window keeps its id
 
     def remove_strays(self, keep: list[str]) -> None:
-        """Delete in-progress files of no window in `keep`: written by rounds never committed."""
+        """Delete in-progress files of no window in `keep`: written by rounds never committed.
+        Only names this writer gives part files: another program's `*.inprogress` stays."""
         wanted = {part_name(name) for name in keep}
         for entry in self.disk.names():
-            if entry.endswith(PART_SUFFIX) and entry not in wanted:
+            if is_part_name(entry) and entry not in wanted:
                 log.info("removing %s: written by a request that was never acknowledged", entry)
                 self.disk.remove(entry)
 

@@ -98,7 +98,7 @@ class LocalDirectory:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO):  # a symlink; a socket
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EACCES):  # a symlink; a socket; another user's
                 raise
             return Identity(os.lstat(name, dir_fd=directory).st_size, None, None)  # not this store's
         try:
@@ -111,12 +111,16 @@ class LocalDirectory:
                 if exc.errno != errno.ENODATA and exc.errno not in _NO_ATTRIBUTES:
                     raise
                 return _recorded_beside(directory, name, info)
+            except UnicodeDecodeError:
+                return Identity(info.st_size, None, None)  # not what this store writes: not its
             try:
                 window_id: str | None = os.getxattr(fd, WINDOW_ID_ATTRIBUTE).decode()
             except OSError as exc:
                 if exc.errno != errno.ENODATA:
                     raise
                 window_id = None
+            except UnicodeDecodeError:
+                return Identity(info.st_size, None, None)
             return Identity(info.st_size, sha256, window_id)
         finally:
             os.close(fd)

@@ -89,6 +89,10 @@ class UploadProcess:
         self._stopping = threading.Event()
         self._running = threading.Event()  # a child is up (cleared from its end to its replacement's start)
         self._reader: threading.Thread | None = None
+        # Wakes go out from a thread of their own, many coalesced into one: a child that reads
+        # nothing (stopped, frozen) fills the socket, and a send would then block the caller,
+        # the event loop.
+        self._woken = threading.Event()
 
     def start(self) -> None:
         """Start the child and wait until it runs: ValueError when the bucket's configuration is
@@ -96,9 +100,18 @@ class UploadProcess:
         self._spawn()
         self._reader = threading.Thread(target=self._read, name="upload-process", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._send_wakes, name="upload-wake", daemon=True).start()
 
     def wake(self) -> None:
-        self._send(Wake())
+        self._woken.set()
+
+    def _send_wakes(self) -> None:
+        while True:
+            self._woken.wait()
+            self._woken.clear()
+            if self._stopping.is_set():
+                return
+            self._send(Wake())
 
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the child's queue to empty; True when it did. A child
@@ -121,6 +134,7 @@ class UploadProcess:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._woken.set()  # the wake thread ends
         self._send(Stop())
         if self._reader is not None:  # it ends when the child does (a replacement under way is stopped too)
             # Not for a request under way (up to its 60 s timeout when the store hangs): the drain

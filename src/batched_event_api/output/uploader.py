@@ -208,12 +208,13 @@ class Uploader:
             self._count()
         return sorted(queue)
 
-    def _refuse(self, name: str) -> None:
+    def _refuse(self, name: str, why: str = "is not a regular file") -> None:
         """Something other than a regular file at a window's name (a symlink, a directory, a
-        FIFO): the writer did not make it, so it is neither uploaded nor removed."""
+        FIFO), or one the server may not read (another user's): the writer did not make it, so
+        it is neither uploaded nor removed."""
         if name not in self._refused:
             self._refused.add(name)
-            log.warning("%s in the state directory is not a regular file: not uploaded, left alone", name)
+            log.warning("%s in the state directory %s: not uploaded, left alone", name, why)
 
     def _count(self) -> None:
         """The counts the event loop reads (backlog_bytes is kept as the queue changes: a sum per
@@ -273,6 +274,10 @@ class Uploader:
             log.warning("%s left the state directory before its upload (removed by someone else)", name)
             self._forget(name)
             return
+        except PermissionError:  # tried again at each turn, holding up no other window
+            self._refuse(name, "is a file the server may not read")
+            self._forget(name)
+            return
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.EINVAL):  # a symlink, or not a regular file
                 raise
@@ -285,11 +290,8 @@ class Uploader:
 
     def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
         data = f.read() if size < self.read_whole_below else None
-        if data is not None:
-            digest = hashlib.sha256(data).hexdigest()
-        else:
-            digest = _sha256_of(f)
-            f.seek(0)  # the store reads it from its start
+        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
+        f.seek(0)  # the store reads it from its start (a bucket streams parts from it, data or not)
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
         encoding = "gzip" if suffix.endswith(".gz") else None
         window = Finished(f, size, digest, window_id(name), data, content_encoding=encoding)
