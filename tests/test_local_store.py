@@ -17,7 +17,7 @@ import pytest
 from batched_event_api.output import local
 from batched_event_api.output.local import LocalDirectory
 from batched_event_api.output.store import Finished, Identity, StoreError, publish
-from conftest import AS_A_USER
+from servers import AS_A_USER
 
 ROW = b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
 

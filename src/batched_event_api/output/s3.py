@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
 
-from batched_event_api.config import BucketUrl
+from batched_event_api.config import DEFAULTS, BucketUrl
 from batched_event_api.output.store import Finished, Identity, StoreError
 
 CHECKSUM_KEY = "sha256"  # object metadata (x-amz-meta-sha256): the window file's SHA-256
@@ -42,8 +42,8 @@ class S3Bucket:
         self,
         url: BucketUrl,
         *,
-        multipart_from: int = 16 * 1024 * 1024,
-        part_size: int = 16 * 1024 * 1024,
+        multipart_from: int = DEFAULTS.multipart_threshold,
+        part_size: int = DEFAULTS.multipart_chunksize,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         self.location = url

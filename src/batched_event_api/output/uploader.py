@@ -39,6 +39,7 @@ from typing import BinaryIO, TypeVar
 from batched_event_api.backoff import Backoff
 from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, window_id
+from batched_event_api.config import DEFAULTS
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.store import Finished, Store, StoreError, publish
 
@@ -47,7 +48,7 @@ log = logging.getLogger("batched_event_api.upload")
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between attempts while the store (or the disk) fails
 # Windows smaller than this are read into memory once, for their hash and their create (the
 # bucket's --multipart-threshold: larger ones it streams from their file).
-READ_WHOLE_BELOW = 16 * 1024 * 1024
+READ_WHOLE_BELOW = DEFAULTS.multipart_threshold
 STAGES = {"release": "removing uploaded windows", "scan": "scanning the state directory", "upload": "upload"}
 
 T = TypeVar("T")
@@ -81,7 +82,7 @@ class Uploader:
         store: Store,
         report: UploadReport,
         *,
-        concurrency: int = 4,
+        concurrency: int = DEFAULTS.upload_concurrency,
         pinned: Callable[[], frozenset[str]] = frozenset,
         disk: LocalDisk | None = None,
         read_whole_below: int = READ_WHOLE_BELOW,
