@@ -17,7 +17,11 @@ from batched_event_api.cli.main import main
 from batched_event_api.cli.options import Duration, Size
 from batched_event_api.cli.startup import header_mismatch
 from batched_event_api.commit.inventory import read_status
+from batched_event_api.commit.partfiles import part_name
+from batched_event_api.commit.writer import Writer
 from batched_event_api.config import DEFAULTS, OUTPUT, SEND_DEFAULTS
+from batched_event_api.events.rows import Rows
+from writer_setup import POLICY, T0
 
 # Names the earlier rule of `status` (`user-events-` and `.csv` anywhere) took for finished windows,
 # none of which the writer ever publishes.
@@ -100,6 +104,24 @@ def test_status_neither_hangs_on_a_fifo_nor_follows_a_link_in_the_directory(tmp_
     os.mkfifo(tmp_path / ".journal")
     done = subprocess.run(status, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_status_does_not_follow_a_link_at_the_open_windows_part_file(tmp_path):
+    """A symlink at the open window's part name is not the window's file: `status` does not take
+    the age of whatever it points to."""
+    writer = Writer(tmp_path / "out", POLICY, fsync=False)
+    writer.start()
+    writer.apply([T0], Rows.from_lines(["x"]))
+    assert writer.open is not None
+    part = tmp_path / "out" / part_name(writer.open.name)
+    writer.close()
+    old = tmp_path / "old"
+    old.write_bytes(b"x\n")
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # 2001
+    part.unlink()
+    part.symlink_to(old)
+    state = read_status(tmp_path / "out", now=1_000_010_000)
+    assert state.open is not None and state.open.idle_seconds == 0.0
 
 
 def test_a_newest_window_that_cannot_be_read_stops_serve_with_one_line(tmp_path):
