@@ -43,6 +43,17 @@ class _FailingDisk(PowerCutDisk):
         return super().publish(src_name, dst_name)
 
 
+def _rows_after_power_cut(directory: Path, disk: PowerCutDisk) -> list[str]:
+    """The power goes; a new writer recovers the directory and commits its open window: the rows
+    of every finished window."""
+    disk.power_cut()
+    again = Writer(directory, POLICY, disk=disk)
+    again.start()
+    again.commit_open()
+    again.close()
+    return finished_rows(directory)
+
+
 def test_an_idle_commit_failing_with_any_error_never_lets_its_record_publish_a_later_crashed_rounds_rows(tmp_path):
     """commit_open's record is written, then its sync fails with an error that is not an OSError:
     the record stayed in the journal, yet the writer carried on as if the window were open. The
@@ -101,13 +112,7 @@ def test_rows_of_a_refused_round_never_come_back_in_a_window_published_before_a_
         writer.apply([T0 + 10 * MINUTE + 1], Rows.from_lines(["c"]))
     writer.apply([T0 + 20 * MINUTE], Rows.from_lines(["d"]))  # closes b's window
     writer.close()
-    disk.power_cut()
-    again = Writer(tmp_path, POLICY, disk=disk)
-    again.start()
-    again.commit_open()
-    again.close()
-    rows = finished_rows(tmp_path)
-    assert rows == ["a", "b", "d"]
+    assert _rows_after_power_cut(tmp_path, disk) == ["a", "b", "d"]
 
 
 def _published_window_then(tmp_path: Path, plant) -> tuple[Path, str]:
@@ -204,12 +209,7 @@ def test_a_refused_round_never_comes_back_at_a_power_cut_after_the_writer_healed
     disk.outage = False
     assert writer.heal()
     writer.close()
-    disk.power_cut()
-    again = Writer(tmp_path, POLICY, disk=disk)
-    again.start()
-    again.commit_open()
-    again.close()
-    assert finished_rows(tmp_path) == ["a"]
+    assert _rows_after_power_cut(tmp_path, disk) == ["a"]
 
 
 def test_a_resend_answered_as_a_replay_after_a_start_on_a_full_disk_survives_a_power_cut(tmp_path):
@@ -255,12 +255,7 @@ def test_a_group_refused_for_a_full_key_store_never_drops_a_published_window_fro
     assert writer.apply([T0 + 10 * MINUTE + 1], Rows.from_lines(["c"]), key="c").keys_full
     writer.apply([T0 + 10 * MINUTE + 2], Rows.from_lines(["d"]))
     writer.close()
-    disk.power_cut()
-    again = Writer(tmp_path, POLICY, disk=disk)
-    again.start()
-    again.commit_open()
-    again.close()
-    assert finished_rows(tmp_path) == ["a", "b", "d"]
+    assert _rows_after_power_cut(tmp_path, disk) == ["a", "b", "d"]
 
 
 class _RenameThenDirectoryFails(PowerCutDisk):

@@ -29,7 +29,7 @@ from paths import GOLDEN, SEED
 from polling import wait_for
 from powercut import PowerCutDisk
 from s3store import S3_SERVERS, SECRET, Bucket, Relay
-from servers import Server, post_maybe_killed
+from servers import Server, post_maybe_killed, run_cli
 from snapshots import csv_files
 from writer_setup import POLICY
 
@@ -316,22 +316,8 @@ def test_shutdown_waits_for_uploads_up_to_the_drain_timeout_and_the_next_start_u
     assert server.stop() == 0
     assert "not uploaded within --drain-timeout" in server.log.read_text()
     assert bucket.objects() == {}
-    status = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "batched_event_api",
-            "status",
-            "-o",
-            bucket.url,
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    status = run_cli("status", "-o", bucket.url, "--state-dir", str(tmp_path / "state"), "--json")
+    assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["committed_files"] == 2  # what the bucket still lacks, server down
     relay.restore()
     server = _serve(bucket, tmp_path, endpoint=relay.endpoint)  # uploads what the last run left
@@ -559,11 +545,7 @@ def test_status_counts_only_the_regular_window_files_of_the_state_directory(buck
     (tmp_path / "big").write_bytes(b"x" * 100_000)
     (state / "user-events-20240701-030000.csv").symlink_to(tmp_path / "big")
     (state / "user-events-20240701-040000.csv").symlink_to(tmp_path / "nowhere")
-    status = subprocess.run(
-        [sys.executable, "-m", "batched_event_api", "status", "-o", bucket.url, "--state-dir", str(state), "--json"],
-        capture_output=True,
-        text=True,
-    )
+    status = run_cli("status", "-o", bucket.url, "--state-dir", str(state), "--json")
     assert status.returncode == 0, status.stderr
     found = json.loads(status.stdout)
     assert (found["committed_files"], found["committed_bytes"], found["newest_committed"]) == (
@@ -585,21 +567,7 @@ def test_status_of_a_running_server_does_not_count_uploaded_windows_as_waiting(b
     assert wait_for(lambda: len(bucket.objects()) == 2 and _backlog(server)["windows"] == 0)
 
     def status() -> str:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "batched_event_api",
-                "status",
-                "-o",
-                bucket.url,
-                "--state-dir",
-                str(tmp_path / "state"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("status", "-o", bucket.url, "--state-dir", str(tmp_path / "state"))
         assert result.returncode == 0, result.stderr
         return result.stdout
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import errno
 import gzip
-import os
 import socket
 from pathlib import Path
 
 import click
 
+from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.inventory import finished_files
 from batched_event_api.events.render import COLUMNS
 
@@ -52,7 +52,7 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
         return None
     newest = max(files, key=lambda name: files[name].st_mtime_ns)
     try:
-        fd = os.open(directory / newest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd, _ = LocalDisk(directory).open_read(newest)
         with open(fd, "rb") as raw:
             first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
     except (OSError, EOFError) as exc:  # another user's; not gzip, or cut short (BadGzipFile is an OSError)

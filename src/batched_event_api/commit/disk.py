@@ -135,6 +135,15 @@ class LocalDisk:
         """Rename src over dst (the journal's snapshot: the one name that is meant to be replaced)."""
         os.replace(self.directory / src_name, self.directory / dst_name)
 
+    def regular_file(self, name: str) -> os.stat_result | None:
+        """The status of the regular file at the name; None when there is none, or something
+        else is there (a symlink is never followed)."""
+        try:
+            info = os.lstat(self.directory / name)
+        except FileNotFoundError:
+            return None
+        return info if stat.S_ISREG(info.st_mode) else None
+
     def is_link_or_special(self, name: str) -> bool:
         """Is there something other than a regular file at the name (a symlink, a FIFO, a
         directory)? Never one of ours: this server only makes regular files."""

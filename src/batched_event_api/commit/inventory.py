@@ -58,7 +58,7 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
     last = records[-1] if records else None
     open_window = None
     if last is not None and last.open is not None:
-        part = _regular_file(directory / part_name(last.open.name))
+        part = disk.regular_file(part_name(last.open.name))
         age = (now if now is not None else time.time()) - part.st_mtime if part is not None else 0.0
         stamp = utc_stamp(last.open.start)
         start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
@@ -73,7 +73,7 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         committed_files=len(committed),
         committed_bytes=sum(size for _, size in committed),
         newest_committed=committed[-1][0] if committed else None,
-        pending_publish=[n for n in (last.publish if last else []) if _regular_file(directory / part_name(n))],
+        pending_publish=[n for n in (last.publish if last else []) if disk.regular_file(part_name(n))],
         journal_bytes=len(data),
         journal_records=len(records),
         uploaded_kept=len(found) - len(committed),
@@ -123,12 +123,3 @@ def _is_served(directory: Path) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-def _regular_file(path: Path) -> os.stat_result | None:
-    """The file's own status when a regular file is at `path` (a link there is never followed)."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return None
-    return info if stat.S_ISREG(info.st_mode) else None

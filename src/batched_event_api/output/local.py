@@ -106,21 +106,16 @@ class LocalDirectory:
             if not stat.S_ISREG(info.st_mode):
                 return Identity(info.st_size, None, None)  # a directory, a FIFO: not this store's
             try:
-                sha256 = os.getxattr(fd, SHA256_ATTRIBUTE).decode()
-            except OSError as exc:
-                if exc.errno != errno.ENODATA and exc.errno not in _NO_ATTRIBUTES:
-                    raise
-                return _recorded_beside(directory, name, info)
+                sha256 = _attribute(fd, SHA256_ATTRIBUTE)
+                window_id = _attribute(fd, WINDOW_ID_ATTRIBUTE) if sha256 is not None else None
             except UnicodeDecodeError:
                 return Identity(info.st_size, None, None)  # not what this store writes: not its
-            try:
-                window_id: str | None = os.getxattr(fd, WINDOW_ID_ATTRIBUTE).decode()
             except OSError as exc:
-                if exc.errno != errno.ENODATA:
+                if exc.errno not in _NO_ATTRIBUTES:
                     raise
-                window_id = None
-            except UnicodeDecodeError:
-                return Identity(info.st_size, None, None)
+                sha256 = None
+            if sha256 is None:  # not recorded in attributes: perhaps beside it
+                return _recorded_beside(directory, name, info)
             return Identity(info.st_size, sha256, window_id)
         finally:
             os.close(fd)
@@ -130,6 +125,16 @@ def _check(name: str) -> None:
     """A window's name: one plain, visible entry of the directory."""
     if not name or name.startswith(".") or "/" in name or "\0" in name:
         raise ValueError(f"not a name a window can have: {name!r}")
+
+
+def _attribute(fd: int, key: str) -> str | None:
+    """An extended attribute's text; None when the file has none by that key."""
+    try:
+        return os.getxattr(fd, key).decode()
+    except OSError as exc:
+        if exc.errno != errno.ENODATA:
+            raise
+        return None
 
 
 def _write(fd: int, window: Finished) -> None:

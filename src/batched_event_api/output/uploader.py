@@ -231,7 +231,8 @@ class Uploader:
     def _list_uploaded(self) -> None:
         """Rewrite UPLOADED_LIST (under the lock), so that `status` does not count an uploaded
         window the journal still keeps as waiting; removed when empty. Advisory: a failure is
-        only logged, and a list a crash left is replaced at the next start."""
+        only logged, and a list a crash left is replaced at the next start. Written beside
+        self.disk, not through it: that seam carries the windows' files, which its doubles fail."""
         names = frozenset(self._uploaded)
         path, temporary = self.directory / UPLOADED_LIST, self.directory / (UPLOADED_LIST + ".tmp")
         try:
