@@ -43,7 +43,8 @@ def test_every_option_with_a_table_entry_defaults_to_it(command, table):
     params = _parameters(command)
     ctx = click.Context(main.commands[command])
     read = [name for name in params if hasattr(table, name) and name != "output"]  # -o: the text OUTPUT
-    assert len(read) == len(fields(table)) - (2 if command == "serve" else 0)  # all but output and bucket
+    # All but output, bucket and output_directory (from -o and --state-dir).
+    assert len(read) == len(fields(table)) - (3 if command == "serve" else 0)
     for name in read:
         assert params[name].type_cast_value(ctx, params[name].default) == getattr(table, name), name
     assert command != "serve" or (params["output"].default, DEFAULTS.output) == (OUTPUT, Path(OUTPUT))

@@ -91,7 +91,8 @@ def test_a_failing_directory_is_a_store_error_and_a_name_must_be_plain(store):
         store.create("w.csv", _window(ROW))
     with pytest.raises(StoreError):
         store.identity("w.csv")
-    for name in (".hidden.csv", "a/b.csv", ""):
+    # A prefix of sub-directories is allowed (--partition), but no hidden, empty or parent part.
+    for name in (".hidden.csv", "", "/b.csv", "a//b.csv", "a/../b.csv", "../b.csv", "a/.b/c.csv", "a/b.csv/"):
         with pytest.raises(ValueError):
             store.create(name, _window(ROW))
 

@@ -13,7 +13,7 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 OUTPUT = "./data"  # -o: the output directory, as given (a Path would say "data")
-STATE_DIR = "./state"  # --state-dir of a bucket output
+STATE_DIR = "./state"  # --state-dir of a bucket output, or of a local one with a finishing step
 
 
 class Align(StrEnum):
@@ -29,6 +29,20 @@ class SyncMany(StrEnum):
 class Compress(StrEnum):
     NONE = "none"
     GZIP = "gzip"  # committed files as .csv.gz
+    ZSTD = "zstd"
+    SNAPPY = "snappy"
+
+
+class Format(StrEnum):
+    CSV = "csv"  # the reference's files
+    PARQUET = "parquet"  # each committed window converted into one Parquet file
+
+
+# The compressions each format takes, its default first.
+COMPRESSIONS = {
+    Format.CSV: (Compress.NONE, Compress.GZIP, Compress.ZSTD),
+    Format.PARQUET: (Compress.ZSTD, Compress.SNAPPY, Compress.GZIP, Compress.NONE),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +67,15 @@ class BucketUrl:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    output: Path = Path(OUTPUT)  # the directory written: the output, or the state directory of a bucket
+    output: Path = Path(OUTPUT)  # the directory written: the output, or the state directory of a store
     bucket: BucketUrl | None = None  # committed windows go here when set (uploaded from `output`)
-    max_backlog: int = 1 * GiB  # bytes of committed windows waiting for the bucket (503 beyond)
-    drain_timeout: float = 30.0  # seconds a shutdown waits for uploads
+    # A local output directory with a finishing step (Parquet, a partition): windows go here from
+    # `output`, then the state directory, as they go into a bucket.
+    output_directory: Path | None = None
+    format: Format = Format.CSV
+    partition: str | None = None  # strftime template of a window's start in UTC: its sub-directory or key prefix
+    max_backlog: int = 1 * GiB  # bytes of committed windows waiting for their store (503 beyond)
+    drain_timeout: float = 30.0  # seconds a shutdown waits for the finish stage
     multipart_threshold: int = 16 * MiB  # windows this large go up in parts (smaller ones: one PUT from memory)
     multipart_chunksize: int = 16 * MiB  # bytes per part
     upload_concurrency: int = 4  # windows uploaded side by side
@@ -76,7 +95,7 @@ class Settings:
     group_readable: bool = False  # files 0640 instead of 0600
     auth_token: str | None = None
     header: bool = False
-    compress: Compress = Compress.NONE
+    compress: Compress | None = None  # None: the format's default (COMPRESSIONS)
     log_format: str = "text"
     log_level: str = "info"
     access_log: bool = True  # one line per request at info level
@@ -92,6 +111,24 @@ class Settings:
     @property
     def interval_ns(self) -> int:
         return round(self.interval * 1_000_000_000)
+
+    @property
+    def compression(self) -> Compress:
+        """Of the files committed: --compress, or the format's default."""
+        return self.compress or COMPRESSIONS[self.format][0]
+
+    @property
+    def csv_compression(self) -> Compress:
+        """Of the CSV the writer writes (plain when it is converted into Parquet afterwards)."""
+        return self.compression if self.format is Format.CSV else Compress.NONE
+
+    @property
+    def store(self) -> str | None:
+        """Where a finish stage puts committed windows (s3://… or a local directory), or None
+        when the writer publishes them where they stay (a plain CSV output directory)."""
+        if self.bucket is not None:
+            return str(self.bucket)
+        return str(self.output_directory) if self.output_directory is not None else None
 
 
 @dataclass(frozen=True, slots=True)

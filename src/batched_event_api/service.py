@@ -43,7 +43,7 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = metrics = Metrics(uploads=settings.bucket is not None)
+        self.metrics = metrics = Metrics(uploads=settings.store is not None)
         policy = WindowPolicy(settings.interval_ns, aligned=settings.align is Align.INTERVAL)
         self.writer = Writer(
             settings.output,
@@ -53,9 +53,9 @@ class Ingest:
             key_retention=settings.key_retention,
             key_memory=settings.key_memory,
             file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
-            compress=settings.compress is Compress.GZIP,
+            compress=settings.csv_compression is Compress.GZIP,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
-            window_ids=settings.bucket is not None,
+            window_ids=settings.store is not None,  # a finish stage knows its own creates by them
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")
@@ -69,7 +69,7 @@ class Ingest:
         self._space_needed = 0  # bytes of a request refused for a full disk, until a request is written
         self._space_free_then = 0  # free bytes once its round was undone
         self._healed_at = -math.inf  # when a readiness probe last tried a recovery
-        # Where published windows go next: nowhere (the directory is the output), or a bucket.
+        # Where published windows go next: nowhere (the directory is the output), or a store.
         self.output: Destination = destination(settings, metrics, pinned=lambda: self.writer.pinned)
 
     def open(self) -> None:

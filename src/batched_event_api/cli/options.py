@@ -149,17 +149,32 @@ def _parameter_name(decls: tuple[str, ...]) -> str:
     return long.split("/")[0].removeprefix("--").replace("-", "_")
 
 
-def directory_and_bucket(output: str, state_dir: Path | None) -> tuple[Path, BucketUrl | None]:
-    """The directory a server writes (the output, or the state directory of a bucket output) and
-    the bucket, from -o and --state-dir."""
+def directory_and_store(
+    output: str, state_dir: Path | None, *, finishing: bool
+) -> tuple[Path, BucketUrl | None, Path | None]:
+    """From -o and --state-dir: the directory a server writes (the output, or the state directory
+    of a store), the bucket, and the local output directory a finish stage puts windows in
+    (`finishing`: Parquet, a partition). A local output without a finishing step keeps its
+    journal beside its files."""
     if output.startswith("s3://"):
         try:
-            return state_dir or Path(STATE_DIR), BucketUrl.parse(output)
+            return state_dir or Path(STATE_DIR), BucketUrl.parse(output), None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--output'") from None
-    if state_dir is not None and state_dir.resolve() != Path(output).resolve():
+    if not finishing:
+        if state_dir is not None and state_dir.resolve() != Path(output).resolve():
+            raise click.BadParameter(
+                "applies to an s3:// output, or a local one with --format parquet or --partition: a plain "
+                "local output directory keeps its journal beside its files",
+                param_hint="'--state-dir'",
+            )
+        return Path(output), None, None
+    state = state_dir or Path(STATE_DIR)
+    here, there = state.resolve(), Path(output).resolve()
+    if here.is_relative_to(there) or there.is_relative_to(here):
         raise click.BadParameter(
-            "applies to an s3:// output: a local output directory keeps its journal beside its files",
+            f"{state} and the output directory {output} must be apart (neither inside the other): the state "
+            "directory holds the journal and the windows on their way",
             param_hint="'--state-dir'",
         )
-    return Path(output), None
+    return state, None, Path(output)

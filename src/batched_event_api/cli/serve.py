@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
-from batched_event_api.cli.options import Duration, Named, Size, directory_and_bucket, setting
+from batched_event_api.cli.options import Duration, Named, Size, directory_and_store, setting
 from batched_event_api.cli.startup import header_mismatch, listen, make_directory
-from batched_event_api.config import OUTPUT, STATE_DIR, Align, Compress, MiB, Settings, SyncMany
+from batched_event_api.config import COMPRESSIONS, OUTPUT, STATE_DIR, Align, Compress, Format, MiB, Settings, SyncMany
 from batched_event_api.events.timestamps import MAX_INTERVAL_NS
 from batched_event_api.logs import configure_logging
+from batched_event_api.output.partition import Partition
 
 
 @click.command()
@@ -29,14 +30,15 @@ from batched_event_api.logs import configure_logging
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="With a bucket as output: the directory for the journal, the open window and committed windows "
-    f"not yet uploaded [default: {STATE_DIR}]. A local output keeps these beside its files.",
+    help="With a bucket as output, or a local one with --format parquet or --partition: the directory for the "
+    f"journal, the open window and committed windows on their way [default: {STATE_DIR}]; not the output "
+    "directory. A plain local output keeps these beside its files.",
 )
 @setting(
     "--max-backlog",
     type=Size(),
-    help="With a bucket as output: bytes of committed windows waiting for the bucket; beyond it requests are "
-    "answered 503 with Retry-After.",
+    help="With a state directory: bytes of committed windows waiting for the bucket (or the output directory); "
+    "beyond it requests are answered 503 with Retry-After.",
 )
 @setting(
     "--multipart-threshold",
@@ -64,7 +66,8 @@ from batched_event_api.logs import configure_logging
 @setting(
     "--drain-timeout",
     type=Duration(),
-    help="With a bucket as output: how long a shutdown waits for uploads (the rest go at the next start).",
+    help="With a state directory: how long a shutdown waits for the windows on their way to the bucket or the "
+    "output directory (the rest go at the next start).",
 )
 @setting("--host", help="Address to listen on.")
 @setting("--port", type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -173,9 +176,24 @@ from batched_event_api.logs import configure_logging
 )
 @setting("--header/--no-header", help="Write a header row at the top of each file.")
 @setting(
+    "--format",
+    type=Named({f.value: f for f in Format}),
+    help="What each committed window becomes: 'csv', the reference's files, or 'parquet', one Parquet file "
+    "of typed columns (see the README's 'For warehouses'), converted off the request path: the writer then "
+    "works in --state-dir.",
+)
+@setting(
+    "--partition",
+    metavar="TEMPLATE",
+    help="A strftime template of each window's start in UTC giving its file's sub-directory, or key prefix "
+    "under the bucket's: 'dt=%Y-%m-%d/hour=%H' puts data/dt=2024-07-01/hour=02/user-events-20240701-020000.csv "
+    "[default: none, every file in the output itself]. A local output then works through --state-dir.",
+)
+@setting(
     "--compress",
     type=Named({c.value: c for c in Compress}),
-    help="Committed files as .csv.gz (in-progress files stay invisible to *.csv* globs).",
+    help="CSV: none [default], gzip (.csv.gz) or zstd (.csv.zst); in-progress files stay invisible to *.csv* "
+    "globs. Parquet: zstd [default], snappy, gzip or none, inside the file.",
 )
 @setting("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
 @setting(
@@ -192,7 +210,11 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory (or bucket)."""
     if options["multipart_chunksize"] < 5 * MiB:
         raise click.BadParameter("must be at least 5MiB (S3's smallest part)", param_hint="'--multipart-chunksize'")
-    options["output"], options["bucket"] = directory_and_bucket(output, state_dir)
+    _check_format(options["format"], options["compress"], options["partition"])
+    finishing = options["format"] is Format.PARQUET or options["partition"] is not None
+    options["output"], options["bucket"], options["output_directory"] = directory_and_store(
+        output, state_dir, finishing=finishing
+    )
     if auth_token_file is not None:
         options["auth_token"] = auth_token_file.read_text().strip()
     if options["max_pending"] < options["max_body"]:
@@ -207,7 +229,9 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     listener = listen(settings.host, settings.port)
     try:
         make_directory(settings.output)
-        if settings.bucket is None and (mixed := header_mismatch(settings.output, settings.header)) is not None:
+        if settings.output_directory is not None:
+            make_directory(settings.output_directory)
+        if settings.store is None and (mixed := header_mismatch(settings.output, settings.header)) is not None:
             raise click.ClickException(mixed)
     except click.ClickException:
         listener.close()
@@ -222,9 +246,9 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     ingest = Ingest(settings)
     try:  # take and recover the directory now, so that a problem is one clear line, not a traceback
         ingest.open()
-    except ValueError as exc:  # the bucket's configuration, as the upload process found it
+    except ValueError as exc:  # the store's configuration, as the finish process found it
         listener.close()
-        raise click.ClickException(f"cannot use {settings.bucket}: {exc}") from None
+        raise click.ClickException(f"cannot use {settings.store}: {exc}") from None
     except OSError as exc:
         listener.close()
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`
@@ -238,6 +262,21 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     route = IngestRoute(ingest)
     if not server.run(settings, route, listener):
         sys.exit(3)
+
+
+def _check_format(format: Format, compress: Compress | None, partition: str | None) -> None:
+    """--compress fits --format; --partition is a template that keeps every file in the output."""
+    if compress is not None and compress not in COMPRESSIONS[format]:
+        raise click.BadParameter(
+            f"{compress} does not apply to --format {format}, which takes "
+            + ", ".join(c.value for c in COMPRESSIONS[format]),
+            param_hint="'--compress'",
+        )
+    if partition is not None:
+        try:
+            Partition(partition)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--partition'") from None
 
 
 def _raise_open_files_limit() -> None:

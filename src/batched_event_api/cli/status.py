@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from batched_event_api.cli.options import directory_and_bucket, setting
-from batched_event_api.config import OUTPUT, STATE_DIR
+from batched_event_api.cli.options import Named, directory_and_store, setting
+from batched_event_api.config import OUTPUT, STATE_DIR, Format
 
 
 @click.command()
@@ -22,16 +22,26 @@ from batched_event_api.config import OUTPUT, STATE_DIR
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help=f"The state directory of a bucket output [default: {STATE_DIR}].",
+    help=f"The state directory of a bucket output, or of a local one with --format parquet or --partition "
+    f"[default: {STATE_DIR}].",
+)
+@setting(
+    "--format",
+    type=Named({f.value: f for f in Format}),
+    help="As given to serve: with 'parquet', a local output's --state-dir is described.",
+)
+@setting(
+    "--partition", metavar="TEMPLATE", help="As given to serve: when set, a local output's --state-dir is described."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def status(output: str, state_dir: Path | None, as_json: bool) -> None:
+def status(output: str, state_dir: Path | None, format: Format, partition: str | None, as_json: bool) -> None:
     """What an output directory holds: the open window, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
     from batched_event_api.commit.inventory import read_status
     from batched_event_api.commit.journal import JournalDamaged
 
-    directory, bucket = directory_and_bucket(output, state_dir)
+    finishing = format is Format.PARQUET or partition is not None
+    directory, bucket, output_directory = directory_and_store(output, state_dir, finishing=finishing)
     try:
         state = read_status(directory)
     except (OSError, JournalDamaged) as exc:  # a missing directory; a journal that is not a regular file
@@ -48,7 +58,8 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
         else "open window:       none"
     )
     click.echo(
-        f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
+        f"{'waiting for upload:' if bucket else 'waiting for output:' if output_directory else 'committed files:  '} "
+        f"{state.committed_files:,} "
         f"({state.committed_bytes:,} bytes)" + (f", newest {state.newest_committed}" if state.newest_committed else "")
     )
     if state.uploaded_kept:

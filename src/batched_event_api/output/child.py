@@ -1,5 +1,5 @@
-"""The upload process's side (see process.py for the server's): the uploader on the state
-directory, answering the server's messages, reporting what it does. Run as
+"""The upload process's side (see process.py for the server's): the uploader (the finish stage)
+on the state directory, into a bucket or a local directory, answering the server's messages, reporting what it does. Run as
 `python -m batched_event_api.output.child FD ARGS` by UploadProcess."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import msgspec
 
-from batched_event_api.config import BucketUrl
+from batched_event_api.config import BucketUrl, Compress, Format
+from batched_event_api.output.finish import Shape
+from batched_event_api.output.local import LocalDirectory
 from batched_event_api.output.messages import (
     AskPinned,
     Channel,
@@ -32,6 +34,8 @@ from batched_event_api.output.messages import (
     Stop,
     Wake,
 )
+from batched_event_api.output.partition import Partition
+from batched_event_api.output.store import Store
 from batched_event_api.output.uploader import Uploader, UploadReport
 
 log = logging.getLogger("batched_event_api.upload")
@@ -131,7 +135,6 @@ def main(fd: int, args: ChildArgs) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the server's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a SIGTERM to the group: it stops us in turn
     from batched_event_api.logs import configure_logging
-    from batched_event_api.output.s3 import S3Bucket
 
     configure_logging(args.log_format, args.log_level)
     channel = Channel(fd)
@@ -143,14 +146,19 @@ def main(fd: int, args: ChildArgs) -> None:
 
     report = _PipeReport(channel)
     try:
-        bucket = S3Bucket(BucketUrl.parse(args.bucket), multipart_from=args.multipart_from, part_size=args.part_size)
         uploader = Uploader(
             Path(args.directory),
-            bucket,
+            _store(args),
             report,
             concurrency=args.concurrency,
             pinned=pinned,
             read_whole_below=args.multipart_from,  # what goes up in one PUT is read once
+            shape=Shape(
+                Format(args.format),
+                Compress(args.compression),
+                args.header,
+                Partition(args.partition) if args.partition is not None else None,
+            ),
         )
     except ValueError as exc:
         channel.send(Refused(str(exc)))
@@ -158,6 +166,16 @@ def main(fd: int, args: ChildArgs) -> None:
     channel.send(Ready())
     uploader.start()
     _Child(channel, uploader, report, replies).serve()
+
+
+def _store(args: ChildArgs) -> Store:
+    """The store the args name: a bucket (ValueError when its configuration is wrong), or a
+    local directory."""
+    if args.store.startswith("s3://"):
+        from batched_event_api.output.s3 import S3Bucket  # boto3 and obstore, only for a bucket
+
+        return S3Bucket(BucketUrl.parse(args.store), multipart_from=args.multipart_from, part_size=args.part_size)
+    return LocalDirectory(Path(args.store), mode=args.file_mode)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Where finished windows go next, once the writer has published them in its directory: nowhere
-(the directory is the output) or on into a bucket (uploaded from it, the state directory, by the
-upload process). The service holds one Destination and never asks which."""
+(the directory is the output: plain CSV, no partition) or on into a store, a bucket or a local
+output directory (from the state directory, by the finish process: converted into Parquet, put
+under their partition). The service holds one Destination and never asks which."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from batched_event_api.commit.disk import FILE_MODE, GROUP_FILE_MODE
 from batched_event_api.config import Settings
 from batched_event_api.errors import RETRY_AFTER, ClientError
 from batched_event_api.metrics import Metrics
+from batched_event_api.output.messages import ChildArgs
 from batched_event_api.output.process import UploadProcess
 
 log = logging.getLogger("batched_event_api")
@@ -81,16 +84,19 @@ class LocalOutput:
         return None
 
 
-class BucketOutput:
-    """Windows published in the state directory go on into the bucket, uploaded by a process of
-    their own; --max-backlog bounds the bytes waiting."""
+class StoreOutput:
+    """Windows published in the state directory go on into a store (a bucket, a local output
+    directory), by a process of their own; --max-backlog bounds the bytes waiting."""
 
     directory_role = "state"
     settles = True
 
-    def __init__(self, uploads: UploadProcess, metrics: Metrics, *, directory: Path, max_backlog: int) -> None:
+    def __init__(
+        self, uploads: UploadProcess, metrics: Metrics, *, directory: Path, store: str, max_backlog: int
+    ) -> None:
         self.uploads = uploads
         self.directory = directory
+        self.store = store  # for what is said
         self.max_backlog = max_backlog
         metrics.backlog_windows.set_function(lambda: uploads.backlog_windows)
         metrics.backlog_bytes.set_function(lambda: uploads.backlog_bytes)
@@ -123,7 +129,7 @@ class BucketOutput:
         if self.uploads.backlog_bytes < self.max_backlog:
             return None
         return ClientError(
-            f"{self.uploads.backlog_windows} committed windows wait for the bucket (--max-backlog reached); "
+            f"{self.uploads.backlog_windows} committed windows wait for {self.store} (--max-backlog reached); "
             "retry shortly",
             status=503,
             headers={"retry-after": RETRY_AFTER},
@@ -132,18 +138,25 @@ class BucketOutput:
 
 def destination(settings: Settings, metrics: Metrics, pinned: Callable[[], frozenset[str]]) -> Destination:
     """The destination the settings name; `pinned`: the windows the journal's last record names."""
-    if settings.bucket is None:
+    if settings.store is None:
         return LocalOutput()
-    uploads = UploadProcess(
-        settings.output,
-        settings.bucket,
-        metrics,
+    args = ChildArgs(
+        directory=str(settings.output),
+        store=settings.store,
         concurrency=settings.upload_concurrency,
         nice=settings.upload_nice,
         multipart_from=settings.multipart_threshold,
         part_size=settings.multipart_chunksize,
-        pinned=pinned,
         log_format=settings.log_format,
         log_level=settings.log_level,
+        parent=0,  # set by UploadProcess
+        format=settings.format.value,
+        compression=settings.compression.value,
+        header=settings.header,
+        partition=settings.partition,
+        file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
     )
-    return BucketOutput(uploads, metrics, directory=settings.output, max_backlog=settings.max_backlog)
+    uploads = UploadProcess(args, metrics, pinned=pinned)
+    return StoreOutput(
+        uploads, metrics, directory=settings.output, store=settings.store, max_backlog=settings.max_backlog
+    )

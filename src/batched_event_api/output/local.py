@@ -12,6 +12,13 @@ hidden file beside the window keyed by the window file's inode (`.NAME.<inode>.i
 before the link), so `identity` still says the SHA-256 and the id. A file under a name that this
 store did not record (another program's, a symlink, a directory) has neither: it is never taken
 for a window's own create.
+
+A name may have a prefix of sub-directories (`dt=2024-07-01/hour=02/NAME`, from --partition).
+They are walked one by one with O_DIRECTORY and O_NOFOLLOW (a symlink or a file where a
+directory should be is never followed: the create fails, said, until someone removes it) and
+made where missing, owner-only (and group-readable with the files), each new one synced and
+its parent too before the window's file is linked in it: a window released after its create
+is never lost to a power cut that takes its directory's entry.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ _NO_ATTRIBUTES = (errno.ENOTSUP, errno.EOPNOTSUPP)
 _COPY_SIZE = 1 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_EXISTING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO cannot hang it
+_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalDirectory:
@@ -41,31 +49,66 @@ class LocalDirectory:
     def __init__(self, directory: Path, *, mode: int = FILE_MODE) -> None:
         self.directory = Path(directory)
         self.mode = mode  # of every file created (before the umask)
+        self.directory_mode = mode | (mode & 0o444) >> 2  # of every sub-directory made: x where r
         self.url = self.directory.absolute().as_uri() + "/"
+        # Sub-directories whose entry in their parent is known durable (made and synced, or
+        # synced once by this store): the rest are synced at their first create.
+        self._durable: set[str] = set()
 
     def create(self, name: str, window: Finished) -> bool:
-        _check(name)
+        prefix, leaf = _check(name)
         try:
-            with self._opened() as directory:
-                return self._create(directory, name, window)
+            with self._opened(prefix, make=True) as directory:
+                assert directory is not None
+                return self._create(directory, leaf, window)
         except OSError as exc:
-            raise StoreError(f"create {name} in {self.directory}: {exc.strerror or exc}") from None
+            raise StoreError(f"create {name} in {self.directory}: {_reason(exc)}") from None
 
     def identity(self, name: str) -> Identity | None:
-        _check(name)
+        prefix, leaf = _check(name)
         try:
-            with self._opened() as directory:
-                return self._identity(directory, name)
+            with self._opened(prefix, make=False) as directory:
+                return None if directory is None else self._identity(directory, leaf)
         except OSError as exc:
-            raise StoreError(f"identity of {name} in {self.directory}: {exc.strerror or exc}") from None
+            raise StoreError(f"identity of {name} in {self.directory}: {_reason(exc)}") from None
 
     @contextlib.contextmanager
-    def _opened(self) -> Iterator[int]:
+    def _opened(self, prefix: list[str], *, make: bool) -> Iterator[int | None]:
+        """The directory of a name's prefix, walked without following a link; with `make`,
+        made where missing (else None when one is missing)."""
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            for depth, component in enumerate(prefix):
+                parent, fd = fd, -1  # closed once, whatever _step does
+                try:
+                    fd = self._step(parent, component, "/".join(prefix[: depth + 1]), make=make)
+                finally:
+                    os.close(parent)
+                if fd < 0:
+                    yield None
+                    return
             yield fd
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+
+    def _step(self, parent: int, component: str, path: str, *, make: bool) -> int:
+        """The sub-directory `component` of `parent` (made, with `make`, when missing); -1 when
+        it is missing and not made."""
+        try:
+            fd = os.open(component, _OPEN_DIRECTORY, dir_fd=parent)
+        except FileNotFoundError:
+            if not make:
+                return -1
+            with contextlib.suppress(FileExistsError):  # made by another create meanwhile
+                os.mkdir(component, self.directory_mode, dir_fd=parent)
+            fd = os.open(component, _OPEN_DIRECTORY, dir_fd=parent)
+            self._durable.discard(path)
+        if make and path not in self._durable:
+            os.fsync(fd)  # its own entries (none yet, when new)
+            os.fsync(parent)  # its name in the parent, before anything is linked in it
+            self._durable.add(path)
+        return fd
 
     def _create(self, directory: int, name: str, window: Finished) -> bool:
         temporary = f".{name}.{secrets.token_hex(8)}.tmp"
@@ -121,10 +164,19 @@ class LocalDirectory:
             os.close(fd)
 
 
-def _check(name: str) -> None:
-    """A window's name: one plain, visible entry of the directory."""
-    if not name or name.startswith(".") or "/" in name or "\0" in name:
+def _check(name: str) -> tuple[list[str], str]:
+    """A window's name, perhaps under sub-directories: plain, visible entries. Returns the
+    sub-directories and the file's own name."""
+    *prefix, leaf = name.split("/")
+    if any(not part or part.startswith(".") or "\0" in part for part in (*prefix, leaf)):
         raise ValueError(f"not a name a window can have: {name!r}")
+    return prefix, leaf
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "a part of its directory is a symlink or a file, not a directory this store made (not followed)"
+    return exc.strerror or str(exc)
 
 
 def _attribute(fd: int, key: str) -> str | None:

@@ -64,8 +64,8 @@ class Report(msgspec.Struct, tag=True, frozen=True):
 class ChildArgs(msgspec.Struct, frozen=True):
     """What the child is started with (its command line, as JSON)."""
 
-    directory: str
-    bucket: str
+    directory: str  # the state directory
+    store: str  # where windows go: s3://BUCKET/PREFIX/, or a local output directory
     concurrency: int
     nice: int
     multipart_from: int
@@ -73,6 +73,11 @@ class ChildArgs(msgspec.Struct, frozen=True):
     log_format: str
     log_level: str
     parent: int  # the server's pid: the child exits when it is no longer its parent
+    format: str = "csv"  # what a window becomes (config.Format)
+    compression: str = "none"  # of a Parquet file (config.Compress)
+    header: bool = False  # the windows' CSV starts with a header row
+    partition: str | None = None  # the --partition template
+    file_mode: int = 0o600  # of the files and directories made in a local output
 
 
 ToChild = Wake | Pinned | Drain | Stop

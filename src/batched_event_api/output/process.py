@@ -1,4 +1,5 @@
-"""The uploader in a process of its own, so that uploads share no GIL with the event loop.
+"""The uploader (the finish stage: [convert to Parquet] -> store -> release) in a process of its
+own, so that uploads and conversions share no GIL with the event loop.
 
 Each upload takes CPU (reading and hashing the window, the PUT, the thread hand-offs: figures in
 docs/performance.md); in the server's process that time was taken from the event loop at every
@@ -23,11 +24,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import msgspec
 
-from batched_event_api.config import BucketUrl
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.messages import (
     AskPinned,
@@ -56,31 +55,15 @@ class UploadProcess:
 
     def __init__(
         self,
-        directory: Path,
-        bucket: BucketUrl,
+        args: ChildArgs,
         metrics: Metrics,
         *,
-        concurrency: int,
-        nice: int,
-        multipart_from: int,
-        part_size: int,
         pinned: Callable[[], frozenset[str]],
-        log_format: str,
-        log_level: str,
     ) -> None:
+        """`args`: what the child is started with (its `parent` is set here)."""
         self.report = UploadReport(metrics)
         self.pinned = pinned
-        self._args = ChildArgs(
-            directory=str(directory),
-            bucket=str(bucket),
-            concurrency=concurrency,
-            nice=nice,
-            multipart_from=multipart_from,
-            part_size=part_size,
-            log_format=log_format,
-            log_level=log_level,
-            parent=os.getpid(),
-        )
+        self._args = msgspec.structs.replace(args, parent=os.getpid())
         self.backlog_windows = self.backlog_bytes = self.awaiting_release = 0
         self._channel: Channel | None = None
         self._proc: subprocess.Popen | None = None
@@ -95,7 +78,7 @@ class UploadProcess:
         self._woken = threading.Event()
 
     def start(self) -> None:
-        """Start the child and wait until it runs: ValueError when the bucket's configuration is
+        """Start the child and wait until it runs: ValueError when the store's configuration is
         wrong, RuntimeError when the child could not start."""
         self._spawn()
         self._reader = threading.Thread(target=self._read, name="upload-process", daemon=True)
@@ -171,7 +154,7 @@ class UploadProcess:
         if not isinstance(first, Ready):
             channel.close()
             proc.wait()
-            if isinstance(first, Refused):  # the bucket's configuration
+            if isinstance(first, Refused):  # the store's configuration
                 raise ValueError(first.text)
             raise RuntimeError(f"the upload process said {first!r} before it was ready")
         with self._send_lock:  # the event loop never waits for a child to start

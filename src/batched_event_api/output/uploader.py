@@ -1,10 +1,11 @@
-"""Committed windows into a store (the bucket), off the request path, each exactly once.
+"""Committed windows into a store (a bucket, or a local output directory with a finishing step),
+off the request path, each exactly once.
 
-With a bucket as output the writer publishes finished windows into the state directory as it
-does into a local output directory; those files are the upload queue. This thread puts each one
-in the store with `store.publish` (a conditional create; a taken name is this window's own
-earlier upload, known by the window id from its file name, or another window's, and then the
-next free -N name) and then removes it: a file still there is a window not known to be
+With a store as output the writer publishes finished windows into the state directory as it
+does into a plain local output directory; those files are the queue. This thread puts each one
+in the store (finish.py: converted into Parquet first, under its partition, with `publish`: a
+conditional create; a taken name is this window's own earlier create, known by the window id
+from its file name, or another window's, and then the next free -N name) and then removes it: a file still there is a window not known to be
 uploaded. So every committed window ends up in the store once, under SIGKILL or power loss at
 any point (a crash between the upload and the removal, or a power cut that undoes the removal,
 finds the window's own object at the next start), and the removal need not be synced: one lost to a power cut costs a HEAD at the next start, while a
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -38,10 +38,11 @@ from typing import BinaryIO, TypeVar
 
 from batched_event_api.backoff import Backoff
 from batched_event_api.commit.disk import LocalDisk
-from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, window_id
+from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem
 from batched_event_api.config import DEFAULTS
 from batched_event_api.metrics import Metrics
-from batched_event_api.output.store import Finished, Store, StoreError, publish
+from batched_event_api.output.finish import Finish, Shape, sha256_of
+from batched_event_api.output.store import Store, StoreError
 
 log = logging.getLogger("batched_event_api.upload")
 
@@ -86,10 +87,11 @@ class Uploader:
         pinned: Callable[[], frozenset[str]] = frozenset,
         disk: LocalDisk | None = None,
         read_whole_below: int = READ_WHOLE_BELOW,
+        shape: Shape | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.store = store
-        self.read_whole_below = read_whole_below
+        self.finish = Finish(self.directory, store, shape or Shape(), read_whole_below=read_whole_below)
         self.report = report
         self.pinned = pinned  # windows the journal's last record names (Writer.pinned)
         self.disk = disk or LocalDisk(self.directory)  # where it removes uploaded windows
@@ -114,6 +116,7 @@ class Uploader:
 
     def start(self) -> None:
         try:
+            self.finish.remove_temporaries()
             self._scan()  # the backlog is known from the start
         except OSError:
             pass  # the thread's first turn says it, and retries
@@ -291,14 +294,8 @@ class Uploader:
             self._uploaded_now(name, (info.st_dev, info.st_ino))
 
     def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
-        data = f.read() if size < self.read_whole_below else None
-        digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
-        f.seek(0)  # the store reads it from its start (a bucket streams parts from it, data or not)
-        stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
-        encoding = "gzip" if suffix.endswith(".gz") else None
-        window = Finished(f, size, digest, window_id(name), data, content_encoding=encoding)
         started = time.perf_counter()
-        target, result = publish(self.store, stem, suffix, window)  # the store's name: the local -N and id dropped
+        target, result = self.finish.put(name, f, size)  # the store's name: the local -N and id dropped
         self.report.uploaded(result, time.perf_counter() - started)
         log.info("uploaded %s as %s%s (%s)", name, self.store.url, target, result)
 
@@ -347,13 +344,6 @@ class Uploader:
             log.info("%s was removed by someone else after its upload", name)
 
 
-def _sha256_of(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := f.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sha256(path: Path | str) -> str:
     with open(path, "rb") as f:
-        return _sha256_of(f)
+        return sha256_of(f)

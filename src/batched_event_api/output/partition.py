@@ -1,0 +1,66 @@
+"""--partition: a strftime template of a window's start in UTC that gives its file's sub-directory
+(a local output) or key prefix (a bucket), as Hive-style readers expect (`dt=%Y-%m-%d/hour=%H`).
+
+The template is checked once, at start, by formatting it at instants across the accepted range:
+every part it gives must be a plain name (letters, digits, `=`, `-`, `_`, `.`, `+`), not hidden
+and not one readers skip (a leading `.` or `_`), never empty and never `..`; so no window's file
+can land outside the output, whatever its time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_SAFE = re.compile(r"[A-Za-z0-9=_.+-]+")
+_STAMP = re.compile(r"user-events-(\d{8}-\d{6})")
+# Window starts the template is tried at: the ends of the accepted range (with an aligned start
+# below it), and instants whose fields all differ in width.
+_SAMPLES = (
+    datetime(1677, 12, 24, 0, 0, 0, tzinfo=UTC),
+    datetime(1970, 1, 1, 0, 0, 0, tzinfo=UTC),
+    datetime(2024, 7, 1, 2, 5, 9, tzinfo=UTC),
+    datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(2262, 1, 8, 23, 59, 59, tzinfo=UTC),
+)
+
+
+class Partition:
+    """A checked template (ValueError, saying why, when it is not one)."""
+
+    def __init__(self, template: str) -> None:
+        if not template:
+            raise ValueError("is empty: leave it unset for no partition")
+        if template.startswith("/"):
+            raise ValueError(f"{template!r} starts with '/': it is a path under the output, not an absolute one")
+        if any(not part for part in template.split("/")):
+            raise ValueError(f"{template!r} has an empty part ('//' or a '/' at its end)")
+        for instant in _SAMPLES:
+            try:
+                formatted = instant.strftime(template)
+            except ValueError as exc:
+                raise ValueError(f"{template!r} is not a strftime template: {exc}") from None
+            for part in formatted.split("/"):
+                _check_part(template, part)
+        self.template = template
+
+    def prefix(self, stem: str) -> str:
+        """The sub-directory of a window from its name's stem (`user-events-YYYYMMDD-HHMMSS`),
+        ending in `/`."""
+        match = _STAMP.fullmatch(stem)
+        if match is None:
+            raise ValueError(f"not a window's stem: {stem!r}")
+        start = datetime.strptime(match[1], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+        formatted = start.strftime(self.template)
+        for part in formatted.split("/"):  # checked at start; again, as a name must never escape
+            _check_part(self.template, part)
+        return formatted + "/"
+
+
+def _check_part(template: str, part: str) -> None:
+    if not part:
+        raise ValueError(f"{template!r} gives an empty directory name at some instants")
+    if _SAFE.fullmatch(part) is None:
+        raise ValueError(f"{template!r} gives {part!r}: a directory name may hold only letters, digits and = - _ . +")
+    if part.startswith((".", "_")):
+        raise ValueError(f"{template!r} gives {part!r}: names starting with '.' or '_' are hidden from readers")
