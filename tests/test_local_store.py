@@ -138,3 +138,105 @@ print(publish(store, "w", ".csv", Finished(io.BytesIO(row), len(row), hashlib.sh
         "('w-1.csv', 'next_name')",
     ]
     assert (out / "w-1.csv").read_bytes() == ROW
+
+
+PREFIX = "dt=2024-07-01/hour=02/"
+
+
+@pytest.mark.parametrize(("file_mode", "directory_mode"), [(0o600, 0o700), (0o640, 0o750)])
+def test_sub_directories_of_a_prefix_are_made_with_the_files_mode_and_x_where_it_reads(
+    tmp_path, file_mode, directory_mode
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.umask(old := os.umask(0))  # read the umask: the test's modes are before it
+    try:
+        store = LocalDirectory(out, mode=file_mode)
+        assert store.identity(PREFIX + "w.csv") is None  # no directory made by a look
+        assert not (out / "dt=2024-07-01").exists()
+        assert store.create(PREFIX + "w.csv", _window(ROW))
+    finally:
+        os.umask(old)
+    for directory in (out / "dt=2024-07-01", out / "dt=2024-07-01" / "hour=02"):
+        assert stat.S_IMODE(directory.stat().st_mode) == directory_mode
+    assert stat.S_IMODE((out / PREFIX / "w.csv").stat().st_mode) == file_mode
+    assert (out / PREFIX / "w.csv").read_bytes() == ROW
+    assert store.identity(PREFIX + "w.csv") == Identity(len(ROW), hashlib.sha256(ROW).hexdigest(), "00112233445566aa")
+    assert sorted(os.listdir(out / PREFIX)) == ["w.csv"]  # no temporary file left in the partition
+
+
+def test_each_new_directory_and_its_parent_are_synced_before_the_window_is_linked(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    store = LocalDirectory(out)
+    events: list[object] = []
+    real_fsync, real_link, real_mkdir = os.fsync, os.link, os.mkdir
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        events.append(("fsync", (info.st_dev, info.st_ino)))
+        real_fsync(fd)
+
+    def link(*args: object, **kwargs: object) -> None:
+        events.append("link")
+        real_link(*args, **kwargs)  # type: ignore[arg-type]
+
+    def mkdir(name: str, *args: object, **kwargs: object) -> None:
+        events.append(("mkdir", name))
+        real_mkdir(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local.os, "fsync", fsync)
+    monkeypatch.setattr(local.os, "link", link)
+    monkeypatch.setattr(local.os, "mkdir", mkdir)
+    assert store.create(PREFIX + "w.csv", _window(ROW))
+    inode = {path: (os.stat(path).st_dev, os.stat(path).st_ino) for path in (out, out / "dt=2024-07-01", out / PREFIX)}
+    before_link = events[: events.index("link")]
+    assert [e for e in before_link if e[0] == "mkdir"] == [("mkdir", "dt=2024-07-01"), ("mkdir", "hour=02")]
+    synced = [e[1] for e in before_link if e[0] == "fsync"]
+    for new, parent in ((out / "dt=2024-07-01", out), (out / PREFIX, out / "dt=2024-07-01")):
+        assert inode[new] in synced and inode[parent] in synced
+    assert events[-1] == ("fsync", inode[out / PREFIX])  # the name itself durable before True
+    # A second window in the same partition syncs only its own directory's entry (known durable).
+    events.clear()
+    assert store.create(PREFIX + "x.csv", _window(ROW, "ffffffffffffffff"))
+    assert [e for e in events if e != "link" and e[0] == "mkdir"] == []
+    assert inode[out] not in [e[1] for e in events if e != "link"]
+
+
+def test_a_directory_made_by_an_earlier_run_is_synced_once_before_use(tmp_path, monkeypatch):
+    """A crash between its mkdir and the sync of its parent: the next run syncs it before it
+    links a window in it (a released window must not hang on an entry a power cut can take)."""
+    out = tmp_path / "out"
+    (out / PREFIX).mkdir(parents=True)
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local.os, "fsync", fsync)
+    assert LocalDirectory(out).create(PREFIX + "w.csv", _window(ROW))
+    for path in (out, out / "dt=2024-07-01"):
+        assert (os.stat(path).st_dev, os.stat(path).st_ino) in synced
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file"])
+def test_a_link_or_a_file_at_a_partition_directory_is_not_followed(tmp_path, planted):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "hour=02").mkdir(parents=True)
+    if planted == "symlink":
+        (out / "dt=2024-07-01").symlink_to(elsewhere)
+    else:
+        (out / "dt=2024-07-01").write_bytes(b"not a directory\n")
+    store = LocalDirectory(out)
+    with pytest.raises(StoreError, match="not followed"):
+        store.create(PREFIX + "w.csv", _window(ROW))
+    with pytest.raises(StoreError, match="not followed"):
+        store.identity(PREFIX + "w.csv")
+    assert sorted(os.listdir(elsewhere / "hour=02")) == []  # nothing went through the link
+    os.unlink(out / "dt=2024-07-01")  # removed by its owner: the window goes in
+    assert publish(store, "dt=2024-07-01/hour=02/w", ".csv", _window(ROW)) == (PREFIX + "w.csv", "created")
+    assert (out / PREFIX / "w.csv").read_bytes() == ROW

@@ -169,7 +169,12 @@ class DirectoryBackend:
         )
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
+        """Every visible file, by its path under the directory (a partition's sub-directories too)."""
+        return sorted(
+            str(p.relative_to(self.path))
+            for p in self.path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+        )
 
     def cut(self) -> None:
         self.path.rename(self.path.with_name("store-away"))
@@ -339,3 +344,27 @@ def test_a_failing_store_raises_store_error_and_nothing_becomes_visible(backend,
     assert backend.store.identity(NAME) is None
     assert backend.names() == []
     assert publish(backend.store, STEM, SUFFIX, window(data, "00000000000000aa")) == (NAME, "created")
+
+
+PARTITION = "dt=2024-07-01/hour=02/"  # a --partition prefix: sub-directories, or a key prefix
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_a_name_under_a_partition_prefix_is_created_there_and_known_there(backend, size):
+    data, other = rows("partitioned", SIZES[size]), rows("other", SIZES[size])
+    assert backend.store.identity(PARTITION + NAME) is None  # nothing there yet, not even its directory
+    assert backend.store.create(PARTITION + NAME, window(data, "00000000000000aa"))
+    assert backend.read(PARTITION + NAME) == data
+    assert backend.store.identity(PARTITION + NAME) == identity_of(data, "00000000000000aa")
+    assert backend.store.identity(NAME) is None  # the same name outside the partition is another
+    # The -N rule applies within the partition: its own earlier create, or the next name there.
+    assert publish(backend.store, PARTITION + STEM, SUFFIX, window(data, "00000000000000aa")) == (
+        PARTITION + NAME,
+        "already_there",
+    )
+    assert publish(backend.store, PARTITION + STEM, SUFFIX, window(other, "00000000000000bb")) == (
+        f"{PARTITION}{STEM}-1{SUFFIX}",
+        "next_name",
+    )
+    assert publish(backend.store, STEM, SUFFIX, window(other, "00000000000000cc")) == (NAME, "created")
+    assert backend.names() == sorted([PARTITION + NAME, f"{PARTITION}{STEM}-1{SUFFIX}", NAME])

@@ -33,6 +33,8 @@ class Partition:
             raise ValueError("is empty: leave it unset for no partition")
         if template.startswith("/"):
             raise ValueError(f"{template!r} starts with '/': it is a path under the output, not an absolute one")
+        if "\0" in template:  # strftime would stop at it
+            raise ValueError(f"{template!r} holds a NUL: a directory name may hold only letters, digits and = - _ . +")
         if any(not part for part in template.split("/")):
             raise ValueError(f"{template!r} has an empty part ('//' or a '/' at its end)")
         for instant in _SAMPLES:

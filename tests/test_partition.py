@@ -1,0 +1,80 @@
+"""--partition (output/partition.py): a strftime template checked at start, so that no window's
+file can land outside the output whatever its time; and the usage errors of serve's new options."""
+
+from __future__ import annotations
+
+import pytest
+
+from batched_event_api.output.partition import Partition
+from servers import run_cli
+
+
+@pytest.mark.parametrize(
+    ("template", "stem", "prefix"),
+    [
+        ("dt=%Y-%m-%d/hour=%H", "user-events-20240701-020000", "dt=2024-07-01/hour=02/"),
+        ("dt=%Y-%m-%d", "user-events-16771224-000000", "dt=1677-12-24/"),
+        ("year=%Y/month=%m/day=%d/%H%M", "user-events-22620108-235959", "year=2262/month=01/day=08/2359/"),
+        ("%F", "user-events-20241231-235500", "2024-12-31/"),
+        ("fixed", "user-events-20240701-020000", "fixed/"),
+    ],
+)
+def test_the_prefix_is_the_template_at_the_windows_start_in_utc(template, stem, prefix):
+    assert Partition(template).prefix(stem) == prefix
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("", "empty"),
+        ("/dt=%Y", "starts with '/'"),
+        ("dt=%Y//hour=%H", "empty part"),
+        ("dt=%Y/", "empty part"),
+        ("../%Y", "hidden"),
+        ("dt=%Y/../x", "hidden"),
+        ("..", "hidden"),
+        (".dt=%Y", "hidden"),
+        ("_tmp/%Y", "hidden"),
+        ("dt=%c", "only letters"),  # spaces and colons
+        ("%Y %m", "only letters"),
+        ("dt=%Y%n", "only letters"),
+        ("a\\b", "only letters"),
+        ("dt=%Y:%H", "only letters"),
+        ("dt=%Y\0", "only letters"),
+        ("dt=%", "only letters"),
+    ],
+)
+def test_a_template_that_could_leave_the_output_or_hide_files_is_refused(template, why):
+    with pytest.raises(ValueError, match=why):
+        Partition(template)
+
+
+def test_a_stem_that_is_no_windows_is_refused():
+    with pytest.raises(ValueError):
+        Partition("dt=%Y").prefix("../user-events-20240701-020000")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--partition", "../%Y"], "Invalid value for '--partition'"),
+        (["--partition", "/abs/%Y"], "starts with '/'"),
+        (["--compress", "snappy"], "snappy does not apply to --format csv, which takes none, gzip, zstd"),
+        (["--format", "parquet", "--compress", "snappy", "--state-dir", "{out}"], "must be apart"),
+        (["--format", "parquet", "--state-dir", "{out}/state"], "must be apart"),
+        (["--partition", "dt=%Y", "--state-dir", "{tmp}"], "must be apart"),
+        (["--format", "orc"], "Invalid value for '--format'"),
+    ],
+)
+def test_serve_refuses_a_bad_format_partition_or_state_directory_before_it_starts(tmp_path, args, said):
+    out = tmp_path / "out"
+    args = [a.format(out=out, tmp=tmp_path) for a in args]
+    done = run_cli("serve", "-o", str(out), "--port", "0", *args)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr
+    assert not out.exists()  # nothing made before the usage error
+
+
+def test_the_state_dir_still_applies_only_to_a_local_output_with_a_finishing_step(tmp_path):
+    done = run_cli("serve", "-o", str(tmp_path / "out"), "--port", "0", "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 2 and "--format parquet or --partition" in done.stderr
