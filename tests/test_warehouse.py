@@ -1,0 +1,324 @@
+"""Files a warehouse takes as they are (issue 22), end to end through the real server: --partition
+and --format parquet, in a local directory and in a bucket, read back by DuckDB, Polars, pyarrow
+and pandas with no options but the path; SIGKILL of the server and of the finish process during a
+conversion; a link planted at a partition directory; status while windows wait."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import os
+import random
+import signal
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from batched_event_api.events import timestamps
+from model import generate_events, model_files, ndjson
+from polling import wait_for
+from s3store import KEY_ID, S3_SERVERS, SECRET, Bucket
+from servers import Server, post_maybe_killed, run_cli
+
+TEMPLATE = "dt=%Y-%m-%d/hour=%H"
+COLUMNS = ("time", "time_offset_minutes", "uuid", "id", "active", "email", "phone", "description", "credits")
+Row = tuple  # (ns, offset minutes, uuid, id, active, email, phone, description, credits' bits)
+
+
+def _row(ns: int, offset: int, uuid: str, ident: int, active: bool, email: str, phone: str, description: str,
+         credits: float) -> Row:  # fmt: skip
+    """A row as compared: plain Python values, the float by its bits (-0.0 is not 0.0)."""
+    return (int(ns), int(offset), str(uuid), int(ident), bool(active), str(email), str(phone), str(description),
+            struct.pack("<d", float(credits)))  # fmt: skip
+
+
+def _typed(record: list[str]) -> Row:
+    """A CSV record of the model as the Parquet row that must hold the same values."""
+    time_text, uuid, ident, active, email, phone, description, credits = record
+    ns, _ = timestamps.parse(time_text)
+    zone = time_text[-6:]
+    offset = 0 if time_text.endswith("Z") else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[4:6]))
+    return _row(ns, offset, uuid, int(ident), active == "true", email, phone, description, float(credits))
+
+
+def _stem(name: str) -> str:
+    """`user-events-YYYYMMDD-HHMMSS` of a file name (its -N and suffix dropped)."""
+    return name[: len("user-events-YYYYMMDD-HHMMSS")]
+
+
+def _prefix(stem: str) -> str:
+    start = datetime.strptime(stem.removeprefix("user-events-"), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    return start.strftime(TEMPLATE) + "/"
+
+
+def model_rows(events: list[dict]) -> dict[str, collections.Counter]:
+    """What each window holds (by its stem: windows of one stem share a partition), from the model."""
+    rows: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name, data in model_files(events).items():
+        rows[_stem(name)].update(_typed(r) for r in csv.reader(io.StringIO(data.decode(), newline="")))
+    return dict(rows)
+
+
+def model_csv(events: list[dict]) -> dict[str, collections.Counter]:
+    """The model's CSV files, by where they go under the template (their -N may differ)."""
+    files: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name, data in model_files(events).items():
+        files[_prefix(_stem(name)) + _stem(name)][data] += 1
+    return dict(files)
+
+
+def _visible(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _hidden(directory: Path) -> list[str]:
+    """Hidden entries anywhere under `directory` (temporary files a crash could leave)."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob(".*"))
+
+
+def parquet_rows_by_stem(directory: Path) -> dict[str, collections.Counter]:
+    """Each Parquet file's rows, read with pyarrow.parquet, by its stem; each file where the
+    template puts it."""
+    import pyarrow.parquet as pq
+
+    rows: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for path in _visible(directory):
+        relative = str(path.relative_to(directory))
+        assert path.suffix == ".parquet", relative
+        stem = _stem(path.name)
+        assert relative == _prefix(stem) + path.name
+        table = pq.read_table(path)
+        assert table.schema.names == list(COLUMNS)
+        rows[stem].update(_arrow_rows(table))
+    return dict(rows)
+
+
+def _arrow_rows(table) -> list[Row]:
+    import pyarrow as pa
+
+    columns = [table.column(name) for name in COLUMNS]
+    columns[0] = columns[0].cast(pa.int64())  # the instant, in nanoseconds since the epoch
+    return [_row(*values) for values in zip(*(c.to_pylist() for c in columns))]
+
+
+def read_by_every_reader(directory: Path) -> dict[str, collections.Counter]:
+    """Every row as DuckDB, Polars, pyarrow.dataset and pandas read the directory, each given
+    only the path (and hive partitioning where it is not its default)."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    found = {}
+    query = f"SELECT epoch_ns(time), {', '.join(COLUMNS[1:])} FROM read_parquet('{directory}/**/*.parquet', hive_partitioning = true)"
+    found["duckdb"] = collections.Counter(_row(*r) for r in duckdb.sql(query).fetchall())
+    frame = pl.scan_parquet(f"{directory}/**/*.parquet", hive_partitioning=True).collect()
+    assert {"dt", "hour"} <= set(frame.columns)  # the partition's columns, from the path
+    frame = frame.with_columns(pl.col("time").dt.epoch("ns"))
+    found["polars"] = collections.Counter(_row(*r) for r in frame.select(COLUMNS).rows())
+    dataset = ds.dataset(directory, format="parquet", partitioning="hive")
+    assert {"dt", "hour"} <= set(dataset.schema.names)
+    found["pyarrow.dataset"] = collections.Counter(_arrow_rows(dataset.to_table()))
+    df = pd.read_parquet(directory)
+    df["time"] = df["time"].map(lambda t: t.value)  # a pandas Timestamp's nanoseconds
+    found["pandas"] = collections.Counter(_row(*r) for r in df[list(COLUMNS)].itertuples(index=False))
+    return found
+
+
+def _bodies(events: list[dict], rng: random.Random, sizes: tuple[int, ...] = (1, 20, 100, 200)) -> list[bytes]:
+    bodies, i = [], 0
+    while i < len(events):
+        n = rng.choice(sizes)
+        bodies.append(ndjson(events[i : i + n]))
+        i += n
+    return bodies
+
+
+def _serve(tmp_path: Path, *args: str) -> Server:
+    return Server(tmp_path / "out", "--state-dir", str(tmp_path / "state"), *args, log_dir=tmp_path).start()
+
+
+def test_a_local_partition_of_csv_puts_each_file_where_the_template_says_byte_identical(tmp_path):
+    rng = random.Random(22)
+    events = generate_events(rng, 1500)
+    server = _serve(tmp_path, "--partition", TEMPLATE)
+    for body in _bodies(events, rng):
+        assert server.post(body).status_code == 200
+    assert server.stop() == 0  # commits the open window and waits for the finish stage
+    files: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for path in _visible(tmp_path / "out"):
+        relative = str(path.relative_to(tmp_path / "out"))
+        assert relative.startswith(_prefix(_stem(path.name))) and path.name.endswith(".csv")
+        files[_prefix(_stem(path.name)) + _stem(path.name)][path.read_bytes()] += 1
+    assert len(files) > 3  # several partitions
+    assert dict(files) == model_csv(events)
+    assert _hidden(tmp_path / "out") == []
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
+
+
+def test_local_parquet_with_a_partition_is_read_back_exactly_by_every_reader(tmp_path):
+    rng = random.Random(2022)
+    events = generate_events(rng, 2000)
+    server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE)
+    for body in _bodies(events, rng):
+        assert server.post(body).status_code == 200
+    assert server.stop() == 0
+    out = tmp_path / "out"
+    expected = model_rows(events)
+    assert parquet_rows_by_stem(out) == expected
+    everything = sum(expected.values(), collections.Counter())
+    for reader, rows in read_by_every_reader(out).items():
+        assert rows == everything, reader
+    assert _hidden(out) == []  # no temporary file left visible, or at all
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
+    # Owner-only, directories too.
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*")} == {"0o600", "0o700"}
+
+
+@pytest.mark.parametrize("s3", S3_SERVERS, indirect=True)
+def test_parquet_in_a_bucket_under_the_partition_is_read_back_through_pyarrows_s3_filesystem(bucket: Bucket, tmp_path):
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    rng = random.Random(7)
+    events = generate_events(rng, 800)
+    server = Server(
+        bucket.url,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--format",
+        "parquet",
+        "--partition",
+        TEMPLATE,
+        env=bucket.env(),
+        log_dir=tmp_path,
+    ).start()
+    for body in _bodies(events, rng):
+        assert server.post(body).status_code == 200
+    assert server.stop() == 0
+    names = bucket.names()
+    assert names and all(name == _prefix(_stem(name.rpartition("/")[2])) + name.rpartition("/")[2] for name in names)
+    assert all(name.endswith(".parquet") for name in names)
+    assert bucket.head(names[0])["ContentType"] == "application/vnd.apache.parquet"
+    host = bucket.endpoint.removeprefix("http://")
+    s3 = fs.S3FileSystem(
+        access_key=KEY_ID, secret_key=SECRET, endpoint_override=host, scheme="http", region="us-east-1"
+    )
+    dataset = ds.dataset(f"{bucket.name}/{bucket.prefix}", filesystem=s3, format="parquet", partitioning="hive")
+    assert {"dt", "hour"} <= set(dataset.schema.names)
+    assert collections.Counter(_arrow_rows(dataset.to_table())) == sum(
+        model_rows(events).values(), collections.Counter()
+    )
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
+
+
+def test_sigkill_of_the_server_at_any_point_leaves_each_window_once_in_parquet(tmp_path):
+    rng = random.Random(11)
+    events = generate_events(rng, 2000)
+    bodies = _bodies(events, rng, (1, 10, 50, 100))
+    args = ("--format", "parquet", "--partition", TEMPLATE, "--drain-timeout", "120s")
+    server = _serve(tmp_path, *args)
+    kills, index, waiting = 0, 0, 0
+    try:
+        while index < len(bodies):
+            response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng, within=0.02)
+            if response is not None:
+                assert response.status_code == 200, response.text
+                index += 1
+            if server.proc.poll() is not None or killed:  # type: ignore[union-attr]
+                waiting += any(not p.name.startswith(".") for p in (tmp_path / "state").iterdir())
+                server.kill()
+                kills += 1
+                server = _serve(tmp_path, *args)  # the same state: recover, finish what was under way
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:  # type: ignore[union-attr]
+            server.kill()
+    assert kills >= 5 and waiting >= 1  # some with windows on their way
+    assert parquet_rows_by_stem(tmp_path / "out") == model_rows(events)
+    assert _hidden(tmp_path / "out") == []
+
+
+def _finish_process(server: Server) -> int:
+    """The pid of the server's finish (upload) process."""
+    pid = server.proc.pid  # type: ignore[union-attr]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in open(f"/proc/{pid}/task/{task}/children").read().split():
+            if b"batched_event_api.output.child" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise AssertionError("no finish process")
+
+
+def _big_window(hour: int, n: int) -> bytes:
+    """`n` events in one window starting at 2024-07-01 `hour`:00."""
+    return "".join(
+        f'{{"time":"2024-07-01T{hour:02d}:00:{i % 60:02d}.{i:09d}Z","uuid":"u{i}","id":{i},"active":true,'
+        f'"email":"e{i}@x","phone":"","description":"d,{i}","credits":{i}.5}}\n'
+        for i in range(n)
+    ).encode()
+
+
+def test_sigkill_of_the_finish_process_during_a_conversion_loses_nothing_and_leaves_no_half_file(tmp_path):
+    server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE, "--idle-close", "1s")
+    state, out = tmp_path / "state", tmp_path / "out"
+    sent: dict[int, bytes] = {}
+    try:
+        for hour in range(1, 10):  # until a kill lands while a conversion is under way
+            sent[hour] = _big_window(hour, 150_000)
+            assert server.post(sent[hour]).status_code == 200
+            child = _finish_process(server)
+
+            def converting() -> bool:
+                return any(name.endswith(".parquet.tmp") for name in os.listdir(state))
+
+            landed = out / f"dt=2024-07-01/hour={hour:02d}/user-events-20240701-{hour:02d}0000.parquet"
+            assert wait_for(lambda: converting() or landed.exists(), timeout=120)  # noqa: B023
+            os.kill(child, signal.SIGSTOP)
+            if converting():
+                os.kill(child, signal.SIGKILL)
+                break
+            os.kill(child, signal.SIGCONT)
+        else:
+            pytest.fail("no kill landed during a conversion")
+        # Another finish process starts, removes the half conversion, converts the window again.
+        assert wait_for(lambda: "a conversion cut short" in server.log.read_text(), timeout=60)
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:  # type: ignore[union-attr]
+            server.kill()
+    for hour, body in sent.items():
+        files = _visible(out / f"dt=2024-07-01/hour={hour:02d}")
+        assert [p.name for p in files] == [f"user-events-20240701-{hour:02d}0000.parquet"]  # once
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(files[0]).column("id").to_pylist() == list(range(body.count(b"\n")))
+    assert _hidden(out) == [] and sorted(p.name for p in state.iterdir()) == [".journal", ".lock"]
+
+
+def test_a_symlink_at_a_partition_directory_is_not_followed_and_the_window_waits_in_status(tmp_path):
+    out, state, elsewhere = tmp_path / "out", tmp_path / "state", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "dt=2024-07-01").symlink_to(elsewhere)
+    server = _serve(tmp_path, "--partition", TEMPLATE, "--idle-close", "1s")
+    try:
+        body = b'{"time":"2024-07-01T02:00:00Z","id":1}\n'
+        assert server.post(body).status_code == 200
+        assert wait_for(lambda: "not followed" in server.log.read_text(), timeout=60)
+        assert server.client.get("/readyz").json()["backlog"]["windows"] == 1  # type: ignore[union-attr]
+        status = run_cli("status", "-o", str(out), "--state-dir", str(state), "--partition", TEMPLATE)
+        assert status.returncode == 0, status.stderr
+        assert "waiting for output: 1 (" in status.stdout
+        assert list(elsewhere.iterdir()) == []  # nothing went through the link
+        (out / "dt=2024-07-01").unlink()  # its owner removes it: the window goes on
+        landed = out / "dt=2024-07-01/hour=02/user-events-20240701-020000.csv"
+        assert wait_for(landed.exists, timeout=120)
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:  # type: ignore[union-attr]
+            server.kill()
+    assert landed.read_bytes() == b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
+    assert list(elsewhere.iterdir()) == []
