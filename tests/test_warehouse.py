@@ -322,3 +322,22 @@ def test_a_symlink_at_a_partition_directory_is_not_followed_and_the_window_waits
             server.kill()
     assert landed.read_bytes() == b"2024-07-01T02:00:00Z,,1,false,,,,0\n"
     assert list(elsewhere.iterdir()) == []
+
+
+def test_an_output_a_direct_run_left_an_open_window_in_is_refused_until_it_is_committed(tmp_path):
+    """A server that wrote plain CSV into the directory left acknowledged events there (its open
+    window): a finish stage would never commit them, so serving it with --format parquet is
+    refused, with what to do, until a plain run has committed them."""
+    out = tmp_path / "out"
+    direct = Server(out, log_dir=tmp_path).start()
+    assert direct.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    direct.kill()  # the open window stays, in progress
+    done = run_cli(
+        "serve", "-o", str(out), "--port", "0", "--state-dir", str(tmp_path / "state"), "--format", "parquet"
+    )
+    assert done.returncode == 1 and "serve it once without --format parquet and --partition" in done.stderr
+    direct = Server(out, log_dir=tmp_path).start()
+    assert direct.stop() == 0  # commits it
+    finishing = _serve(tmp_path, "--format", "parquet")
+    assert finishing.stop() == 0
+    assert [p.name for p in _visible(out)] == ["user-events-20240701-020000.csv"]

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from batched_event_api.cli.options import Duration, Named, Size, directory_and_store, setting
-from batched_event_api.cli.startup import header_mismatch, listen, make_directory
+from batched_event_api.cli.startup import header_mismatch, listen, make_directory, unfinished_direct_run
 from batched_event_api.config import COMPRESSIONS, OUTPUT, STATE_DIR, Align, Compress, Format, MiB, Settings, SyncMany
 from batched_event_api.events.timestamps import MAX_INTERVAL_NS
 from batched_event_api.logs import configure_logging
@@ -231,6 +231,8 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         make_directory(settings.output)
         if settings.output_directory is not None:
             make_directory(settings.output_directory)
+            if (unfinished := unfinished_direct_run(settings.output_directory)) is not None:
+                raise click.ClickException(unfinished)
         if settings.store is None and (mixed := header_mismatch(settings.output, settings.header)) is not None:
             raise click.ClickException(mixed)
     except click.ClickException:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import errno
 import gzip
+import os
 import socket
 from pathlib import Path
 
 import click
 
 from batched_event_api.commit.disk import LocalDisk
-from batched_event_api.commit.inventory import finished_files
+from batched_event_api.commit.inventory import finished_files, read_status
+from batched_event_api.commit.journal import JOURNAL, JournalDamaged
 from batched_event_api.events.render import COLUMNS
 
 
@@ -68,4 +70,23 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
     return (
         f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest}, "
         f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory"
+    )
+
+
+def unfinished_direct_run(directory: Path) -> str | None:
+    """Why `directory` cannot be the output of a finish stage now: a server that wrote into it
+    directly (plain CSV) left an open window or a publish under way there, which only such a
+    server commits; None when it did not."""
+    if not os.path.lexists(directory / JOURNAL):
+        return None
+    try:
+        state = read_status(directory)
+    except (OSError, JournalDamaged) as exc:
+        return f"cannot use {directory} as the output: its journal cannot be read ({exc})"
+    if state.open is None and not state.pending_publish:
+        return None
+    return (
+        f"cannot use {directory} as the output of --format parquet or --partition: it holds acknowledged "
+        "events of a server that wrote into it directly (an open window or a publish under way); serve it "
+        "once without --format parquet and --partition to commit them, then restart with them"
     )

@@ -1,0 +1,78 @@
+"""A window's way out of the state directory (output/finish.py): the CSV as it is or converted
+into Parquet, under its partition, into a store; the conversion's temporary file never visible,
+never left behind, and one a crash left removed at the next start."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from batched_event_api.config import Compress, Format
+from batched_event_api.output.finish import PARQUET_TYPE, Finish, Shape
+from batched_event_api.output.memory import MemoryStore
+from batched_event_api.output.partition import Partition
+from batched_event_api.output.store import StoreError
+
+NAME = "user-events-20240701-020000.0011223344556677.csv"
+CSV = b'2024-07-01T02:00:00.5+05:30,u,7,true,e@x,,"a,b",1.5\n2024-07-01T02:01:00Z,,0,false,,,,-0\n'
+PARQUET = Shape(Format.PARQUET, Compress.ZSTD, partition=Partition("dt=%Y-%m-%d/hour=%H"))
+
+
+def _put(finish: Finish, data: bytes = CSV) -> tuple[str, str]:
+    return finish.put(NAME, io.BytesIO(data), len(data))
+
+
+def test_a_csv_window_goes_under_its_partition_as_it_is(tmp_path):
+    store = MemoryStore()
+    finish = Finish(tmp_path, store, Shape(partition=Partition("dt=%Y-%m-%d")), read_whole_below=1 << 20)
+    assert _put(finish) == ("dt=2024-07-01/user-events-20240701-020000.csv", "created")
+    assert store.read("dt=2024-07-01/user-events-20240701-020000.csv") == CSV
+    assert store.objects["dt=2024-07-01/user-events-20240701-020000.csv"][2]["content-type"] == "text/csv"
+    assert store.identity("dt=2024-07-01/user-events-20240701-020000.csv").window_id == "0011223344556677"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("read_whole_below", [0, 1 << 20], ids=["streamed", "read-whole"])
+def test_a_parquet_window_is_converted_and_published_and_its_temporary_file_removed(tmp_path, read_whole_below):
+    import pyarrow.parquet as pq
+
+    store = MemoryStore()
+    finish = Finish(tmp_path, store, PARQUET, read_whole_below=read_whole_below)
+    name = "dt=2024-07-01/hour=02/user-events-20240701-020000.parquet"
+    assert _put(finish) == (name, "created")
+    table = pq.read_table(io.BytesIO(store.read(name)))
+    assert table.column("id").to_pylist() == [7, 0]
+    assert table.column("time_offset_minutes").to_pylist() == [330, 0]
+    assert store.objects[name][2]["content-type"] == PARQUET_TYPE
+    assert os.listdir(tmp_path) == []  # the temporary file is gone
+    # Converted again after a crash before the release: its own earlier create, by its id.
+    assert _put(finish) == (name, "already_there")
+
+
+def test_a_failing_store_or_conversion_leaves_no_temporary_file(tmp_path):
+    store = MemoryStore()
+    store.failing = True
+    finish = Finish(tmp_path, store, PARQUET, read_whole_below=1 << 20)
+    with pytest.raises(StoreError):
+        _put(finish)
+    assert os.listdir(tmp_path) == []
+    store.failing = False
+    with pytest.raises(Exception):  # noqa: B017  # whatever the converter raises on bytes that are no window
+        _put(finish, b"not,a,window\n")
+    assert os.listdir(tmp_path) == [] and store.objects == {}
+
+
+def test_conversions_a_crash_cut_short_are_removed_at_start_and_nothing_else(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"keep\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / f".{NAME}.0123456789abcdef.parquet.tmp").write_bytes(b"PAR1 half")
+    (state / f".{NAME}.fedcba9876543210.parquet.tmp").symlink_to(outside)  # removed, never followed
+    keep = [NAME, ".journal", ".user-events-20240701-020000.inprogress", ".other.parquet.tmp"]
+    for name in keep:
+        (state / name).write_bytes(b"x\n")
+    Finish(state, MemoryStore(), PARQUET, read_whole_below=1 << 20).remove_temporaries()
+    assert sorted(os.listdir(state)) == sorted(keep)
+    assert outside.read_bytes() == b"keep\n"
