@@ -299,23 +299,32 @@ def test_sigkill_of_the_finish_process_during_a_conversion_loses_nothing_and_lea
 
 
 def test_a_symlink_at_a_partition_directory_is_not_followed_and_the_window_waits_in_status(tmp_path):
+    """The window waits in the state directory, counted: /readyz's backlog, status, --max-backlog
+    (a request beyond it is answered 503), a shutdown's drain gives up after --drain-timeout; once
+    the link is gone, the next start puts it in the partition."""
     out, state, elsewhere = tmp_path / "out", tmp_path / "state", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
     (out / "dt=2024-07-01").symlink_to(elsewhere)
-    server = _serve(tmp_path, "--partition", TEMPLATE, "--idle-close", "1s")
+    args = ("--partition", TEMPLATE, "--idle-close", "1s", "--max-backlog", "1", "--drain-timeout", "1s")
+    server = _serve(tmp_path, *args)
     try:
         body = b'{"time":"2024-07-01T02:00:00Z","id":1}\n'
         assert server.post(body).status_code == 200
         assert wait_for(lambda: "not followed" in server.log.read_text(), timeout=60)
         assert server.client.get("/readyz").json()["backlog"]["windows"] == 1  # type: ignore[union-attr]
+        refused = server.post(b'{"time":"2024-07-01T02:01:00Z","id":2}\n')
+        assert refused.status_code == 503 and "retry-after" in refused.headers
         status = run_cli("status", "-o", str(out), "--state-dir", str(state), "--partition", TEMPLATE)
         assert status.returncode == 0, status.stderr
         assert "waiting for output: 1 (" in status.stdout
+        assert server.stop() == 0
+        assert "not uploaded within --drain-timeout" in server.log.read_text()
         assert list(elsewhere.iterdir()) == []  # nothing went through the link
-        (out / "dt=2024-07-01").unlink()  # its owner removes it: the window goes on
+        (out / "dt=2024-07-01").unlink()  # its owner removes it: the window goes on at the next start
+        server = _serve(tmp_path, *args)
         landed = out / "dt=2024-07-01/hour=02/user-events-20240701-020000.csv"
-        assert wait_for(landed.exists, timeout=120)
+        assert wait_for(landed.exists, timeout=60)
         assert server.stop() == 0
     finally:
         if server.proc.poll() is None:  # type: ignore[union-attr]
