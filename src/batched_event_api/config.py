@@ -123,7 +123,7 @@ class Settings:
         return self.compression if self.format is Format.CSV else Compress.NONE
 
     @property
-    def store(self) -> str | None:
+    def store_url(self) -> str | None:
         """Where a finish stage puts committed windows (s3://… or a local directory), or None
         when the writer publishes them where they stay (a plain CSV output directory)."""
         if self.bucket is not None:

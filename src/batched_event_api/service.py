@@ -43,7 +43,7 @@ class Ingest:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = metrics = Metrics(uploads=settings.store is not None)
+        self.metrics = metrics = Metrics(uploads=settings.store_url is not None)
         policy = WindowPolicy(settings.interval_ns, aligned=settings.align is Align.INTERVAL)
         self.writer = Writer(
             settings.output,
@@ -55,7 +55,7 @@ class Ingest:
             file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
             compress=settings.csv_compression is Compress.GZIP,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
-            window_ids=settings.store is not None,  # a finish stage knows its own creates by them
+            window_ids=settings.store_url is not None,  # a finish stage knows its own creates by them
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")

@@ -233,7 +233,7 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
             make_directory(settings.output_directory)
             if (unfinished := unfinished_direct_run(settings.output_directory)) is not None:
                 raise click.ClickException(unfinished)
-        if settings.store is None and (mixed := header_mismatch(settings.output, settings.header)) is not None:
+        if settings.store_url is None and (mixed := header_mismatch(settings.output, settings.header)) is not None:
             raise click.ClickException(mixed)
     except click.ClickException:
         listener.close()
@@ -250,7 +250,7 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         ingest.open()
     except ValueError as exc:  # the store's configuration, as the finish process found it
         listener.close()
-        raise click.ClickException(f"cannot use {settings.store}: {exc}") from None
+        raise click.ClickException(f"cannot use {settings.store_url}: {exc}") from None
     except OSError as exc:
         listener.close()
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # one sentence, not `[Errno 30] … '.lock'`

@@ -92,11 +92,11 @@ class StoreOutput:
     settles = True
 
     def __init__(
-        self, uploads: UploadProcess, metrics: Metrics, *, directory: Path, store: str, max_backlog: int
+        self, uploads: UploadProcess, metrics: Metrics, *, directory: Path, store_url: str, max_backlog: int
     ) -> None:
         self.uploads = uploads
         self.directory = directory
-        self.store = store  # for what is said
+        self.store_url = store_url  # for what is said
         self.max_backlog = max_backlog
         metrics.backlog_windows.set_function(lambda: uploads.backlog_windows)
         metrics.backlog_bytes.set_function(lambda: uploads.backlog_bytes)
@@ -129,7 +129,7 @@ class StoreOutput:
         if self.uploads.backlog_bytes < self.max_backlog:
             return None
         return ClientError(
-            f"{self.uploads.backlog_windows} committed windows wait for {self.store} (--max-backlog reached); "
+            f"{self.uploads.backlog_windows} committed windows wait for {self.store_url} (--max-backlog reached); "
             "retry shortly",
             status=503,
             headers={"retry-after": RETRY_AFTER},
@@ -138,11 +138,11 @@ class StoreOutput:
 
 def destination(settings: Settings, metrics: Metrics, pinned: Callable[[], frozenset[str]]) -> Destination:
     """The destination the settings name; `pinned`: the windows the journal's last record names."""
-    if settings.store is None:
+    if settings.store_url is None:
         return LocalOutput()
     args = ChildArgs(
         directory=str(settings.output),
-        store=settings.store,
+        store=settings.store_url,
         concurrency=settings.upload_concurrency,
         nice=settings.upload_nice,
         multipart_from=settings.multipart_threshold,
@@ -158,5 +158,5 @@ def destination(settings: Settings, metrics: Metrics, pinned: Callable[[], froze
     )
     uploads = UploadProcess(args, metrics, pinned=pinned)
     return StoreOutput(
-        uploads, metrics, directory=settings.output, store=settings.store, max_backlog=settings.max_backlog
+        uploads, metrics, directory=settings.output, store_url=settings.store_url, max_backlog=settings.max_backlog
     )

@@ -63,7 +63,7 @@ class Server(uvicorn.Server):
         if self.started and sockets:
             settings = self.settings
             host, port = sockets[0].getsockname()[:2]
-            where = f"{settings.store} (state in {settings.output})" if settings.store else settings.output
+            where = f"{settings.store_url} (state in {settings.output})" if settings.store_url else settings.output
             log.info(
                 "serving on http://%s:%d, writing to %s (interval %gs, idle close %gs, fsync %s)",
                 f"[{host}]" if ":" in host else host,
