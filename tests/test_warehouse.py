@@ -178,6 +178,32 @@ def test_local_parquet_with_a_partition_is_read_back_exactly_by_every_reader(tmp
     assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*")} == {"0o600", "0o700"}
 
 
+def test_under_align_interval_each_files_name_and_partition_bound_every_row_in_it(tmp_path):
+    """Windows on multiples of the interval: every row of a file lies in [its name's start, + the
+    interval), and in the hour its partition names (events sent in time order: a late event
+    joining an open window is the strict windows' part)."""
+    rng = random.Random(5)
+    events = sorted(generate_events(rng, 1500), key=lambda e: timestamps.parse(e["time"])[0])
+    server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE, "--align", "interval")
+    for body in _bodies(events, rng):
+        assert server.post(body).status_code == 200
+    assert server.stop() == 0
+    import duckdb
+
+    rows = duckdb.sql(
+        "SELECT filename, epoch_ns(time), dt, hour FROM "
+        f"read_parquet('{tmp_path / 'out'}/**/*.parquet', hive_partitioning = true, filename = true)"
+    ).fetchall()
+    assert len(rows) == len(events)
+    interval = 300 * 10**9
+    for filename, ns, dt, hour in rows:
+        stem = _stem(Path(filename).name)
+        start, _ = timestamps.parse(datetime.strptime(stem[12:], "%Y%m%d-%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ"))
+        assert start <= ns < start + interval, filename
+        instant = datetime.fromtimestamp(ns // 10**9, UTC)
+        assert (str(dt), int(hour)) == (instant.strftime("%Y-%m-%d"), instant.hour), filename
+
+
 @pytest.mark.parametrize("s3", S3_SERVERS, indirect=True)
 def test_parquet_in_a_bucket_under_the_partition_is_read_back_through_pyarrows_s3_filesystem(bucket: Bucket, tmp_path):
     import pyarrow.dataset as ds
