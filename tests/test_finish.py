@@ -10,7 +10,7 @@ import os
 import pytest
 
 from batched_event_api.config import Compress, Format
-from batched_event_api.output.finish import PARQUET_TYPE, Finish, Shape
+from batched_event_api.output.finish import PARQUET_TYPE, Finish, Shape, Unconvertible
 from batched_event_api.output.memory import MemoryStore
 from batched_event_api.output.partition import Partition
 from batched_event_api.output.store import StoreError
@@ -58,7 +58,7 @@ def test_a_failing_store_or_conversion_leaves_no_temporary_file(tmp_path):
         _put(finish)
     assert os.listdir(tmp_path) == []
     store.failing = False
-    with pytest.raises(Exception):  # noqa: B017  # whatever the converter raises on bytes that are no window
+    with pytest.raises(Unconvertible):
         _put(finish, b"not,a,window\n")
     assert os.listdir(tmp_path) == [] and store.objects == {}
 
@@ -76,3 +76,22 @@ def test_conversions_a_crash_cut_short_are_removed_at_start_and_nothing_else(tmp
     Finish(state, MemoryStore(), PARQUET, read_whole_below=1 << 20).remove_temporaries()
     assert sorted(os.listdir(state)) == sorted(keep)
     assert outside.read_bytes() == b"keep\n"
+
+
+def test_a_window_that_cannot_be_converted_stays_and_holds_up_no_other(tmp_path, caplog):
+    """A window file changed by someone else into bytes that are no window's CSV: said once,
+    left in the state directory (never lost), tried again at each turn; the others go on."""
+    from batched_event_api.metrics import Metrics
+    from batched_event_api.output.uploader import Uploader, UploadReport
+
+    bad, good = NAME, "user-events-20240701-030000.8899aabbccddeeff.csv"
+    (tmp_path / bad).write_bytes(b"not,a,window\n")
+    (tmp_path / good).write_bytes(CSV)
+    store = MemoryStore()
+    uploader = Uploader(tmp_path, store, UploadReport(Metrics()), shape=PARQUET)
+    for _ in range(2):
+        assert uploader.turn() is not None  # no stage failed
+    uploader.stop()
+    assert sorted(store.objects) == ["dt=2024-07-01/hour=03/user-events-20240701-030000.parquet"]
+    assert sorted(os.listdir(tmp_path)) == [bad]  # the good one released, the bad one kept
+    assert caplog.text.count("cannot be converted into Parquet") == 1

@@ -36,6 +36,11 @@ _OPEN_TEMPORARY = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 _ENCODINGS = {".gz": "gzip", ".zst": "zstd"}  # of a compressed CSV window, by its last suffix
 
 
+class Unconvertible(Exception):
+    """A window's file is not CSV the writer renders (changed by someone else): it stays in the
+    state directory, said, and holds up no other window."""
+
+
 @dataclass(frozen=True, slots=True)
 class Shape:
     """What a committed window becomes in its store."""
@@ -87,7 +92,10 @@ class Finish:
         fd = os.open(temporary, _OPEN_TEMPORARY, 0o600)
         try:
             with os.fdopen(fd, "w+b") as out:
-                convert(f, out, header=self.shape.header, compression=self.shape.compression.value)
+                try:
+                    convert(f, out, header=self.shape.header, compression=self.shape.compression.value)
+                except ValueError as exc:  # the conversion's errors about the bytes it was given
+                    raise Unconvertible(str(exc)) from None
                 out.flush()
                 size = out.tell()
                 out.seek(0)

@@ -41,7 +41,7 @@ from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem
 from batched_event_api.config import DEFAULTS
 from batched_event_api.metrics import Metrics
-from batched_event_api.output.finish import Finish, Shape, sha256_of
+from batched_event_api.output.finish import Finish, Shape, Unconvertible, sha256_of
 from batched_event_api.output.store import Store, StoreError
 
 log = logging.getLogger("batched_event_api.upload")
@@ -290,7 +290,12 @@ class Uploader:
             self._forget(name)
             return
         with os.fdopen(fd, "rb") as f:
-            self._upload_file(name, f, info.st_size)
+            try:
+                self._upload_file(name, f, info.st_size)
+            except Unconvertible as exc:  # kept, tried again at each turn, holding up no other window
+                self._refuse(name, f"cannot be converted into Parquet ({exc})")
+                self._forget(name)
+                return
             self._uploaded_now(name, (info.st_dev, info.st_ino))
 
     def _upload_file(self, name: str, f: BinaryIO, size: int) -> None:
