@@ -24,8 +24,8 @@ from batched_event_api.events.render import COLUMNS
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Parquet compression by the `--compress` name.
-CODECS = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
+# Parquet's compressions, as `--compress` names them.
+COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
 # Arrow data gathered before it is written as one row group: the bulk of the memory a conversion
 # takes, and large enough for readers to scan well.
 ROW_GROUP_BYTES = 32 * MiB
@@ -59,11 +59,11 @@ def convert(
     """The CSV rows read from `source` as one Parquet file written to `destination` (at its
     position; seekable: on any error it is cut back to where it was). The same CSV always gives
     the same bytes."""
-    if compression not in CODECS:
-        raise ValueError(f"unknown Parquet compression {compression!r}: use one of {', '.join(CODECS)}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown Parquet compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     start = destination.tell()
     try:
-        rows, csv_bytes = _write(source, destination, header, CODECS[compression], row_group_bytes)
+        rows, csv_bytes = _write(source, destination, header, compression, row_group_bytes)
     except BaseException:
         destination.seek(start)
         destination.truncate()
@@ -89,7 +89,9 @@ def schema() -> pa.Schema:
     return pa.schema([pa.field(name, kind, nullable=False) for name, kind in types])
 
 
-def _write(source: BinaryIO, destination: BinaryIO, header: bool, codec: str, row_group_bytes: int) -> tuple[int, int]:
+def _write(
+    source: BinaryIO, destination: BinaryIO, header: bool, compression: str, row_group_bytes: int
+) -> tuple[int, int]:
     """Rows and CSV bytes converted."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -100,7 +102,7 @@ def _write(source: BinaryIO, destination: BinaryIO, header: bool, codec: str, ro
             raise ConversionError("not a CSV file as the writer renders it: no header line")
         csv_bytes = len(HEADER)
     target = schema()
-    writer = pq.ParquetWriter(destination, target, compression=codec, version="2.6")
+    writer = pq.ParquetWriter(destination, target, compression=compression, version="2.6")
     rows, pending, pending_bytes = 0, [], 0
     try:
         for piece in _pieces(source):
