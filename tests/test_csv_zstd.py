@@ -17,6 +17,9 @@ import zstandard
 from batched_event_api.commit.partfiles import part_name
 from batched_event_api.commit.writer import Writer
 from batched_event_api.config import Compress
+from batched_event_api.metrics import Metrics
+from batched_event_api.output.memory import MemoryStore
+from batched_event_api.output.uploader import Uploader, UploadReport
 from model import generate_events, model_files, ndjson, requests_of
 from snapshots import csv_files, window_files
 from test_readers import read_rows, sent_row
@@ -107,3 +110,18 @@ def test_recovery_cuts_a_window_back_to_whole_frames(tmp_path, monkeypatch, poin
 def test_snappy_is_for_parquet_only(tmp_path):
     with pytest.raises(ValueError, match="snappy"):
         Writer(tmp_path, POLICY, compress=Compress.SNAPPY)
+
+
+def test_a_bucket_gets_a_zstd_window_with_its_content_encoding(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    data = zstandard.ZstdCompressor().compress(b"2024-07-01T02:00:00Z,,1,false,,,,0\n")
+    (state / "user-events-20240701-020000.00112233445566aa.csv.zst").write_bytes(data)
+    store = MemoryStore()
+    uploader = Uploader(state, store, UploadReport(Metrics()))
+    uploader.start()
+    assert uploader.drain(30)
+    uploader.stop()
+    name = "user-events-20240701-020000.csv.zst"
+    assert store.read(name) == data
+    assert store.objects[name][2] == {"content-type": "text/csv", "content-encoding": "zstd"}
