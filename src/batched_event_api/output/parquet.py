@@ -102,7 +102,9 @@ def _write(
             raise ConversionError("not a CSV file as the writer renders it: no header line")
         csv_bytes = len(HEADER)
     target = schema()
-    writer = pq.ParquetWriter(destination, target, compression=compression, version="2.6")
+    # gzip at level 6, as for .csv.gz: Arrow's 9 takes twice the time for 0.5% less.
+    level = 6 if compression == "gzip" else None
+    writer = pq.ParquetWriter(destination, target, compression=compression, compression_level=level, version="2.6")
     rows, pending, pending_bytes = 0, [], 0
     try:
         for piece in _pieces(source):
