@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import socket
 from pathlib import Path
+from typing import BinaryIO
 
 import click
+import zstandard
 
 from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.inventory import finished_files
@@ -54,8 +57,8 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
     try:
         fd, _ = LocalDisk(directory).open_read(newest)
         with open(fd, "rb") as raw:
-            first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
-    except (OSError, EOFError) as exc:  # another user's; not gzip, or cut short (BadGzipFile is an OSError)
+            first_line = _decoded(raw, newest).readline()
+    except (OSError, EOFError, zstandard.ZstdError) as exc:  # another user's; not gzip/zstd, or cut short
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "truncated"
         return (
             f"cannot serve from {directory}: its newest file, {newest}, cannot be read to check its header "
@@ -69,3 +72,12 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
         f"cannot serve from {directory} {'with' if header else 'without'} --header: its newest file, {newest}, "
         f"{it}, and one directory of both kinds trips readers of *.csv; serve it {option}, or use another directory"
     )
+
+
+def _decoded(raw: BinaryIO, name: str) -> BinaryIO:
+    """A window file's CSV, read through its compression (by its name's suffix)."""
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    return raw

@@ -38,7 +38,7 @@ from typing import BinaryIO, TypeVar
 
 from batched_event_api.backoff import Backoff
 from batched_event_api.commit.disk import LocalDisk
-from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, window_id
+from batched_event_api.commit.partfiles import CONTENT_ENCODINGS, UPLOADED_LIST, finished_stem, window_id
 from batched_event_api.config import DEFAULTS
 from batched_event_api.metrics import Metrics
 from batched_event_api.output.store import Finished, Store, StoreError, publish
@@ -295,8 +295,7 @@ class Uploader:
         digest = hashlib.sha256(data).hexdigest() if data is not None else _sha256_of(f)
         f.seek(0)  # the store reads it from its start (a bucket streams parts from it, data or not)
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # _scan took only finished names
-        encoding = "gzip" if suffix.endswith(".gz") else None
-        window = Finished(f, size, digest, window_id(name), data, content_encoding=encoding)
+        window = Finished(f, size, digest, window_id(name), data, content_encoding=CONTENT_ENCODINGS.get(suffix))
         started = time.perf_counter()
         target, result = publish(self.store, stem, suffix, window)  # the store's name: the local -N and id dropped
         self.report.uploaded(result, time.perf_counter() - started)
