@@ -85,12 +85,13 @@ WORKDIR = Path(__file__).resolve().parent / "out"
 FINISHED: list[Path] = []  # run directories, deleted when the whole benchmark is done
 
 
-def generate(n: int, rng: random.Random, start_ns: int) -> tuple[list[bytes], int]:
-    """Ordered, realistic events shaped like the seed datasets, one NDJSON line each."""
+def generate(n: int, rng: random.Random, start_ns: int, spread_ns: int = 0) -> tuple[list[bytes], int]:
+    """Realistic events shaped like the seed datasets, one NDJSON line each: in time order, or
+    with `spread_ns` at times drawn at random over [start_ns, start_ns + spread_ns)."""
     lines = []
     t = start_ns
     for _ in range(n):
-        t += rng.randrange(200_000_000, 1_800_000_000)
+        t = start_ns + rng.randrange(spread_ns) if spread_ns else t + rng.randrange(200_000_000, 1_800_000_000)
         seconds, nanos = divmod(t, 10**9)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}".rstrip("0").rstrip(".") + "Z"
         event = {
@@ -230,13 +231,14 @@ class Served:
 
     def rows(self) -> int:
         """Rows in the committed files (after the server stopped)."""
-        return sum(data.count(b"\n") for data in self.committed())
+        return sum(rows for rows, _ in self.committed())
 
-    def committed(self) -> Iterator[bytes]:
-        """The committed files' bytes: the run's objects in the bucket, or its output directory's files."""
+    def committed(self) -> Iterator[tuple[int, int]]:
+        """Rows and bytes of each committed file: the run's objects in the bucket, or the files in
+        its output directory and its partitions (Parquet files counted by their footer)."""
         if self.bucket is not None:
-            return self.bucket.objects(self.workdir.name + "/")
-        return (p.read_bytes() for p in (self.workdir / "out").glob("*.csv"))
+            return ((data.count(b"\n"), len(data)) for data in self.bucket.objects(self.workdir.name + "/"))
+        return (_rows_and_size(p) for p in sorted((self.workdir / "out").rglob("user-events-*")))
 
     def backlog(self) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", self.port)
@@ -246,8 +248,19 @@ class Served:
         return answer["backlog"]
 
 
+def _rows_and_size(path: Path) -> tuple[int, int]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows, path.stat().st_size
+    data = path.read_bytes()
+    return data.count(b"\n"), len(data)
+
+
 @contextlib.contextmanager
-def served(fsync: str, prefill: int = 0, bucket: Bucket | None = None) -> Iterator[Served]:
+def served(
+    fsync: str, prefill: int = 0, bucket: Bucket | None = None, options: tuple[str, ...] = ()
+) -> Iterator[Served]:
     """A fresh run directory (deleted at the very end), the disk probes, and the real server on it."""
     workdir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
     FINISHED.append(workdir)
@@ -256,7 +269,9 @@ def served(fsync: str, prefill: int = 0, bucket: Bucket | None = None) -> Iterat
     for i in range(prefill):  # an output directory that already holds many committed files
         (workdir / "out" / f"user-events-20000101-000000-{i}.csv").write_bytes(b"")
     if bucket is None:
-        server, port = start_server(str(workdir / "out"), "--fsync", fsync)
+        # A finishing step (Parquet, partitions): the writer works in a state directory.
+        finishing = ("--state-dir", str(workdir / "state")) if {"--format", "--partition"} & {*options} else ()
+        server, port = start_server(str(workdir / "out"), "--fsync", fsync, *finishing, *options)
     else:
         server, port = start_server(
             f"s3://{bucket.name}/{workdir.name}/", "--fsync", fsync, "--state-dir", str(workdir / "out"), env=bucket.env
@@ -268,13 +283,20 @@ def served(fsync: str, prefill: int = 0, bucket: Bucket | None = None) -> Iterat
         server.wait(timeout=120)
 
 
-def run(name: str, fsync: str, rng: random.Random, prefill: int = 0, bucket: Bucket | None = None) -> dict:
+def run(
+    name: str,
+    fsync: str,
+    rng: random.Random,
+    prefill: int = 0,
+    bucket: Bucket | None = None,
+    options: tuple[str, ...] = (),
+) -> dict:
     per_request, requests = WORKLOADS[name]
     warmup = max(1, int(requests * WARMUP))
     lines, _ = generate(per_request * (warmup + requests), rng, 1_720_000_000 * 10**9)
     bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
     drained = None
-    with served(fsync, prefill, bucket) as server:
+    with served(fsync, prefill, bucket, options) as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port)
         headers = {"Content-Type": "application/x-ndjson"}
         latencies = []
@@ -294,17 +316,18 @@ def run(name: str, fsync: str, rng: random.Random, prefill: int = 0, bucket: Buc
         elapsed = time.perf_counter() - started
         rss = peak_rss_mib(server.pid)
         conn.close()
-        if bucket is not None:  # every committed window uploaded: the upload rate, end to end
+        if bucket is not None or "--format" in options:  # every committed window finished: the rate end to end
             while server.backlog()["windows"]:
                 time.sleep(0.05)  # polling the server's own count
             drained = time.perf_counter() - started
-    sizes = [(data.count(b"\n"), len(data)) for data in server.committed()]
+    sizes = list(server.committed())
     rows = sum(n for n, _ in sizes)
     events = per_request * requests
     name = (
         f"{name} ({per_request}/req)"
         + (f", {prefill:,} files already there" if prefill else "")
         + (", bucket output" if bucket else "")
+        + (f", {' '.join(options)}" if options else "")
     )
     if rows != per_request * (warmup + requests):
         raise RuntimeError(f"{name}: {rows} rows written for {per_request * (warmup + requests)} events sent")
@@ -334,7 +357,11 @@ wrk.body = [[%s]]
 
 
 # Workloads under wrk, a load generator in C: name -> (events per request, connections).
-WRK_WORKLOADS = {"W3": (1, 1), "W4": (1, 64), "W5": (40, 64)}
+WRK_WORKLOADS = {"W3": (1, 1), "W4": (1, 64), "W5": (40, 64), "W6": (40, 64)}
+# W6 is W5 with strict windows: event times drawn at random over 80 minutes, so that every request
+# writes to all of 16 open five-minute windows.
+WRK_SPREAD_NS = {"W6": 80 * 60 * 10**9}
+WRK_OPTIONS = {"W6": ("--align", "interval", "--max-open-windows", "16")}
 
 
 def run_wrk(name: str, fsync: str, rng: random.Random, seconds: int = 10) -> dict | None:
@@ -344,9 +371,10 @@ def run_wrk(name: str, fsync: str, rng: random.Random, seconds: int = 10) -> dic
     if wrk is None:
         return None
     per_request, connections = WRK_WORKLOADS[name]
-    lines, _ = generate(per_request, rng, 1_720_000_000 * 10**9)
+    lines, _ = generate(per_request, rng, 1_720_000_000 * 10**9, WRK_SPREAD_NS.get(name, 0))
     body = b"".join(lines)
-    with served(fsync) as server:
+    options = WRK_OPTIONS.get(name, ())
+    with served(fsync, options=options) as server:
         result = _wrk(wrk, server.workdir, server.port, body, connections, seconds)
         result["peak RSS MiB"] = peak_rss_mib(server.pid)
     rows = server.rows() // per_request
@@ -355,7 +383,7 @@ def run_wrk(name: str, fsync: str, rng: random.Random, seconds: int = 10) -> dic
         raise RuntimeError(f"wrk: {rows} requests' rows written for {result['requests']} requests answered")
     rate = result["requests/s"]
     return {
-        "workload": f"{name} wrk -t1 -c{connections} ({per_request}/req)",
+        "workload": f"{name} wrk -t1 -c{connections} ({per_request}/req{', ' + ' '.join(options) if options else ''})",
         "fsync": fsync,
         "events/s": rate * per_request,
         "requests/s": rate,
@@ -535,6 +563,12 @@ def main() -> None:
         help="also run W1 and W2 (fsync on) with a bucket as output (a moto S3 server on loopback)",
     )
     parser.add_argument(
+        "--parquet",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run W1 and W2 (fsync on) with --format parquet, each beside a CSV run",
+    )
+    parser.add_argument(
         "--store-nice",
         type=int,
         default=19,
@@ -559,6 +593,8 @@ def main() -> None:
     plan: list[tuple[str, str, int | str]] = [(name, fsync, 0) for name in args.only for fsync in args.fsync]
     if args.bucket and "always" in args.fsync:
         plan += [(name, "always", "bucket") for name in ("W1", "W2") if name in args.only]
+    if args.parquet and "always" in args.fsync:
+        plan += [(name, "always", "parquet") for name in ("W1", "W2") if name in args.only]
     if "W1" in args.only and "always" in args.fsync and args.prefill:
         plan.append(("W1", "always", args.prefill))
     against_local: list[str] = []
@@ -587,6 +623,25 @@ def main() -> None:
                     f"of each pair: median {statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}); "
                     f"{r['uploaded MB']:.0f} MB of windows all uploaded {r['uploads drained s']:.1f} s after the "
                     f"first measured request ({r['uploaded MB'] / r['uploads drained s']:.1f} MB/s end to end)"
+                )
+            elif extra == "parquet":
+                # Beside a CSV run each, alternating, as the bucket runs are.
+                options = ("--format", "parquet")
+                pairs = [
+                    (run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), options=options))
+                    for _ in range(max(1, args.repeat))
+                ]
+                r = median_of([b for _, b in pairs])
+                base = median_of([a for a, _ in pairs])
+                ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
+                results.append(r)
+                against_local.append(
+                    f"{name} with --format parquet: ingest {r['events/s']:,.0f} events/s against {base['events/s']:,.0f} "
+                    f"with CSV output in the runs beside them; parquet/CSV of each pair: median "
+                    f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}); "
+                    f"{r['uploaded MB']:.1f} MB of Parquet for {base['uploaded MB']:.1f} MB of CSV "
+                    f"({r['uploaded MB'] / base['uploaded MB']:.2f}x), all converted "
+                    f"{r['uploads drained s']:.1f} s after the first measured request"
                 )
             elif name in WORKLOADS:
                 results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))  # noqa: B023

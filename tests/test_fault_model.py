@@ -63,6 +63,7 @@ from batched_event_api.commit.partfiles import (
 )
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
+from batched_event_api.config import Compress
 from batched_event_api.events.render import COLUMNS, csv_line
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.timestamps import (
@@ -619,7 +620,7 @@ class FaultModel(RuleBasedStateMachine):
         self.suffix = ".csv.gz" if compress else ".csv"
         self.file_mode = GROUP_FILE_MODE if group_readable else FILE_MODE
         self.options = dict(
-            compress=compress,
+            compress=Compress.GZIP if compress else Compress.NONE,
             header=HEADER if header else "",
             key_retention=KEY_RETENTION,
             key_memory=key_memory,

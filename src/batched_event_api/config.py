@@ -29,8 +29,8 @@ class SyncMany(StrEnum):
 class Compress(StrEnum):
     NONE = "none"
     GZIP = "gzip"  # committed files as .csv.gz
-    ZSTD = "zstd"
-    SNAPPY = "snappy"
+    ZSTD = "zstd"  # committed files as .csv.zst
+    SNAPPY = "snappy"  # Parquet files only
 
 
 class Format(StrEnum):

@@ -22,7 +22,7 @@ from batched_event_api.commit.thread import SerialThread
 from batched_event_api.commit.windows import WindowPolicy
 from batched_event_api.commit.writer import Applied, Committed, Writer
 from batched_event_api.commit.writer import Request as WriteRequest
-from batched_event_api.config import Align, Compress, Settings, SyncMany
+from batched_event_api.config import Align, Settings, SyncMany
 from batched_event_api.errors import ClientError, StorageError
 from batched_event_api.events.render import COLUMNS
 from batched_event_api.events.transcode import SLICE, Batch, transcode
@@ -53,7 +53,7 @@ class Ingest:
             key_retention=settings.key_retention,
             key_memory=settings.key_memory,
             file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
-            compress=settings.csv_compression is Compress.GZIP,
+            compress=settings.csv_compression,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
             window_ids=settings.store_url is not None,  # a finish stage knows its own creates by them
         )

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import os
 import socket
 from pathlib import Path
+from typing import BinaryIO
 
 import click
+import zstandard
 
 from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.inventory import finished_files, read_status
@@ -56,8 +59,8 @@ def header_mismatch(directory: Path, header: bool) -> str | None:
     try:
         fd, _ = LocalDisk(directory).open_read(newest)
         with open(fd, "rb") as raw:
-            first_line = (gzip.GzipFile(fileobj=raw) if newest.endswith(".gz") else raw).readline()
-    except (OSError, EOFError) as exc:  # another user's; not gzip, or cut short (BadGzipFile is an OSError)
+            first_line = _decoded(raw, newest).readline()
+    except (OSError, EOFError, zstandard.ZstdError) as exc:  # another user's; not gzip/zstd, or cut short
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "truncated"
         return (
             f"cannot serve from {directory}: its newest file, {newest}, cannot be read to check its header "
@@ -90,3 +93,12 @@ def unfinished_direct_run(directory: Path) -> str | None:
         "events of a server that wrote into it directly (an open window or a publish under way); serve it "
         "once without --format parquet and --partition to commit them, then restart with them"
     )
+
+
+def _decoded(raw: BinaryIO, name: str) -> BinaryIO:
+    """A window file's CSV, read through its compression (by its name's suffix)."""
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+    return raw

@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Iterator
 
 from batched_event_api.commit.disk import LocalDisk
+from batched_event_api.config import Compress
 from batched_event_api.events.timestamps import utc_stamp
 
 log = logging.getLogger("batched_event_api.writer")
@@ -30,12 +31,23 @@ PART_SUFFIX = ".inprogress"
 # With a bucket: the windows already uploaded whose local file the journal still keeps, one name a
 # line, rewritten by the uploader as that changes (for `status`; advisory, never synced).
 UPLOADED_LIST = ".uploaded"
-_FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(?:\.([0-9a-f]{16}))?(\.csv(?:\.gz)?)")
+_FINISHED = re.compile(r"(user-events-\d{8}-\d{6})(?:-\d+)?(?:\.([0-9a-f]{16}))?(\.csv(?:\.gz|\.zst)?)")
+# A CSV window's file name ends in its compression's suffix; a bucket's object says it in its
+# Content-Encoding.
+_CSV_SUFFIXES = {Compress.NONE: ".csv", Compress.GZIP: ".csv.gz", Compress.ZSTD: ".csv.zst"}
+CONTENT_ENCODINGS = {".csv.gz": "gzip", ".csv.zst": "zstd"}
+
+
+def csv_suffix(compress: Compress) -> str:
+    """The suffix of a CSV window's file name."""
+    if compress not in _CSV_SUFFIXES:
+        raise ValueError(f"CSV files are not compressed with {compress}")
+    return _CSV_SUFFIXES[compress]
 
 
 def finished_stem(name: str) -> tuple[str, str] | None:
-    """`user-events-YYYYMMDD-HHMMSS` and `.csv` or `.csv.gz` of a finished window's file name, its
-    -N and window id dropped; None for any other name."""
+    """`user-events-YYYYMMDD-HHMMSS` and `.csv`, `.csv.gz` or `.csv.zst` of a finished window's
+    file name, its -N and window id dropped; None for any other name."""
     match = _FINISHED.fullmatch(name)
     return (match[1], match[3]) if match else None
 
@@ -67,11 +79,11 @@ def is_part_name(entry: str) -> bool:
 def part_name(name: str) -> str:
     """`user-events-X.csv` -> `.user-events-X.inprogress` (`user-events-X.<id>.csv` ->
     `.user-events-X.<id>.inprogress`): invisible to `*.csv*` and to dot-skipping readers."""
-    return "." + name.removesuffix(".gz").removesuffix(".csv") + PART_SUFFIX
+    return "." + name.removesuffix(".gz").removesuffix(".zst").removesuffix(".csv") + PART_SUFFIX
 
 
 class PartFiles:
-    """The window files of one storage (`suffix`: `.csv` or `.csv.gz`)."""
+    """The window files of one storage (`suffix`: csv_suffix's)."""
 
     def __init__(self, disk: LocalDisk, suffix: str, *, window_ids: bool = False) -> None:
         self.disk = disk

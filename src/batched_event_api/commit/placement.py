@@ -6,14 +6,17 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import zstandard
 
 from batched_event_api.commit.journal import Check, OpenFile
 from batched_event_api.commit.partfiles import PartFiles
 from batched_event_api.commit.sync import SyncRound, Write
 from batched_event_api.commit.windows import Plan
+from batched_event_api.config import Compress
 
 if TYPE_CHECKING:
     from batched_event_api.events.rows import Rows
@@ -53,14 +56,26 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
+def _encoder(compress: Compress) -> Callable[[bytes], bytes]:
+    """How one write's bytes are encoded. Compressed files get one gzip member or one zstd frame
+    per write: concatenated members (frames) are one valid stream, so appending and truncating
+    at a recorded size keep the file readable."""
+    if compress is Compress.NONE:
+        return _identity
+    if compress is Compress.GZIP:
+        return _gzip
+    if compress is Compress.ZSTD:
+        # One compressor for the writer's thread (not shared across threads), its context reused.
+        return zstandard.ZstdCompressor(level=3, write_checksum=True).compress
+    raise ValueError(f"CSV files are not compressed with {compress}")
+
+
 class Placement:
-    def __init__(self, parts: PartFiles, sync: SyncRound, *, header: bytes, compress: bool) -> None:
+    def __init__(self, parts: PartFiles, sync: SyncRound, *, header: bytes, compress: Compress) -> None:
         self.parts = parts
         self.sync = sync
         self.header = header
-        # Compressed files get one gzip member per write: concatenated members are one valid gzip
-        # stream, so appending and truncating at a recorded size keep the file readable.
-        self._encode = _gzip if compress else _identity
+        self._encode = _encoder(compress)
 
     def place_segments(self, plan: Plan, times: Sequence[int], rows: Rows, state: RoundState) -> list[Committed]:
         """Where one request's rows go, against the round's state so far: adds the writes and
@@ -103,7 +118,7 @@ class Placement:
         return closed
 
     def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Write:
-        """A write of the chunks at offset (one gzip member when compressing), with its check."""
+        """A write of the chunks at offset (one gzip member or zstd frame when compressing), with its check."""
         if self._encode is not _identity:
             chunks = [memoryview(self._encode(b"".join(chunks)))]
         crc = 0

@@ -23,7 +23,7 @@ from batched_event_api.commit.journal import (
     encode_record,
 )
 from batched_event_api.commit.keys import KeyStore, key_cost
-from batched_event_api.commit.partfiles import PartFiles
+from batched_event_api.commit.partfiles import PartFiles, csv_suffix
 from batched_event_api.commit.placement import Committed, Placement, RoundState
 from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
@@ -68,7 +68,7 @@ class Writer:
         header: str = "",
         key_retention: float = DEFAULTS.key_retention,
         key_memory: int = DEFAULTS.key_memory,
-        compress: bool = DEFAULTS.compress is Compress.GZIP,
+        compress: Compress = DEFAULTS.csv_compression,
         syncfs_from: int | None = SYNCFS_FROM,
         disk: LocalDisk | None = None,
         compact_bytes: int = COMPACT_BYTES,
@@ -88,7 +88,7 @@ class Writer:
         self.header = header.encode()
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # window_ids (a bucket as output): each window's name carries an id the uploader recognises it by.
-        self.parts = PartFiles(self.disk, ".csv.gz" if compress else ".csv", window_ids=window_ids)
+        self.parts = PartFiles(self.disk, csv_suffix(compress), window_ids=window_ids)
         self.placement = Placement(self.parts, self.sync, header=self.header, compress=compress)
         self.open: OpenFile | None = None
         self.keys = KeyStore(key_retention, key_memory)

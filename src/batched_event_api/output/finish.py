@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from batched_event_api.commit.partfiles import finished_stem, window_id
+from batched_event_api.commit.partfiles import CONTENT_ENCODINGS, finished_stem, window_id
 from batched_event_api.config import Compress, Format
 from batched_event_api.output.partition import Partition
 from batched_event_api.output.store import Finished, Outcome, Store, publish
@@ -33,7 +33,6 @@ PARQUET_SUFFIX = ".parquet"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 _TEMPORARY = re.compile(r"\.user-events-[^/]*\.parquet\.tmp")
 _OPEN_TEMPORARY = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_ENCODINGS = {".gz": "gzip", ".zst": "zstd"}  # of a compressed CSV window, by its last suffix
 
 
 class Unconvertible(Exception):
@@ -76,7 +75,7 @@ class Finish:
         where = self.shape.partition.prefix(stem) + stem if self.shape.partition else stem
         ident = window_id(name)
         if self.shape.format is Format.CSV:
-            encoding = _ENCODINGS.get(Path(suffix).suffix)
+            encoding = CONTENT_ENCODINGS.get(suffix)
             return publish(self.store, where, suffix, self._finished(f, size, ident, "text/csv", encoding))
         with self._converted(name, f) as (parquet, parquet_size):
             return publish(

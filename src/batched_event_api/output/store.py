@@ -39,7 +39,7 @@ class Finished:
     window_id: str | None  # None: a file from before window ids
     data: bytes | None = None  # the whole file when it was read already (a small window), else None
     content_type: str = "text/csv"
-    content_encoding: str | None = None  # "gzip" for a .csv.gz window
+    content_encoding: str | None = None  # "gzip" for a .csv.gz window, "zstd" for a .csv.zst
 
 
 class Store(Protocol):
