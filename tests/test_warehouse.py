@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import random
+import re
 import signal
 import struct
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 
 from batched_event_api.events import timestamps
 from model import generate_events, model_files, ndjson
+from paths import ROOT
 from polling import wait_for
 from s3store import KEY_ID, S3_SERVERS, SECRET, Bucket
 from servers import Server, post_maybe_killed, run_cli
@@ -137,8 +139,29 @@ def _bodies(events: list[dict], rng: random.Random, sizes: tuple[int, ...] = (1,
     return bodies
 
 
-def _serve(tmp_path: Path, *args: str) -> Server:
-    return Server(tmp_path / "out", "--state-dir", str(tmp_path / "state"), *args, log_dir=tmp_path).start()
+def _serve(tmp_path: Path, *args: str, output: str = "out") -> Server:
+    return Server(tmp_path / output, "--state-dir", str(tmp_path / "state"), *args, log_dir=tmp_path).start()
+
+
+def readme_recipes() -> dict[str, str]:
+    """The Python blocks of the README's "For warehouses" section, by the library each imports."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## For warehouses: Parquet and partitions\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    return {re.search(r"import ([\w.]+)", block)[1]: block for block in blocks}  # type: ignore[index]
+
+
+def _as_arrow(events):
+    """What a recipe's `events` is, as an Arrow table."""
+    import pyarrow as pa
+
+    if hasattr(events, "to_arrow_table"):  # DuckDB's relation
+        return events.to_arrow_table()
+    if hasattr(events, "to_arrow"):  # Polars
+        return events.to_arrow()
+    if isinstance(events, pa.Table):
+        return events
+    return pa.Table.from_pandas(events)
 
 
 def test_a_local_partition_of_csv_puts_each_file_where_the_template_says_byte_identical(tmp_path):
@@ -159,19 +182,29 @@ def test_a_local_partition_of_csv_puts_each_file_where_the_template_says_byte_id
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
 
 
-def test_local_parquet_with_a_partition_is_read_back_exactly_by_every_reader(tmp_path):
+def test_local_parquet_with_a_partition_is_read_back_exactly_by_every_reader(tmp_path, monkeypatch):
     rng = random.Random(2022)
     events = generate_events(rng, 2000)
-    server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE)
+    server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE, output="data")
     for body in _bodies(events, rng):
         assert server.post(body).status_code == 200
     assert server.stop() == 0
-    out = tmp_path / "out"
+    out = tmp_path / "data"
     expected = model_rows(events)
     assert parquet_rows_by_stem(out) == expected
     everything = sum(expected.values(), collections.Counter())
     for reader, rows in read_by_every_reader(out).items():
         assert rows == everything, reader
+    # The README's recipes, as written, from the directory that holds data/.
+    monkeypatch.chdir(tmp_path)
+    recipes = readme_recipes()
+    assert sorted(recipes) == ["duckdb", "pandas", "polars", "pyarrow.dataset"]
+    for library, recipe in recipes.items():
+        scope: dict = {}
+        exec(recipe, scope)
+        table = _as_arrow(scope["events"])
+        assert {"dt", "hour"} <= set(table.column_names), library
+        assert collections.Counter(_arrow_rows(table)) == everything, library
     assert _hidden(out) == []  # no temporary file left visible, or at all
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
     # Owner-only, directories too.
