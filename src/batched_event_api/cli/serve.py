@@ -122,9 +122,9 @@ from batched_event_api.logs import configure_logging
 @setting(
     "--max-windows-per-request",
     type=click.IntRange(1),
-    help="Most windows one request may open, counted from its own event times from its first event (413 "
-    "naming the line that would open one more; nothing written): bounds the files and writer time one "
-    "request can take.",
+    help="Most windows one request may open, counted from its own event times from its first event (with "
+    "--align interval: the distinct windows its events fall in) (413 naming the line that would open one "
+    "more; nothing written): bounds the files and writer time one request can take.",
 )
 @setting(
     "--key-retention",
