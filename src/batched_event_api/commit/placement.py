@@ -44,6 +44,8 @@ class RoundState:
     created: list[int] = field(default_factory=list)  # part files created this round (descriptors)
     writes: list[Write] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    # Each file's latest write still to be written this round, and its check's index in `checks`.
+    last_write: dict[int, tuple[Write, int]] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
     key_bytes: int = 0  # what they will cost the key store
     events: int = 0
@@ -80,8 +82,11 @@ class Placement:
         windows the request closes."""
         closed: list[Committed] = []
         for index, segment in enumerate(plan.segments):
-            if not (index == 0 and plan.continues_open) and (open_window := state.newest) is not None:
-                closed.append(self._close(state, open_window.start))
+            if not (index == 0 and plan.continues_open):
+                if (open_window := state.newest) is not None:
+                    closed.append(self._close(state, open_window.start))
+                if segment.window_start in state.windows:  # left open by strict windows before a restart
+                    closed.append(self._close(state, segment.window_start))
             self._append(state, segment.window_start, [(segment.first, segment.stop)], rows, closed)
         return closed
 
@@ -132,33 +137,36 @@ class Placement:
         """The rows of `runs` to the window starting at `start` (a new file when none is open),
         one write per file; with --max-file-bytes, a file that reaches it is committed and the
         rest go on in a new file for the same window."""
-        pending: list[memoryview] = []
-        count = pending_bytes = 0
         # Compressed files are measured as written: one write may take them past the limit.
         split = self.max_file_bytes is not None and self._encode is _identity
+        if not split:  # the common case: every row to the one open file
+            if start not in state.windows:
+                self._create(state, start, late)
+            self._flush(state, start, rows.gather(runs), sum(stop - first for first, stop in runs))
+            if self.max_file_bytes is not None and state.windows[start].size >= self.max_file_bytes:
+                closed.append(self._close(state, start))
+            return
+        assert self.max_file_bytes is not None
+        pending: list[memoryview] = []
+        count = pending_bytes = 0
         for first, stop in runs:
             while first < stop:
                 window = state.windows.get(start) or self._create(state, start, late)
-                take = stop
-                if split:
-                    assert self.max_file_bytes is not None
-                    used = window.size or len(self.header)
-                    take = _rows_fitting(rows, first, stop, self.max_file_bytes - used - pending_bytes)
-                    if take == first and (window.rows or count):  # the next row goes to a new file
-                        self._flush(state, start, pending, count)
-                        pending, count, pending_bytes = [], 0, 0
-                        closed.append(self._close(state, start))
-                        continue
-                    take = max(take, first + 1)  # a row larger than the limit goes alone
+                used = window.size or len(self.header)
+                take = _rows_fitting(rows, first, stop, self.max_file_bytes - used - pending_bytes)
+                if take == first and (window.rows or count):  # the next row goes to a new file
+                    self._flush(state, start, pending, count)
+                    pending, count, pending_bytes = [], 0, 0
+                    closed.append(self._close(state, start))
+                    continue
+                take = max(take, first + 1)  # a row larger than the limit goes alone
                 chunks = rows.chunks(first, take)
                 pending += chunks
-                if split:
-                    pending_bytes += sum(map(len, chunks))
+                pending_bytes += sum(map(len, chunks))
                 count += take - first
                 first = take
         self._flush(state, start, pending, count)
-        window = state.windows[start]
-        if self.max_file_bytes is not None and window.size >= self.max_file_bytes:
+        if state.windows[start].size >= self.max_file_bytes:
             closed.append(self._close(state, start))
 
     def _create(self, state: RoundState, start: int, late: bool) -> OpenFile:
@@ -168,6 +176,7 @@ class Placement:
             # in batches (the open windows' stay open).
             self.sync.run(state.writes)
             state.writes = []
+            state.last_write = {}
             keep = set(state.fds.values())
             for fd in state.created:
                 if fd not in keep:
@@ -184,25 +193,33 @@ class Placement:
         return window
 
     def _flush(self, state: RoundState, start: int, chunks: list[memoryview], count: int) -> None:
-        """One write of the rows placed for the window's file, with its check."""
+        """One write of the rows placed for the window's file, with its check. A file the round
+        wrote to already gets them in that write, under one check (a group's requests each
+        touching several windows would otherwise cost a write and a recorded check each)."""
         if not count:
             return
         window = state.windows[start]
         if window.size == 0 and self.header:
             chunks = [memoryview(self.header), *chunks]
-        write = self._write_for(state.fds[start], window.name, window.size, chunks)
-        state.writes.append(write)
-        state.checks.append(write.check)
-        state.windows[start] = OpenFile(window.name, start, write.check.end, window.rows + count, window.late)
-
-    def _write_for(self, fd: int, name: str, offset: int, chunks: list[memoryview]) -> Write:
-        """A write of the chunks at offset (one gzip member when compressing), with its check."""
-        if self._encode is not _identity:
+        fd = state.fds[start]
+        if self._encode is not _identity:  # one gzip member per write
             chunks = [memoryview(self._encode(b"".join(chunks)))]
-        crc = 0
+        before = state.last_write.get(fd)
+        if before is not None and before[0].check.end == window.size:
+            write, index = before
+            crc, end = write.check.crc, write.check.end
+            write.chunks += chunks
+        else:
+            write, index = Write(fd, chunks, Check(window.name, window.size, window.size, 0)), len(state.checks)
+            crc, end = 0, window.size
+            state.last_write[fd] = (write, index)
+            state.writes.append(write)
+            state.checks.append(write.check)
         for chunk in chunks:  # what recovery checks, with fsync off too (a process crash mid-round)
             crc = zlib.crc32(chunk, crc)
-        return Write(fd, chunks, Check(name, offset, offset + sum(map(len, chunks)), crc))
+            end += len(chunk)
+        write.check = state.checks[index] = Check(window.name, write.check.start, end, crc)
+        state.windows[start] = OpenFile(window.name, start, end, window.rows + count, window.late)
 
 
 def _rows_fitting(rows: Rows, first: int, stop: int, room: int) -> int:
