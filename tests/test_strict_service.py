@@ -9,7 +9,7 @@ import random
 from batched_event_api.events.render import csv_record
 from model import MINUTE
 from polling import wait_for
-from servers import run_cli
+from servers import post_maybe_killed, run_cli
 from snapshots import csv_files
 from strict_model import StrictModel
 
@@ -152,3 +152,39 @@ def test_the_per_request_window_cap_counts_distinct_windows(server_factory):
     assert refused.status_code == 413 and refused.json()["line"] == 5
     assert server.stop() == 0
     assert sum(data.count(b"\n") for data in csv_files(server.output).values()) == 4
+
+
+def test_random_kills_with_several_windows_open_give_the_files_of_an_uninterrupted_run(server_factory, tmp_path):
+    rng = random.Random(3)
+    seconds = [HOUR_START + rng.randrange(3600) for _ in range(4000)]
+    bodies, i = [], 0
+    while i < len(seconds):
+        n = rng.choice([1, 10, 40, 100])
+        bodies.append(b"".join(_event(s, i + k)[0] for k, s in enumerate(seconds[i : i + n])))
+        i += n
+    options = (*STRICT, "--max-open-windows", "6", "--allowed-lateness", "10m", "--max-file-bytes", "20KB")
+
+    clean = server_factory(*options, output=tmp_path / "clean")
+    for body in bodies:
+        assert clean.post(body).status_code == 200
+    assert clean.stop() == 0
+    expected = csv_files(clean.output)
+
+    out = tmp_path / "crashy"
+    server = server_factory(*options, output=out)
+    kills, index = 0, 0
+    while index < len(bodies):
+        response, killed = post_maybe_killed(server, bodies[index], f"req-{index}", rng, chance=0.2)
+        if response is not None:
+            assert response.status_code == 200, response.text
+            index += 1
+        if server.proc.poll() is not None or killed:
+            server.kill()
+            kills += 1
+            server = server_factory(*options, output=out)  # recover the open windows and carry on
+    assert server.stop() == 0
+    assert kills >= 10
+    assert csv_files(out) == expected
+    _rows_in_window(expected)
+    assert all(len(data) <= 20_000 for data in expected.values())
+    assert sum(data.count(b"\n") for data in expected.values()) == len(seconds)
