@@ -9,7 +9,7 @@ import random
 from batched_event_api.events.render import csv_record
 from model import MINUTE
 from polling import wait_for
-from servers import post_maybe_killed, run_cli
+from servers import Server, post_maybe_killed, run_cli
 from snapshots import csv_files
 from strict_model import StrictModel
 
@@ -188,3 +188,28 @@ def test_random_kills_with_several_windows_open_give_the_files_of_an_uninterrupt
     _rows_in_window(expected)
     assert all(len(data) <= 20_000 for data in expected.values())
     assert sum(data.count(b"\n") for data in expected.values()) == len(seconds)
+
+
+def test_a_bucket_gets_the_strict_windows_through_a_sigkill_with_several_open(bucket, tmp_path):
+    def serve() -> Server:
+        state = ("--state-dir", str(tmp_path / "state"))
+        return Server(
+            bucket.url, *state, *STRICT, "--max-open-windows", "3", env=bucket.env(), log_dir=tmp_path
+        ).start()
+
+    rng = random.Random(8)
+    model = StrictModel(5 * MINUTE, max_open=3)
+    server = serve()
+    for i in range(0, 200, 20):
+        _send(server, model, [HOUR_START + rng.randrange(3600) for _ in range(20)], first_id=i)
+    server.kill()  # with windows open in the state directory
+    server = serve()
+    for i in range(200, 400, 20):
+        _send(server, model, [HOUR_START + rng.randrange(3600) for _ in range(20)], first_id=i)
+    assert server.stop() == 0  # commits every open window and waits for the uploads
+    objects, files = bucket.objects(), model.close_all()
+    # The same files; their -N names may differ: a window's name is free again in the state
+    # directory once its file is uploaded, and the bucket moves a taken name to the next free one.
+    assert sorted(objects.values()) == sorted(files.values())
+    assert {name[:27] for name in objects} == {name[:27] for name in files}  # user-events-YYYYMMDD-HHMMSS
+    _rows_in_window(objects)
