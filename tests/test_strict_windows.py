@@ -158,17 +158,16 @@ def test_max_file_bytes_rolls_first_event_windows_between_rows_and_keeps_every_r
         assert len(rolled) >= len(whole)
 
 
-def test_a_journal_of_an_older_version_with_one_open_window_is_resumed(tmp_path):
+def test_a_first_event_journal_is_written_as_older_versions_read_it_and_theirs_is_resumed(tmp_path):
     writer = Writer(tmp_path, WindowPolicy(INTERVAL), fsync=False)
     writer.start()
     writer.apply([BASE + SECOND], _rows([BASE + SECOND], 0))
     window = writer.open
     writer.close()
     assert window is not None
-    # As 0.6 wrote it: `open`, no `windows`.
-    legacy = encode_record(Record(seq=5, open=window))
-    assert b'"windows"' not in legacy
-    (tmp_path / Journal(tmp_path, writer.disk, fsync=False).path.name).write_bytes(legacy)
+    journal = (tmp_path / ".journal").read_bytes()
+    assert b'"open":' in journal and b'"windows"' not in journal  # a downgrade keeps the open window
+    (tmp_path / ".journal").write_bytes(encode_record(Record(seq=5, open=window)))  # as 0.6 wrote it
     writer = Writer(tmp_path, WindowPolicy(INTERVAL), fsync=False)
     writer.start()
     assert writer.open == window and list(writer.windows) == [window.start]
@@ -176,3 +175,14 @@ def test_a_journal_of_an_older_version_with_one_open_window_is_resumed(tmp_path)
     writer.commit_open()
     writer.close()
     assert list(csv_files(tmp_path).values())[0].count(b"\n") == 2
+
+
+def test_strict_windows_journal_every_open_window_and_the_watermark(tmp_path):
+    writer = Writer(tmp_path, StrictWindows(INTERVAL, lateness=INTERVAL, max_open=4), fsync=False)
+    writer.start()
+    times = [BASE + INTERVAL + 1, BASE + 1, BASE + 2 * INTERVAL + 1]
+    writer.apply(times, _rows(times, 0))  # the watermark passes [BASE, BASE + INTERVAL) + lateness only
+    writer.close()
+    [record] = Journal(tmp_path, writer.disk, fsync=False).read()[0][-1:]
+    assert record.open is None and [w.start for w in record.windows] == [BASE + INTERVAL, BASE + 2 * INTERVAL]
+    assert record.watermark == BASE + 2 * INTERVAL + 1

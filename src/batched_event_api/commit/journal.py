@@ -14,6 +14,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -51,7 +52,8 @@ class Record(msgspec.Struct, omit_defaults=True):
     """One journal entry: the state after a step, and what that step did."""
 
     seq: int
-    windows: list[OpenFile] = []  # the open windows, in the order they were opened
+    open: OpenFile | None = None  # the one open window, as every version writes it (see window_fields)
+    windows: list[OpenFile] = []  # the open windows, in the order they were opened, when that is not one
     # Strict windows: the greatest event time accepted (UTC ns), which commits the windows it passes.
     watermark: int | None = None
     publish: list[str] = []  # committed windows whose final names may not be durable yet
@@ -67,11 +69,19 @@ class Record(msgspec.Struct, omit_defaults=True):
     checks: list[Check] = []
     keys: list[tuple[str, int]] | None = None  # snapshots of 0.3 and before: every key, no time (read only)
     key: str | None = None  # journals of 0.2.0 and before: one request's key per record (read only)
-    open: OpenFile | None = None  # journals of 0.6 and before: the one open window (read only)
 
     def opened(self) -> list[OpenFile]:
         """The open windows this record leaves, from either version of the record."""
         return self.windows or ([self.open] if self.open is not None else [])
+
+
+def window_fields(windows: list[OpenFile], watermark: int | None) -> dict[str, Any]:
+    """The open windows as a record carries them: one window, not late, and no watermark (the
+    first-event policy) as `open`, which versions before several open windows read too (a
+    downgrade keeps the window, and the journal stays as they wrote it); else `windows`."""
+    if watermark is None and len(windows) == 1 and not windows[0].late:
+        return {"open": windows[0]}
+    return {"windows": windows, "watermark": watermark}
 
 
 _ENCODER = msgspec.json.Encoder()

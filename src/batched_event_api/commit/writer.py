@@ -23,6 +23,7 @@ from batched_event_api.commit.journal import (
     OpenFile,
     Record,
     encode_record,
+    window_fields,
 )
 from batched_event_api.commit.keys import KeyStore, key_cost
 from batched_event_api.commit.partfiles import PartFiles
@@ -244,8 +245,7 @@ class Writer:
                 if written:
                     record = Record(
                         self.seq + 1,
-                        windows=list(state.windows.values()),
-                        watermark=state.watermark,
+                        **window_fields(list(state.windows.values()), state.watermark),
                         publish=state.publish,
                         moved=self._moved_for(state.publish),
                         applied=list(state.keys.items()),
@@ -348,7 +348,12 @@ class Writer:
         publish = self._publish + [c.name for c in closed]
         with self._storage_step():
             self._commit(
-                Record(self.seq + 1, watermark=self.watermark, publish=publish, moved=self._moved_for(publish)),
+                Record(
+                    self.seq + 1,
+                    **window_fields([], self.watermark),
+                    publish=publish,
+                    moved=self._moved_for(publish),
+                ),
                 [],
                 new_entries=False,
             )
@@ -467,8 +472,7 @@ class Writer:
                 self._commit(
                     Record(
                         self.seq + 1,
-                        windows=list(self.windows.values()),
-                        watermark=self.watermark,
+                        **window_fields(list(self.windows.values()), self.watermark),
                         publish=self._publish,
                         moved=dict(self._moved),
                     ),
@@ -494,8 +498,7 @@ class Writer:
         """Replace the journal with one record of the whole state (atomically)."""
         snapshot = Record(
             self.seq,
-            windows=list(self.windows.values()),
-            watermark=self.watermark,
+            **window_fields(list(self.windows.values()), self.watermark),
             publish=self._publish,
             moved=self._moved_for(self._publish),
             kept=self.keys.items(),
