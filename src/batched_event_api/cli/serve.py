@@ -75,7 +75,10 @@ from batched_event_api.logs import configure_logging
     "to 168h (a week: every window then fits the accepted time range).",
 )
 @setting(
-    "--idle-close", type=Duration(), help="Commit the open window after this long (wall clock) without new events."
+    "--idle-close",
+    type=Duration(),
+    help="Commit the open window (with --align interval: every open window) after this long (wall clock) "
+    "without new events.",
 )
 @setting(
     "--align",
