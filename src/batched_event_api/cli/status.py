@@ -26,7 +26,7 @@ from batched_event_api.config import OUTPUT, STATE_DIR
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def status(output: str, state_dir: Path | None, as_json: bool) -> None:
-    """What an output directory holds: the open window, committed files, pending publishes, the journal.
+    """What an output directory holds: the open windows, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
     from batched_event_api.commit.inventory import read_status
     from batched_event_api.commit.journal import JournalDamaged
@@ -39,14 +39,16 @@ def status(output: str, state_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(state.as_dict()))
         return
-    w = state.open
     click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
-    click.echo(
-        f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
-        f"last written {w.idle_seconds:g}s ago"
-        if w
-        else "open window:       none"
-    )
+    if len(state.open_windows) > 1:
+        click.echo(f"open windows:      {len(state.open_windows)}")
+    for w in state.open_windows:
+        click.echo(
+            f"open window:       {w.name} (event time from {w.start}{', a late file' if w.late else ''}), "
+            f"{w.rows:,} rows, {w.bytes:,} bytes, last written {w.idle_seconds:g}s ago"
+        )
+    if not state.open_windows:
+        click.echo("open window:       none")
     click.echo(
         f"{'waiting for upload:' if bucket else 'committed files:  '} {state.committed_files:,} "
         f"({state.committed_bytes:,} bytes)" + (f", newest {state.newest_committed}" if state.newest_committed else "")
