@@ -61,7 +61,7 @@ from batched_event_api.commit.partfiles import (
     part_name,
     window_id,
 )
-from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.windows import StrictWindows, WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
 from batched_event_api.config import Compress
 from batched_event_api.events.render import COLUMNS, csv_line
@@ -607,6 +607,8 @@ class FaultModel(RuleBasedStateMachine):
     @initialize(
         compress=st.booleans(),
         aligned=st.booleans(),
+        strict=st.booleans(),
+        max_file_bytes=st.sampled_from([None, None, 400]),
         header=st.booleans(),
         bucket=st.booleans(),
         syncfs_from=st.sampled_from([None, 3, 8]),
@@ -614,8 +616,22 @@ class FaultModel(RuleBasedStateMachine):
         key_memory=st.sampled_from([256 << 20, 1500]),
         group_readable=st.booleans(),
     )
-    def configure(self, compress, aligned, header, bucket, syncfs_from, compact_bytes, key_memory, group_readable):
-        self.policy = WindowPolicy(INTERVAL, aligned=aligned)
+    def configure(
+        self,
+        compress,
+        aligned,
+        strict,
+        max_file_bytes,
+        header,
+        bucket,
+        syncfs_from,
+        compact_bytes,
+        key_memory,
+        group_readable,
+    ):
+        # Strict windows (--align interval): several open at once, at most 3 here, so that the cap
+        # commits windows too.
+        self.policy = StrictWindows(INTERVAL, max_open=3) if strict else WindowPolicy(INTERVAL, aligned=aligned)
         self.compress, self.header = compress, header
         self.suffix = ".csv.gz" if compress else ".csv"
         self.file_mode = GROUP_FILE_MODE if group_readable else FILE_MODE
@@ -627,12 +643,14 @@ class FaultModel(RuleBasedStateMachine):
             window_ids=bucket,
             file_mode=self.file_mode,
             clock=lambda: self.now,
+            max_file_bytes=max_file_bytes,
         )
         self.syncfs_from, self.compact_bytes = syncfs_from, compact_bytes
         if bucket:
             self.bucket = MemoryBucket()
         note(
-            f"config: compress={compress} aligned={aligned} header={header} bucket={bucket} "
+            f"config: compress={compress} aligned={aligned} strict={strict} max_file_bytes={max_file_bytes} "
+            f"header={header} bucket={bucket} "
             f"syncfs_from={syncfs_from} compact_bytes={compact_bytes} key_memory={key_memory} "
             f"file_mode={self.file_mode:o}"
         )
@@ -1212,7 +1230,7 @@ class FaultModel(RuleBasedStateMachine):
                 seen = self.finished.setdefault(entry.name, data)
                 assert seen == data, f"the finished window {entry.name} changed"
         if self.writer is not None and self.writer.healthy:
-            expected = {part_name(self.writer.open.name)} if self.writer.open else set()
+            expected = {part_name(w.name) for w in self.writer.windows.values()}
             assert ours_in_progress == expected, f"part files {ours_in_progress}, the journal names {expected}"
         if self.bucket is not None:
             for name, obj in self.bucket.objects.items():
@@ -1259,7 +1277,7 @@ class FaultModel(RuleBasedStateMachine):
                 else:
                     raise AssertionError("the uploader did not empty a healthy state directory")
                 uploader.stop()
-            assert writer.healthy and writer.open is None
+            assert writer.healthy and not writer.windows
             writer.close()
             self.read_view(dst, bucket, view, what)
             return view

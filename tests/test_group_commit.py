@@ -9,10 +9,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batched_event_api.commit.windows import StrictWindows
 from batched_event_api.commit.writer import Request, Writer
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.transcode import Batch
-from model import MINUTE
+from model import INTERVAL, MINUTE
 from snapshots import csv_files
 from writer_setup import POLICY
 
@@ -32,17 +33,23 @@ def _outcome(applied) -> tuple:
 
 
 @settings(max_examples=150, deadline=None)
-@given(requests=requests, cuts=st.lists(st.integers(1, 6), min_size=1, max_size=25))
-def test_groups_give_the_answers_and_files_of_one_request_at_a_time(requests, cuts):
+@given(
+    requests=requests,
+    cuts=st.lists(st.integers(1, 6), min_size=1, max_size=25),
+    policy=st.sampled_from([POLICY, StrictWindows(INTERVAL, max_open=2), StrictWindows(INTERVAL, MINUTE)]),
+    max_file_bytes=st.sampled_from([None, None, 40]),
+)
+def test_groups_give_the_answers_and_files_of_one_request_at_a_time(requests, cuts, policy, max_file_bytes):
     work = [_request(n, t, k) for n, (t, k) in enumerate(requests)]
+    options = dict(fsync=False, max_file_bytes=max_file_bytes)
     with tempfile.TemporaryDirectory() as one_dir, tempfile.TemporaryDirectory() as group_dir:
-        one = Writer(Path(one_dir), POLICY, fsync=False)
+        one = Writer(Path(one_dir), policy, **options)
         one.start()
         expected = [_outcome(one.apply(r.batch.times, r.batch.rows, r.key)) for r in work]
         one.commit_open()
         one.close()
 
-        grouped = Writer(Path(group_dir), POLICY, fsync=False)
+        grouped = Writer(Path(group_dir), policy, **options)
         grouped.start()
         got, i = [], 0
         for size in cuts * len(work):
@@ -55,7 +62,7 @@ def test_groups_give_the_answers_and_files_of_one_request_at_a_time(requests, cu
         assert got == expected
         assert csv_files(Path(group_dir)) == csv_files(Path(one_dir))
 
-        again = Writer(Path(group_dir), POLICY, fsync=False)  # and the keys survive a restart
+        again = Writer(Path(group_dir), policy, **options)  # and the keys survive a restart
         again.start()
         assert {k: e for k, e, _ in again.keys.items()} == {k: e for k, e, _ in one.keys.items()}
         again.close()

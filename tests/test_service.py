@@ -108,17 +108,21 @@ def test_aligned_windows(server_factory):
     }
 
 
-def test_an_aligned_window_also_holds_late_events_and_the_readme_says_so(server_factory):
+def test_an_aligned_window_holds_only_its_own_events_and_the_readme_says_so(server_factory):
     server = server_factory("--align", "interval")
-    # 01:40 comes while [02:00, 02:05) is open: it joins it, as the README says.
+    # 01:40 comes while [02:00, 02:05) is open: strict windows put it in its own window's file.
     assert server.post(_body("2024-07-01T02:03:04Z", "2024-07-01T01:40:00Z", "2024-07-01T02:05:00Z")).status_code == 200
     assert server.stop() == 0
     files = csv_files(server.output)
-    assert sorted(files) == ["user-events-20240701-020000.csv", "user-events-20240701-020500.csv"]
-    assert b"2024-07-01T01:40:00Z," in files["user-events-20240701-020000.csv"]
+    assert sorted(files) == [
+        "user-events-20240701-014000.csv",
+        "user-events-20240701-020000.csv",
+        "user-events-20240701-020500.csv",
+    ]
+    assert b"2024-07-01T01:40:00Z," in files["user-events-20240701-014000.csv"]
+    assert b"01:40" not in files["user-events-20240701-020000.csv"]
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "holds exactly" not in readme
-    assert "a late event joins the open window, whatever its time, so a file's name is not a bound" in readme
+    assert "`interval` (strict: window *k* holds exactly the events in [k·interval, (k+1)·interval)" in readme
 
 
 def test_idempotency_key_replays_without_writing_even_after_a_restart(server_factory, tmp_path):

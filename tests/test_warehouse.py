@@ -151,6 +151,12 @@ def readme_recipes() -> dict[str, str]:
     return {re.search(r"import ([\w.]+)", block)[1]: block for block in blocks}  # type: ignore[index]
 
 
+def pq_dataset(directory: Path):
+    import pyarrow.dataset as ds
+
+    return ds.dataset(directory, format="parquet", partitioning="hive").to_table()
+
+
 def _as_arrow(events):
     """What a recipe's `events` is, as an Arrow table."""
     import pyarrow as pa
@@ -212,11 +218,11 @@ def test_local_parquet_with_a_partition_is_read_back_exactly_by_every_reader(tmp
 
 
 def test_under_align_interval_each_files_name_and_partition_bound_every_row_in_it(tmp_path):
-    """Windows on multiples of the interval: every row of a file lies in [its name's start, + the
-    interval), and in the hour its partition names (events sent in time order: a late event
-    joining an open window is the strict windows' part)."""
+    """Strict windows: every row of a file lies in [its name's start, + the interval), and in the
+    hour its partition names, late events (each in a file of its own window, -N) included."""
     rng = random.Random(5)
-    events = sorted(generate_events(rng, 1500), key=lambda e: timestamps.parse(e["time"])[0])
+    events = generate_events(rng, 1500)
+    rng.shuffle(events)  # late events, to windows open and to windows committed already
     server = _serve(tmp_path, "--format", "parquet", "--partition", TEMPLATE, "--align", "interval")
     for body in _bodies(events, rng):
         assert server.post(body).status_code == 200
@@ -228,6 +234,8 @@ def test_under_align_interval_each_files_name_and_partition_bound_every_row_in_i
         f"read_parquet('{tmp_path / 'out'}/**/*.parquet', hive_partitioning = true, filename = true)"
     ).fetchall()
     assert len(rows) == len(events)
+    everything = sum(model_rows(events).values(), collections.Counter())  # every row once, wherever
+    assert collections.Counter(_arrow_rows(_as_arrow(pq_dataset(tmp_path / "out")))) == everything
     interval = 300 * 10**9
     for filename, ns, dt, hour in rows:
         stem = _stem(Path(filename).name)

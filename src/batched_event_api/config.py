@@ -85,6 +85,9 @@ class Settings:
     interval: float = 300.0  # seconds of event time per window
     idle_close: float = 60.0  # wall-clock seconds without events before the open window is committed
     align: Align = Align.FIRST_EVENT
+    max_open_windows: int = 16  # --align interval: windows open at once (one more commits the oldest)
+    allowed_lateness: float = 0.0  # --align interval: seconds past a window's end before event time commits it
+    max_file_bytes: int | None = None  # a window's file that reaches this is committed and goes on in a new one
     fsync: bool = True
     sync_many: SyncMany = SyncMany.FILESYSTEM  # how a round writing to many files syncs them
     max_body: int = 64 * MiB
@@ -111,6 +114,10 @@ class Settings:
     @property
     def interval_ns(self) -> int:
         return round(self.interval * 1_000_000_000)
+
+    @property
+    def allowed_lateness_ns(self) -> int:
+        return round(self.allowed_lateness * 1_000_000_000)
 
     @property
     def compression(self) -> Compress:

@@ -15,18 +15,22 @@ class Metrics:
         self.events = Counter("bea_events_accepted", "Events written and acknowledged", registry=r)
         self.bytes = Counter("bea_request_bytes", "Request body bytes received (after decompression)", registry=r)
         self.requests = Counter("bea_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.late = Counter("bea_late_events", "Events earlier than the start of the window they joined", registry=r)
+        self.late = Counter(
+            "bea_late_events",
+            "Events earlier than the start of the window they joined (--align interval: of a window committed already)",
+            registry=r,
+        )
         self.windows = Counter("bea_windows_committed", "Window files committed", registry=r)
         self.replays = Counter(
             "bea_idempotent_replays", "Requests answered from an already applied Idempotency-Key", registry=r
         )
         self.open_start = Gauge(
             "bea_open_window_start_seconds",
-            "Start of the open window (event time, Unix seconds); 0 when none",
+            "Start of the oldest open window (event time, Unix seconds); 0 when none",
             registry=r,
         )
         self.pending = Gauge("bea_pending_bytes", "Request body bytes received and not yet written", registry=r)
-        self.open_rows = Gauge("bea_open_window_rows", "Rows in the open window", registry=r)
+        self.open_rows = Gauge("bea_open_window_rows", "Rows in the open windows", registry=r)
         self.group_size = Histogram(
             "bea_commit_group_requests",
             "Requests written together in one commit round (group commit)",

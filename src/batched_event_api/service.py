@@ -19,7 +19,7 @@ from batched_event_api.commit.group import Committer, Done
 from batched_event_api.commit.idle import IdleClose
 from batched_event_api.commit.sync import SYNCFS_FROM
 from batched_event_api.commit.thread import SerialThread
-from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.windows import StrictWindows, WindowPolicy
 from batched_event_api.commit.writer import Applied, Committed, Writer
 from batched_event_api.commit.writer import Request as WriteRequest
 from batched_event_api.config import Align, Settings, SyncMany
@@ -44,7 +44,11 @@ class Ingest:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = metrics = Metrics(uploads=settings.store_url is not None)
-        policy = WindowPolicy(settings.interval_ns, aligned=settings.align is Align.INTERVAL)
+        policy: WindowPolicy | StrictWindows = (
+            StrictWindows(settings.interval_ns, settings.allowed_lateness_ns, settings.max_open_windows)
+            if settings.align is Align.INTERVAL
+            else WindowPolicy(settings.interval_ns)
+        )
         self.writer = Writer(
             settings.output,
             policy,
@@ -56,6 +60,7 @@ class Ingest:
             compress=settings.csv_compression,
             syncfs_from=SYNCFS_FROM if settings.sync_many is SyncMany.FILESYSTEM else None,
             window_ids=settings.store_url is not None,  # a finish stage knows its own creates by them
+            max_file_bytes=settings.max_file_bytes,
         )
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")
@@ -80,8 +85,8 @@ class Ingest:
     async def start(self) -> None:
         """Serving begins: the directory was opened (open())."""
         self._update_open_gauges()
-        if self.writer.open is not None or not self.writer.healthy:
-            # A window recovered after a crash (or a publish left to retry) gets its idle commit too.
+        if self.writer.windows or not self.writer.healthy:
+            # Windows recovered after a crash (or a publish left to retry) get their idle commit too.
             self.idle_close.touch()
 
     async def stop(self) -> None:
@@ -90,7 +95,7 @@ class Ingest:
         try:
             await self._commit_open()
         except StorageError as exc:
-            log.error("could not commit the open window at shutdown (kept, resumed on restart): %s", exc)
+            log.error("could not commit the open windows at shutdown (kept, resumed on restart): %s", exc)
         await self._on_writer(self.writer.close)
         self._writer_thread.shutdown()
         await asyncio.get_running_loop().run_in_executor(None, self.output.drain, self.settings.drain_timeout)
@@ -222,12 +227,13 @@ class Ingest:
         self._update_open_gauges()
 
     def _update_open_gauges(self) -> None:
-        w = self.writer.open
-        self.metrics.open_start.set(w.start / 1e9 if w else 0)
-        self.metrics.open_rows.set(w.rows if w else 0)
+        """The oldest open window's start, and the rows of every open window."""
+        windows = self.writer.windows
+        self.metrics.open_start.set(min(windows) / 1e9 if windows else 0)
+        self.metrics.open_rows.set(sum(w.rows for w in windows.values()))
 
     async def _commit_open(self) -> None:
-        """Commit the open window (idle, shutdown) and publish what is committed."""
+        """Commit the open windows (idle, shutdown) and publish what is committed."""
         committed = await self._on_writer(self.writer.commit_open)
         if self.output.settles:  # no more rounds may come: let what went on be removed from the directory
             await self._on_writer(self.writer.settle)

@@ -59,8 +59,9 @@ class Size(click.ParamType):
 class Duration(click.ParamType):
     name = "DURATION"
 
-    def __init__(self, within: tuple[float, float, str] | None = None) -> None:
+    def __init__(self, within: tuple[float, float, str] | None = None, *, zero: bool = False) -> None:
         self.within = within  # (least, most, how the bounds are said), when there are bounds
+        self.zero = zero  # 0 (none at all) is a valid value
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         if isinstance(value, (int, float)):
@@ -69,7 +70,7 @@ class Duration(click.ParamType):
         if _DURATION.fullmatch(text) is None:
             self.fail(f"{value!r} is not a duration like 300, 300s, 5m, 1h30m or 250ms", param, ctx)
         seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-        if seconds <= 0:
+        if seconds < 0 or (seconds == 0 and not self.zero):
             self.fail("must be greater than zero", param, ctx)
         if self.within is not None and not self.within[0] <= seconds <= self.within[1]:
             self.fail(f"{value!r} is not {self.within[2]}", param, ctx)
@@ -78,8 +79,8 @@ class Duration(click.ParamType):
     @staticmethod
     def text(seconds: float) -> str:
         """As written on the command line: whole hours in h, whole minutes past the first in m, the
-        rest in s (1h, 5m, 60s, 0.25s)."""
-        if seconds % 3600 == 0:
+        rest in s (1h, 5m, 60s, 0.25s, 0s)."""
+        if seconds % 3600 == 0 and seconds:
             return f"{seconds / 3600:g}h"
         if seconds % 60 == 0 and seconds > 60:
             return f"{seconds / 60:g}m"

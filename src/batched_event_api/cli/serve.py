@@ -78,12 +78,38 @@ from batched_event_api.output.partition import Partition
     "to 168h (a week: every window then fits the accepted time range).",
 )
 @setting(
-    "--idle-close", type=Duration(), help="Commit the open window after this long (wall clock) without new events."
+    "--idle-close",
+    type=Duration(),
+    help="Commit the open window (with --align interval: every open window) after this long (wall clock) "
+    "without new events.",
 )
 @setting(
     "--align",
     type=Named({a.value: a for a in Align}),
-    help="Window starts: at the first event (the reference), or on multiples of the interval.",
+    help="Windows: 'first-event' (the reference: a window starts at its first event and takes every event "
+    "until one at or past its start + interval, late ones included), or 'interval' (strict: window k holds "
+    "exactly the events in [k*interval, (k+1)*interval), several open at once; a file's name bounds its rows).",
+)
+@setting(
+    "--max-open-windows",
+    type=click.IntRange(1, 1024),
+    help="With --align interval: windows open at once; an event for one more commits the oldest (earliest "
+    "start) first.",
+)
+@setting(
+    "--allowed-lateness",
+    type=Duration(zero=True),
+    help="With --align interval: a window is committed once an event at or past its end + this much has been "
+    "accepted (or by --idle-close, the open-window cap, shutdown). An event for a window committed already "
+    "re-opens it in a new file (-1, ...), committed only by idle time, the cap or shutdown.",
+)
+@setting(
+    "--max-file-bytes",
+    type=Size(),
+    help="A window's file that reaches this size is committed and the window goes on in a new file (-1, -2, "
+    "...), split between rows: a file stays within it unless one row (with the header) is larger, which "
+    "then has a file of its own. With --compress the compressed file is measured after each write, so it "
+    "may pass the limit by one request's rows. [default: unlimited]",
 )
 @setting(
     "--fsync",
@@ -102,9 +128,9 @@ from batched_event_api.output.partition import Partition
 @setting(
     "--max-windows-per-request",
     type=click.IntRange(1),
-    help="Most windows one request may open, counted from its own event times from its first event (413 "
-    "naming the line that would open one more; nothing written): bounds the files and writer time one "
-    "request can take.",
+    help="Most windows one request may open, counted from its own event times from its first event (with "
+    "--align interval: the distinct windows its events fall in) (413 naming the line that would open one "
+    "more; nothing written): bounds the files and writer time one request can take.",
 )
 @setting(
     "--key-retention",
@@ -221,6 +247,8 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         raise click.BadParameter(
             "must be at least --max-body (a request of --max-body bytes could never pass)", param_hint="'--max-pending'"
         )
+    if options["max_file_bytes"] is not None and options["max_file_bytes"] < 1:
+        raise click.BadParameter("must be at least 1 byte", param_hint="'--max-file-bytes'")
     if options["max_header_size"] < 1024:
         raise click.BadParameter("must be at least 1KiB", param_hint="'--max-header-size'")
     settings = Settings(**options)

@@ -86,11 +86,11 @@ def unfinished_direct_run(directory: Path) -> str | None:
         state = read_status(directory)
     except (OSError, JournalDamaged) as exc:
         return f"cannot use {directory} as the output: its journal cannot be read ({exc})"
-    if state.open is None and not state.pending_publish:
+    if not state.open_windows and not state.pending_publish:
         return None
     return (
         f"cannot use {directory} as the output of --format parquet or --partition: it holds acknowledged "
-        "events of a server that wrote into it directly (an open window or a publish under way); serve it "
+        "events of a server that wrote into it directly (open windows or a publish under way); serve it "
         "once without --format parquet and --partition to commit them, then restart with them"
     )
 

@@ -35,7 +35,7 @@ from batched_event_api.config import OUTPUT, STATE_DIR, Format
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def status(output: str, state_dir: Path | None, format: Format, partition: str | None, as_json: bool) -> None:
-    """What an output directory holds: the open window, committed files, pending publishes, the journal.
+    """What an output directory holds: the open windows, committed files, pending publishes, the journal.
     Reads the directory only; a server need not run."""
     from batched_event_api.commit.inventory import read_status
     from batched_event_api.commit.journal import JournalDamaged
@@ -49,14 +49,16 @@ def status(output: str, state_dir: Path | None, format: Format, partition: str |
     if as_json:
         click.echo(json.dumps(state.as_dict()))
         return
-    w = state.open
     click.echo(f"{state.directory}: {'served by a running server' if state.served else 'no server running'}")
-    click.echo(
-        f"open window:       {w.name} (event time from {w.start}), {w.rows:,} rows, {w.bytes:,} bytes, "
-        f"last written {w.idle_seconds:g}s ago"
-        if w
-        else "open window:       none"
-    )
+    if len(state.open_windows) > 1:
+        click.echo(f"open windows:      {len(state.open_windows)}")
+    for w in state.open_windows:
+        click.echo(
+            f"open window:       {w.name} (event time from {w.start}{', a late file' if w.late else ''}), "
+            f"{w.rows:,} rows, {w.bytes:,} bytes, last written {w.idle_seconds:g}s ago"
+        )
+    if not state.open_windows:
+        click.echo("open window:       none")
     click.echo(
         f"{'waiting for upload:' if bucket else 'waiting for output:' if output_directory else 'committed files:  '} "
         f"{state.committed_files:,} "

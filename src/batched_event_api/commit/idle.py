@@ -1,6 +1,8 @@
-"""When the open window closes, in one place: by event time (WindowPolicy, in every commit round:
-an event at or past start + interval closes it), after `--idle-close` of wall-clock time without
-new events (this timer), and at shutdown (the app asks for it, and stops this timer first).
+"""When open windows close, in one place: by event time (the window policy, in every commit round:
+an event at or past start + interval closes the open window; with strict windows the watermark,
+the open-window cap or --max-file-bytes), after `--idle-close` of wall-clock time without new
+events (this timer: every open window), and at shutdown (the app asks for it, and stops this
+timer first).
 
 A quiet source's last window must not wait for its next request: so the timer is also armed at
 start when a window was recovered, and a failed idle commit is retried with backoff. Used from
@@ -23,7 +25,7 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between retries of a failed idle c
 
 class IdleClose:
     def __init__(self, idle: float, commit: Callable[[], Awaitable[None]]) -> None:
-        """`commit` commits the open window and publishes what is committed (StorageError when it cannot)."""
+        """`commit` commits the open windows and publishes what is committed (StorageError when it cannot)."""
         self.idle = idle
         self._commit = commit
         self._timer: asyncio.TimerHandle | None = None

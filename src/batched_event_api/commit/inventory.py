@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from batched_event_api.commit.disk import LOCK, LocalDisk
-from batched_event_api.commit.journal import JOURNAL, decode_journal
+from batched_event_api.commit.journal import JOURNAL, OpenFile, decode_journal
 from batched_event_api.commit.partfiles import UPLOADED_LIST, finished_stem, part_name
 from batched_event_api.events.timestamps import utc_stamp
 
@@ -23,13 +23,14 @@ class OpenWindow:
     rows: int
     bytes: int
     idle_seconds: float  # wall clock since its last write
+    late: bool = False  # re-opens a window committed already (--align interval)
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     directory: str
     served: bool  # a server holds the directory now
-    open: OpenWindow | None
+    open: OpenWindow | None  # the window opened last (the one open window of --align first-event)
     committed_files: int
     committed_bytes: int
     newest_committed: str | None
@@ -37,6 +38,7 @@ class Status:
     journal_bytes: int = 0
     journal_records: int = 0
     uploaded_kept: int = 0  # with a bucket: uploaded, the local file kept while the journal names it
+    open_windows: list[OpenWindow] = field(default_factory=list)  # every open window, oldest start first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,20 +58,15 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         raise OSError(exc.errno, "not a regular file", str(directory / JOURNAL)) from None
     records, _, _ = decode_journal(data)
     last = records[-1] if records else None
-    open_window = None
-    if last is not None and last.open is not None:
-        part = disk.regular_file(part_name(last.open.name))
-        age = (now if now is not None else time.time()) - part.st_mtime if part is not None else 0.0
-        stamp = utc_stamp(last.open.start)
-        start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
-        open_window = OpenWindow(last.open.name, start, last.open.rows, last.open.size, round(max(age, 0.0), 1))
+    now = now if now is not None else time.time()
+    opened = [_open_window(disk, window, now) for window in (last.opened() if last else [])]
     uploaded = _uploaded_names(disk)
     found = finished_files(directory)
     committed = sorted((name, info.st_size) for name, info in found.items() if name not in uploaded)
     return Status(
         directory=str(directory),
         served=_is_served(directory),
-        open=open_window,
+        open=opened[-1] if opened else None,
         committed_files=len(committed),
         committed_bytes=sum(size for _, size in committed),
         newest_committed=committed[-1][0] if committed else None,
@@ -77,7 +74,16 @@ def read_status(directory: Path, *, now: float | None = None) -> Status:
         journal_bytes=len(data),
         journal_records=len(records),
         uploaded_kept=len(found) - len(committed),
+        open_windows=sorted(opened, key=lambda w: w.start),
     )
+
+
+def _open_window(disk: LocalDisk, window: OpenFile, now: float) -> OpenWindow:
+    part = disk.regular_file(part_name(window.name))
+    age = now - part.st_mtime if part is not None else 0.0
+    stamp = utc_stamp(window.start)
+    start = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
+    return OpenWindow(window.name, start, window.rows, window.size, round(max(age, 0.0), 1), window.late)
 
 
 def _uploaded_names(disk: LocalDisk) -> frozenset[str]:

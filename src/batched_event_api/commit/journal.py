@@ -14,6 +14,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -26,13 +27,16 @@ COMPACT_BYTES = 4 << 20  # journal size from which it is compacted (and never be
 _ADVICE = "restore it from a backup, or move it away to start afresh (in-progress windows would be discarded)"
 
 
-class OpenFile(msgspec.Struct):
-    """The window being written: its final name, start (UTC ns), durable size and rows."""
+class OpenFile(msgspec.Struct, omit_defaults=True):
+    """A window being written: its final name, start (UTC ns), durable size and rows, and whether it
+    re-opens a window committed already (strict windows: a late file, which the watermark does not
+    close)."""
 
     name: str
     start: int
     size: int
     rows: int
+    late: bool = False
 
 
 class Check(msgspec.Struct, array_like=True):
@@ -48,7 +52,10 @@ class Record(msgspec.Struct, omit_defaults=True):
     """One journal entry: the state after a step, and what that step did."""
 
     seq: int
-    open: OpenFile | None = None
+    open: OpenFile | None = None  # the one open window, as every version writes it (see window_fields)
+    windows: list[OpenFile] = []  # the open windows, in the order they were opened, when that is not one
+    # Strict windows: the greatest event time accepted (UTC ns), which commits the windows it passes.
+    watermark: int | None = None
     publish: list[str] = []  # committed windows whose final names may not be durable yet
     # Windows of `publish` whose final name another program took: the name each is published under
     # instead. Recorded before that rename, so recovery always knows which file is the window's.
@@ -62,6 +69,19 @@ class Record(msgspec.Struct, omit_defaults=True):
     checks: list[Check] = []
     keys: list[tuple[str, int]] | None = None  # snapshots of 0.3 and before: every key, no time (read only)
     key: str | None = None  # journals of 0.2.0 and before: one request's key per record (read only)
+
+    def opened(self) -> list[OpenFile]:
+        """The open windows this record leaves, from either version of the record."""
+        return self.windows or ([self.open] if self.open is not None else [])
+
+
+def window_fields(windows: list[OpenFile], watermark: int | None) -> dict[str, Any]:
+    """The open windows as a record carries them: one window, not late, and no watermark (the
+    first-event policy) as `open`, which versions before several open windows read too (a
+    downgrade keeps the window, and the journal stays as they wrote it); else `windows`."""
+    if watermark is None and len(windows) == 1 and not windows[0].late:
+        return {"open": windows[0]}
+    return {"windows": windows, "watermark": watermark}
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -4,7 +4,7 @@ Small rounds are written on the calling thread, then every file is fdatasync'ed 
 (concurrent syncs share the filesystem's journal commits). A round of 1 MiB or more has each file
 written and synced on its own thread while the journal line is written. From `syncfs_from` files
 on, one syncfs() of the filesystem, once everything is written, replaces the per-file syncs.
-Writes that continue each other in one file (a group's requests appending to the open window)
+Writes that continue each other in one file (a group's requests appending to the open windows)
 are made one write and one sync.
 """
 
@@ -101,16 +101,19 @@ class SyncRound:
 
 
 def _coalesced(writes: list[Write]) -> list[Write]:
-    """Writes that continue each other in one file, as one (for the I/O only: the record keeps
-    each request's own check)."""
+    """Writes that continue each other in one file, as one, also when writes to other files come
+    between them (a group's requests each appending to several open windows): for the I/O only,
+    the record keeps each request's own check. Files are written in any order before the record."""
     out: list[Write] = []
+    last: dict[int, Write] = {}  # each file's latest write in `out`
     for w in writes:
-        last = out[-1] if out else None
-        if last is not None and last.fd == w.fd and last.check.end == w.check.start:
-            last.chunks.extend(w.chunks)
-            last.check = Check(last.check.name, last.check.start, w.check.end, 0)
+        before = last.get(w.fd)
+        if before is not None and before.check.end == w.check.start:
+            before.chunks.extend(w.chunks)
+            before.check = Check(before.check.name, before.check.start, w.check.end, 0)
         else:
-            out.append(Write(w.fd, list(w.chunks), w.check))
+            last[w.fd] = Write(w.fd, list(w.chunks), w.check)
+            out.append(last[w.fd])
     return out
 
 

@@ -1,9 +1,14 @@
-"""The window policy: which events start a new window. Pure: no clock, no I/O.
+"""The window policies: which window each event goes to. Pure: no clock, no I/O.
 
-A window starts at S, the time of its first event (or, aligned, the multiple of the interval at or
+WindowPolicy (the reference, `--align first-event`): a window starts at S, the time of its first event (or, aligned, the multiple of the interval at or
 below it). An event e joins the open window while e - S < interval, including events earlier than
 S ("late" events, counted). An event with e - S >= interval closes the open window and starts the
 next one, so windows chain from the first event of each file, as in the reference.
+
+StrictWindows (`--align interval`): window k holds exactly the events with time in [k*I, (k+1)*I),
+so several windows are open at once. The watermark (the greatest event time accepted) commits a
+window once it reaches the window's end + the allowed lateness; an event for a window committed
+already re-opens it as a late file, which only idle time, the open-window cap or shutdown commit.
 """
 
 from __future__ import annotations
@@ -99,6 +104,55 @@ class WindowPolicy:
             if opened == limit:
                 return stop
             first, start, opened = stop, self.start_for(times[stop]), opened + 1
+
+
+@dataclass(frozen=True, slots=True)
+class StrictWindows:
+    interval: int  # nanoseconds
+    lateness: int = 0  # nanoseconds past a window's end the watermark must reach to commit it
+    max_open: int = 16  # windows open at once: opening one more commits the oldest first
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval <= MAX_INTERVAL_NS:
+            raise ValueError(f"a window lasts more than 0 and at most {MAX_INTERVAL_NS} ns, not {self.interval}")
+        if self.lateness < 0 or self.max_open < 1:
+            raise ValueError("the lateness is at least 0 and at least one window may be open")
+
+    def start_for(self, t: int) -> int:
+        return t - t % self.interval
+
+    def passed(self, start: int, watermark: int | None) -> bool:
+        """Has the watermark passed the window starting at `start` (its end + the lateness)?"""
+        return watermark is not None and start + self.interval + self.lateness <= watermark
+
+    def group(self, times: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+        """A batch's events by window, in the order each window first appears: the runs [first,
+        stop) of consecutive events in it, in arrival order. One pass over the events."""
+        interval = self.interval
+        groups: dict[int, list[tuple[int, int]]] = {}
+        current, first = None, 0
+        for i, t in enumerate(times):
+            start = t - t % interval
+            if start != current:
+                if current is not None:
+                    groups.setdefault(current, []).append((first, i))
+                current, first = start, i
+        if current is not None:
+            groups.setdefault(current, []).append((first, len(times)))
+        return groups
+
+    def past_limit(self, times: Sequence[int], limit: int) -> int | None:
+        """The index of the event whose window is the batch's `limit` + 1st distinct one, or None
+        when it has at most `limit` (the common case: one set comprehension)."""
+        interval = self.interval
+        if len({t - t % interval for t in times}) <= limit:
+            return None
+        seen: set[int] = set()
+        for i, t in enumerate(times):
+            seen.add(t - t % interval)
+            if len(seen) > limit:
+                return i
+        return None  # pragma: no cover  # the set above said otherwise
 
 
 def scan_window(times: Sequence[int], first: int, start: int, bound: int) -> tuple[int, int]:

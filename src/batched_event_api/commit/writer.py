@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from batched_event_api.commit.disk import FILE_MODE, LocalDisk, describe, take_lock
 from batched_event_api.commit.journal import (
     COMPACT_BYTES,
@@ -21,13 +23,14 @@ from batched_event_api.commit.journal import (
     OpenFile,
     Record,
     encode_record,
+    window_fields,
 )
 from batched_event_api.commit.keys import KeyStore, key_cost
 from batched_event_api.commit.partfiles import PartFiles, csv_suffix
 from batched_event_api.commit.placement import Committed, Placement, RoundState
 from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
-from batched_event_api.commit.windows import WindowPolicy
+from batched_event_api.commit.windows import StrictWindows, WindowPolicy
 from batched_event_api.config import DEFAULTS, Compress
 from batched_event_api.errors import StorageError
 from batched_event_api.events.rows import Rows
@@ -62,7 +65,7 @@ class Writer:
     def __init__(
         self,
         directory: Path,
-        policy: WindowPolicy,
+        policy: WindowPolicy | StrictWindows,
         *,
         fsync: bool = DEFAULTS.fsync,
         header: str = "",
@@ -75,6 +78,7 @@ class Writer:
         file_mode: int = FILE_MODE,
         clock: Callable[[], float] = time.time,
         window_ids: bool = False,
+        max_file_bytes: int | None = DEFAULTS.max_file_bytes,
     ) -> None:
         self.directory = Path(directory)
         self.policy = policy
@@ -89,13 +93,16 @@ class Writer:
         self.journal = Journal(self.directory, self.disk, fsync=fsync, compact_bytes=compact_bytes)
         # window_ids (a bucket as output): each window's name carries an id the uploader recognises it by.
         self.parts = PartFiles(self.disk, csv_suffix(compress), window_ids=window_ids)
-        self.placement = Placement(self.parts, self.sync, header=self.header, compress=compress)
-        self.open: OpenFile | None = None
+        self.placement = Placement(
+            self.parts, self.sync, header=self.header, compress=compress, max_file_bytes=max_file_bytes
+        )
+        self.windows: dict[int, OpenFile] = {}  # the open windows by start, in the order they were opened
+        self.watermark: int | None = None  # strict windows: the greatest event time accepted
         self.keys = KeyStore(key_retention, key_memory)
         self.seq = 0
         self._publish: list[str] = []
         self._moved: dict[str, str] = {}  # windows of _publish whose final name another file took
-        self._open_fd: int | None = None
+        self._fds: dict[int, int] = {}  # the open windows' part files, by start
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         self._compaction_failing = False  # said once, not after every round that retries it
@@ -107,6 +114,11 @@ class Writer:
     @property
     def healthy(self) -> bool:
         return not self._broken
+
+    @property
+    def open(self) -> OpenFile | None:
+        """The window opened last: the one open window of the first-event policy."""
+        return next(reversed(self.windows.values()), None)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -135,17 +147,17 @@ class Writer:
         remember_keys(self.keys, records, now)
         last = records[-1] if records else Record(seq=0)
         self.seq = last.seq
-        self.open = last.open
+        self.watermark = last.watermark
         self._publish = list(last.publish)
         self._moved = {name: last.moved[name] for name in self._publish if name in last.moved}
         self._pin(last)
-        if self.open is not None:  # cut to its recorded size before it is made durable (see _make_state_durable)
-            self._open_fd, size = self.parts.reopen(self.open.name, self.open.size)
-            if size < self.open.size:  # a snapshot's window, when fsync was off and the machine lost power
-                log.warning(
-                    "%s is %d bytes, %d were recorded: keeping what is there", self.open.name, size, self.open.size
-                )
-                self.open.size = size
+        self.windows = {}
+        for window in last.opened():  # cut to its recorded size before it is made durable (see _make_state_durable)
+            self._fds[window.start], size = self.parts.reopen(window.name, window.size)
+            if size < window.size:  # a snapshot's window, when fsync was off and the machine lost power
+                log.warning("%s is %d bytes, %d were recorded: keeping what is there", window.name, size, window.size)
+                window = msgspec.structs.replace(window, size=size)
+            self.windows[window.start] = window
         if self.fsync:
             self._make_state_durable()
         self._resume_journal(records, ends, compact=compact)
@@ -154,7 +166,7 @@ class Writer:
             self.disk.sync_directory()  # before any record stops listing them
             self.journal.name_unsynced = False
         # Committed windows not published yet (their rename failed) stay too.
-        self.parts.remove_strays([*self._publish, *([self.open.name] if self.open else [])])
+        self.parts.remove_strays([*self._publish, *(w.name for w in self.windows.values())])
         self._broken = not published  # a publish that failed is retried at the next step
 
     def _resume_journal(self, records: list[Record], ends: list[int], *, compact: bool) -> None:
@@ -190,7 +202,7 @@ class Writer:
         as a replay. The open window is synced after its cut: bytes of a refused round may have
         been synced past its recorded size, and once the window is closed and published, no
         recovery cuts it again."""
-        names = [*([self.open.name] if self.open else []), *self._publish]
+        names = [*(w.name for w in self.windows.values()), *self._publish]
         fds = self.parts.open_all([(name, self._moved.get(name, name)) for name in names])
         try:
             self.sync.sync_files(fds, directory=True)
@@ -199,9 +211,9 @@ class Writer:
                 os.close(fd)
 
     def _close_fds(self) -> None:
-        if self._open_fd is not None:
-            os.close(self._open_fd)
-        self._open_fd = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
         self.journal.close()
 
     # -- requests ---------------------------------------------------------------------------
@@ -223,7 +235,9 @@ class Writer:
         self._ensure_healthy()
         now = self._clock()
         self.keys.expire(now)
-        state = RoundState(self.open, self._open_fd, list(self._publish), taken=self._taken())
+        state = RoundState(
+            dict(self.windows), dict(self._fds), list(self._publish), taken=self._taken(), watermark=self.watermark
+        )
         try:
             with self._storage_step():
                 results = [self._place(r, state, now) for r in requests]
@@ -231,7 +245,7 @@ class Writer:
                 if written:
                     record = Record(
                         self.seq + 1,
-                        open=state.open,
+                        **window_fields(list(state.windows.values()), state.watermark),
                         publish=state.publish,
                         moved=self._moved_for(state.publish),
                         applied=list(state.keys.items()),
@@ -247,12 +261,11 @@ class Writer:
             # Every request refused (a full key store): no round, so nothing it could publish, and
             # the directory was not synced: the names published before stay listed.
             return results
-        if state.created:  # the newest part file is the open window from now on
-            for fd in [self._open_fd, *state.created[:-1]]:
-                if fd is not None:
-                    os.close(fd)
-            self._open_fd = state.created[-1]
-        self.open = state.open
+        keep = set(state.fds.values())  # the part files of the windows open from now on
+        for fd in [*self._fds.values(), *state.created]:
+            if fd not in keep:
+                os.close(fd)
+        self.windows, self._fds, self.watermark = state.windows, state.fds, state.watermark
         for key, events in state.keys.items():
             self.keys.remember(key, events, now)
         try:  # the round is durable and its requests are answered as such, whatever comes next
@@ -288,8 +301,8 @@ class Writer:
             self._broken = True
 
     def _taken(self) -> set[str]:
-        """Names no new window may take: the open one's, those to publish and where they go."""
-        return {*self._publish, *self._moved.values(), *([self.open.name] if self.open else [])}
+        """Names no new window may take: the open ones', those to publish and where they go."""
+        return {*self._publish, *self._moved.values(), *(w.name for w in self.windows.values())}
 
     def _moved_for(self, publish: list[str]) -> dict[str, str]:
         return {name: self._moved[name] for name in publish if name in self._moved}
@@ -316,29 +329,43 @@ class Writer:
         times = request.batch.times
         if len(times) == 0:
             return Applied(accepted=0)
-        plan = self.policy.plan(state.open.start if state.open else None, times)
-        closed = self.placement.place_segments(plan, times, request.batch.rows, state)
+        if isinstance(self.policy, StrictWindows):
+            groups = self.policy.group(times)
+            closed, late = self.placement.place_groups(self.policy, groups, max(times), request.batch.rows, state)
+        else:
+            newest = state.newest
+            plan = self.policy.plan(newest.start if newest else None, times)
+            closed, late = self.placement.place_segments(plan, request.batch.rows, state), plan.late
         state.events += len(times)
-        return Applied(accepted=len(times), late=plan.late, committed=closed)
+        return Applied(accepted=len(times), late=late, committed=closed)
 
     def commit_open(self) -> list[Committed]:
-        """Commit the open window now (idle timeout, shutdown)."""
-        if self.open is None:
+        """Commit every open window now (idle timeout, shutdown), oldest first."""
+        if not self.windows:
             return []
         self._ensure_healthy()
-        closed = Committed(self.open.name, self.open.rows, self.open.size)
-        publish = self._publish + [closed.name]
+        closed = [Committed(w.name, w.rows, w.size) for _, w in sorted(self.windows.items())]
+        publish = self._publish + [c.name for c in closed]
         with self._storage_step():
             self._commit(
-                Record(self.seq + 1, open=None, publish=publish, moved=self._moved_for(publish)), [], new_entries=False
+                Record(
+                    self.seq + 1,
+                    **window_fields([], self.watermark),
+                    publish=publish,
+                    moved=self._moved_for(publish),
+                ),
+                [],
+                new_entries=False,
             )
-        self.open = None
-        try:  # the window is committed, whatever comes next
+        for fd in self._fds.values():
+            os.close(fd)
+        self.windows, self._fds = {}, {}
+        try:  # the windows are committed, whatever comes next
             self._published(publish)
         except Exception:
-            log.exception("after committing the open window (it is committed; the next step recovers)")
+            log.exception("after committing the open windows (they are committed; the next step recovers)")
             self._broken = True
-        return [closed]
+        return closed
 
     def heal(self) -> bool:
         """Try to recover after a storage error; True when every committed window is published
@@ -443,7 +470,12 @@ class Writer:
                     )
                     self._moved[name] = free
                 self._commit(
-                    Record(self.seq + 1, open=self.open, publish=self._publish, moved=dict(self._moved)),
+                    Record(
+                        self.seq + 1,
+                        **window_fields(list(self.windows.values()), self.watermark),
+                        publish=self._publish,
+                        moved=dict(self._moved),
+                    ),
                     [],
                     new_entries=False,
                 )
@@ -466,7 +498,7 @@ class Writer:
         """Replace the journal with one record of the whole state (atomically)."""
         snapshot = Record(
             self.seq,
-            open=self.open,
+            **window_fields(list(self.windows.values()), self.watermark),
             publish=self._publish,
             moved=self._moved_for(self._publish),
             kept=self.keys.items(),

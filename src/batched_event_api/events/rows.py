@@ -55,6 +55,15 @@ class Rows:
             index += 1
         return out
 
+    def gather(self, runs: list[tuple[int, int]]) -> list[memoryview]:
+        """The bytes of several row ranges [first, stop), in order (a window's rows of a request
+        whose events are spread over several windows: often one row per range)."""
+        if len(self.blocks) != 1:
+            return [chunk for first, stop in runs for chunk in self.chunks(first, stop)]
+        block = self.blocks[0]
+        data, ends = memoryview(block.data), block.ends
+        return [data[(int(ends[first - 1]) if first else 0) : int(ends[stop - 1])] for first, stop in runs]
+
     def text(self) -> str:
         """All rows as one string (tests and tools; the writer uses chunks)."""
         return b"".join(self.chunks(0, len(self))).decode()
