@@ -173,7 +173,11 @@ def _as_arrow(events):
 def test_a_local_partition_of_csv_puts_each_file_where_the_template_says_byte_identical(tmp_path):
     rng = random.Random(22)
     events = generate_events(rng, 1500)
-    server = _serve(tmp_path, "--partition", TEMPLATE)
+    old = os.umask(0o022)  # the server inherits it: the modes below are before it
+    try:
+        server = _serve(tmp_path, "--partition", TEMPLATE, "--group-readable")
+    finally:
+        os.umask(old)
     for body in _bodies(events, rng):
         assert server.post(body).status_code == 200
     assert server.stop() == 0  # commits the open window and waits for the finish stage
@@ -185,6 +189,8 @@ def test_a_local_partition_of_csv_puts_each_file_where_the_template_says_byte_id
     assert len(files) > 3  # several partitions
     assert dict(files) == model_csv(events)
     assert _hidden(tmp_path / "out") == []
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    assert modes == {0o640, 0o750}  # --group-readable: the partitions' directories too
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [".journal", ".lock"]
 
 
