@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 # Parquet's compressions, as `--compress` names them.
 COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
 # Arrow data gathered before it is written as one row group: the bulk of the memory a conversion
-# takes, and large enough for readers to scan well.
-ROW_GROUP_BYTES = 32 * MiB
+# takes (32 MiB made files 10% smaller and the finish process 40 MiB larger); about 100,000 rows
+# of typical events, near DuckDB's own row group size.
+ROW_GROUP_BYTES = 16 * MiB
 # CSV bytes read and parsed at a time (more when one row is longer). Arrow's streaming CSV reader
 # is not used: it reads up to 32 blocks ahead of the rows it has converted.
 PIECE_BYTES = 4 * MiB
@@ -96,6 +97,7 @@ def _write(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _use_jemalloc()
     csv_bytes = 0
     if header:
         if source.read(len(HEADER)) != HEADER:
@@ -122,6 +124,18 @@ def _write(
     finally:
         writer.close()  # leaves `destination` open (a file object is the caller's)
     return rows, csv_bytes
+
+
+def _use_jemalloc() -> None:
+    """Arrow's jemalloc pool where the wheel has it: it hands freed pages back sooner than the
+    default mimalloc, which kept a converting process about 40 MiB larger (docs/performance.md)."""
+    import pyarrow as pa
+
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without it
+        return
+    pa.set_memory_pool(pool)
 
 
 def _write_group(writer: Any, table: pa.Table) -> None:
