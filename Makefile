@@ -33,8 +33,12 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	    { echo "make test needs Chromium for the /docs test: sudo apt-get install chromium"; exit 1; }
 
+# W1–W6 (W1/W2 also with a bucket and with --format parquet beside CSV), then what converting a
+# window to Parquet costs (throughput, sizes) and the peak memory while a 1 GiB window is converted.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/convert.py --size 256
+	$(BIN)/python bench/window_memory.py 1GiB
 
 # The native pass built with AddressSanitizer and UndefinedBehaviorSanitizer (any finding aborts),
 # then its differential, hypothesis and vector tests run against that build.
