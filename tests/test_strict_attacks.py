@@ -1,0 +1,243 @@
+"""Attacks on strict windows (`--align interval`) and --max-file-bytes, in-process: power cuts at
+every step of rounds that touch several windows, close some by the watermark and the cap, roll
+files and publish; restarts that change the policy; events at the edges of the accepted range."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from batched_event_api.commit.journal import Journal
+from batched_event_api.commit.windows import StrictWindows, WindowPolicy
+from batched_event_api.commit.writer import Request, Writer
+from batched_event_api.config import Compress
+from batched_event_api.events.rows import Rows
+from batched_event_api.events.timestamps import EARLIEST_NS, LATEST_NS, MAX_INTERVAL_NS, utc_stamp
+from batched_event_api.events.transcode import Batch
+from model import INTERVAL, MINUTE, SECOND
+from powercut import PowerCutDisk
+from snapshots import csv_files
+from strict_model import StrictModel
+from writer_setup import T0, Crash
+
+BASE = T0 - T0 % INTERVAL
+POLICY = StrictWindows(INTERVAL, lateness=INTERVAL, max_open=3)
+MAX_FILE_BYTES = 120
+
+
+def _request(rng: random.Random, tag: int) -> tuple[list[int], Rows]:
+    """A few events over six windows, some far behind the watermark (late files)."""
+    times = [BASE + rng.randrange(6 * INTERVAL) for _ in range(rng.randint(1, 8))]
+    return times, Rows.from_lines([f"r{tag}-{i},{t}" for i, t in enumerate(times)])
+
+
+def _model_rows(times: list[int], tag: int) -> list[tuple[int, bytes]]:
+    return [(t, f"r{tag}-{i},{t}\n".encode()) for i, t in enumerate(times)]
+
+
+def _started(directory, disk) -> Writer:
+    writer = Writer(directory, POLICY, disk=disk, max_file_bytes=MAX_FILE_BYTES)
+    try:
+        writer.start()
+    except Crash:
+        writer.close()
+        raise
+    return writer
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_power_cuts_at_every_step_of_strict_rounds_keep_every_acknowledged_event_once(tmp_path, seed):
+    rng = random.Random(seed)
+    requests = [_request(rng, tag) for tag in range(14)]
+    model = StrictModel(INTERVAL, POLICY.lateness, POLICY.max_open, MAX_FILE_BYTES)
+    for tag, (times, _) in enumerate(requests):
+        model.apply(_model_rows(times, tag))
+    expected = model.close_all()
+
+    disk = PowerCutDisk(tmp_path)
+    writer = _started(tmp_path, disk)
+    index = crashes = 0
+    while index < len(requests):
+        # A crash at each step of this round in turn, then the round once more with no crash.
+        disk.crash_at = disk.calls + 1 + crashes % 12 if rng.random() < 0.7 else None
+        try:
+            # A group: the request and the next one share one round (their windows interleave).
+            group = [Request(Batch(*requests[i]), f"k{i}") for i in range(index, min(index + 2, len(requests)))]
+            writer.apply_group(group)
+            index += len(group)
+            crashed = False
+        except Crash:
+            crashed = True
+            crashes += 1
+        if crashed or rng.random() < 0.2:
+            writer.close()
+            if rng.random() < 0.6:
+                disk.power_cut()
+            while True:
+                if rng.random() < 0.3:
+                    disk.crash_at = disk.calls + rng.randint(1, 6)
+                try:
+                    writer = _started(tmp_path, disk)
+                    break
+                except Crash:
+                    pass
+        assert len(writer.windows) <= POLICY.max_open
+    disk.crash_at = None
+    writer.close()
+    disk.power_cut()
+    writer = _started(tmp_path, disk)
+    # The idle close, crashed at each of its steps in turn, then whole.
+    for step in range(1, 8):
+        disk.crash_at = disk.calls + step
+        try:
+            writer.commit_open()
+            writer.settle()
+            break
+        except Crash:
+            writer.close()
+            disk.power_cut()
+            writer = _started(tmp_path, disk)
+    disk.crash_at = None
+    writer.commit_open()
+    writer.close()
+    disk.power_cut()
+    writer = _started(tmp_path, disk)
+    writer.close()
+    assert csv_files(tmp_path) == expected
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".inprogress")]
+
+
+def _rows(times: list[int], tag: str) -> Rows:
+    return Rows.from_lines([f"{tag}{i},{t}" for i, t in enumerate(times)])
+
+
+def _decoded(directory) -> dict[str, bytes]:
+    """Every committed file, decompressed (raises when one is not a valid stream)."""
+    import gzip
+
+    import zstandard
+
+    out = {}
+    for path in sorted(directory.glob("user-events-*")):
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        elif path.name.endswith(".zst"):
+            data = b"".join(zstandard.ZstdDecompressor().read_to_iter(__import__("io").BytesIO(data)))
+        out[path.name] = data
+    return out
+
+
+def _restarted(directory, first: dict, then: dict, first_times: list[int], then_times: list[int]) -> dict[str, bytes]:
+    """A window left open by one configuration, the server restarted with another, more events."""
+    writer = Writer(directory, fsync=False, **first)
+    writer.start()
+    writer.apply(first_times, _rows(first_times, "a"))
+    writer.close()
+    writer = Writer(directory, fsync=False, **then)
+    writer.start()
+    writer.apply(then_times, _rows(then_times, "b"))
+    writer.commit_open()
+    writer.close()
+    return _decoded(directory)
+
+
+@pytest.mark.parametrize("policy", [WindowPolicy(INTERVAL), StrictWindows(INTERVAL)], ids=["first-event", "strict"])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(Compress.GZIP, Compress.NONE), (Compress.NONE, Compress.ZSTD), (Compress.ZSTD, Compress.GZIP)],
+)
+def test_a_restart_with_another_compress_commits_the_open_window_as_it_was_encoded(tmp_path, policy, before, after):
+    """Found: the resumed window got the new encoding's bytes appended (a .csv.gz with plain rows
+    in it); then, committed and not yet published, its part file was taken by a new window of the
+    same start (X.csv and X.csv.gz share `.X.inprogress`) and its rows were lost."""
+    files = _restarted(
+        tmp_path,
+        {"policy": policy, "compress": before},
+        {"policy": policy, "compress": after},
+        [BASE + MINUTE],
+        [BASE + 2 * MINUTE],
+    )
+    rows = sorted(row for data in files.values() for row in data.splitlines())
+    assert rows == [f"a0,{BASE + MINUTE}".encode(), f"b0,{BASE + 2 * MINUTE}".encode()]
+    assert len(files) == 2
+
+
+@pytest.mark.parametrize(
+    ("first", "first_times"),
+    [
+        # --align first-event: its window holds an event before its start.
+        ({"policy": WindowPolicy(INTERVAL)}, [BASE, BASE - 3 * MINUTE]),
+        # --interval 10m: its window holds an event past the 5m window's end.
+        ({"policy": StrictWindows(2 * INTERVAL, lateness=10 * INTERVAL)}, [BASE + 7 * MINUTE]),
+    ],
+    ids=["from-first-event", "from-10m"],
+)
+def test_a_restart_into_strict_windows_never_adds_to_a_window_of_other_bounds(tmp_path, first, first_times):
+    """Found: strict events joined a recovered window of another policy whose start matched, so the
+    file named 08:00 held 07:57 (first-event late event) or 08:07 (a 10m window) beside 5m-strict rows."""
+    then = {"policy": StrictWindows(INTERVAL, lateness=10 * INTERVAL)}
+    files = _restarted(tmp_path, first, then, first_times, [BASE + MINUTE])
+    [strict_file] = [name for name, data in files.items() if data.startswith(b"b0,")]
+    assert files[strict_file] == f"b0,{BASE + MINUTE}\n".encode()
+
+
+def test_a_restart_with_a_lower_window_cap_holds_it_from_the_first_round(tmp_path):
+    times = [BASE + k * INTERVAL for k in range(10)]
+    files = _restarted(
+        tmp_path,
+        {"policy": StrictWindows(INTERVAL, lateness=100 * INTERVAL, max_open=16)},
+        {"policy": StrictWindows(INTERVAL, lateness=100 * INTERVAL, max_open=2)},
+        times,
+        [BASE + 1],
+    )
+    assert sum(data.count(b"\n") for data in files.values()) == 11
+    writer = Writer(tmp_path, StrictWindows(INTERVAL, lateness=100 * INTERVAL, max_open=2), fsync=False)
+    writer.start()
+    writer.apply(times, _rows(times, "c"))
+    writer.close()
+    writer = Writer(tmp_path, StrictWindows(INTERVAL, lateness=100 * INTERVAL, max_open=1), fsync=False)
+    writer.start()
+    late_in_open = [BASE + 9 * INTERVAL + 1]  # to a window left open: no new one opens
+    writer.apply(late_in_open, _rows(late_in_open, "d"))
+    assert len(writer.windows) == 1
+    writer.close()
+
+
+def test_first_event_after_strict_windows_writes_its_window_as_older_versions_read_it(tmp_path):
+    """Found: the watermark of a strict run stayed in every later first-event record, written as
+    `windows`: a downgrade to a version before strict windows read no open window and removed its
+    part file, acknowledged rows and all."""
+    writer = Writer(tmp_path, StrictWindows(INTERVAL), fsync=False)
+    writer.start()
+    writer.apply([BASE + MINUTE, BASE - 2 * INTERVAL], _rows([BASE + MINUTE, BASE - 2 * INTERVAL], "s"))
+    writer.close()
+    writer = Writer(tmp_path, WindowPolicy(INTERVAL), fsync=False)
+    writer.start()
+    writer.commit_open()
+    writer.apply([BASE + 20 * MINUTE], _rows([BASE + 20 * MINUTE], "f"))
+    writer.close()
+    [record] = Journal(tmp_path, writer.disk, fsync=False).read()[0][-1:]
+    assert record.open is not None and record.open.start == BASE + 20 * MINUTE and not record.windows
+
+
+@pytest.mark.parametrize("interval", [7 * MINUTE, MAX_INTERVAL_NS, SECOND])
+def test_events_at_the_edges_of_the_range_under_strict_windows(tmp_path, interval):
+    """Years 1678 and 2262, an interval that does not divide a day, the longest one."""
+    times = [EARLIEST_NS, LATEST_NS - 1, EARLIEST_NS + 1, LATEST_NS - 2]
+    policy = StrictWindows(interval, lateness=MAX_INTERVAL_NS)
+    writer = Writer(tmp_path, policy, fsync=False)
+    writer.start()
+    writer.apply(times, _rows(times, "e"))
+    writer.close()
+    writer = Writer(tmp_path, policy, fsync=False)
+    writer.start()
+    writer.commit_open()
+    writer.close()
+    files = csv_files(tmp_path)
+    assert sum(data.count(b"\n") for data in files.values()) == 4
+    for name, data in files.items():
+        for row in data.splitlines():
+            t = int(row.split(b",")[1])
+            assert name.startswith(f"user-events-{utc_stamp(t - t % interval)}")
