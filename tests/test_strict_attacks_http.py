@@ -1,0 +1,104 @@
+"""Attacks on strict windows (`--align interval`) through the real server: refused requests that
+would have moved the watermark or opened windows, Idempotency-Key replays across a SIGKILL with
+several windows open, and a group of concurrent requests whose windows interleave."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+from servers import run_cli
+from snapshots import csv_files, sizes
+
+HOUR_START = 1_719_799_200  # 2024-07-01T02:00:00Z
+STRICT = ("--align", "interval", "--interval", "5m", "--idle-close", "1h")
+
+
+def _line(seconds: int, i: int) -> bytes:
+    import datetime
+
+    text = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps({"time": text, "id": i}).encode() + b"\n"
+
+
+def _ids(files: dict[str, bytes]) -> list[int]:
+    return sorted(int(row.split(b",")[2]) for data in files.values() for row in data.splitlines())
+
+
+def _open_windows(server) -> list[str]:
+    status = json.loads(run_cli("status", "-o", str(server.output), "--json").stdout)
+    return [w["start"] for w in status["open_windows"]]
+
+
+def test_refused_requests_over_several_windows_write_nothing_and_leave_the_watermark(server_factory):
+    server = server_factory(*STRICT, "--max-windows-per-request", "3", "--allowed-lateness", "10m")
+    base = HOUR_START
+    assert server.post(_line(base + 10, 0) + _line(base + 400, 1)).status_code == 200  # 02:00, 02:05 open
+    before = sizes(server.output)
+    # Four windows, two of them open ones, and one far ahead that would commit both: 413.
+    over_cap = b"".join(_line(base + s, 10 + i) for i, s in enumerate([20, 410, 86_400 * 365, 900]))
+    assert server.post(over_cap).status_code == 413
+    # Within the cap, far ahead, but its last line is bad: 400.
+    bad_last = _line(base + 30, 20) + _line(base + 86_400 * 365, 21) + b'{"time": "not a time", "id": 22}\n'
+    assert server.post(bad_last).status_code == 400
+    assert sizes(server.output) == before
+    # The watermark did not move: events for the open windows join them, no late (-1) file.
+    assert server.post(_line(base + 40, 30) + _line(base + 420, 31)).status_code == 200
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert sorted(files) == ["user-events-20240701-020000.csv", "user-events-20240701-020500.csv"]
+    assert _ids(files) == [0, 1, 30, 31]
+
+
+def test_idempotency_keys_replay_across_a_sigkill_with_several_windows_open(server_factory):
+    options = (*STRICT, "--max-open-windows", "3", "--allowed-lateness", "10m")
+    server = server_factory(*options)
+    rng = random.Random(22)
+    bodies = []
+    for r in range(12):
+        seconds = [HOUR_START + rng.randrange(3600) for _ in range(6)]
+        bodies.append(b"".join(_line(s, 6 * r + k) for k, s in enumerate(seconds)))
+    for r, body in enumerate(bodies[:8]):
+        assert server.post(body, headers={"Idempotency-Key": f"key-{r}"}).status_code == 200
+    server.kill()
+    assert 1 <= len(_open_windows(server)) <= 3
+    server = server_factory(*options, output=server.output)
+    for r, body in enumerate(bodies):  # every one again, after a restart: the first eight are replays
+        response = server.post(body, headers={"Idempotency-Key": f"key-{r}"})
+        assert response.status_code == 200
+    server.kill()
+    server = server_factory(*options, output=server.output)
+    for r in range(0, 12, 3):  # and again after a second kill
+        assert server.post(bodies[r], headers={"Idempotency-Key": f"key-{r}"}).status_code == 200
+    assert server.stop() == 0
+    assert _ids(csv_files(server.output)) == list(range(72))
+
+
+def test_a_group_of_concurrent_requests_interleaving_windows_applies_each_once(server_factory):
+    options = (*STRICT, "--max-open-windows", "4", "--max-file-bytes", "600")
+    server = server_factory(*options)
+    rng = random.Random(7)
+    bodies = []
+    for r in range(64):
+        seconds = [HOUR_START + rng.randrange(3600) for _ in range(rng.choice([1, 5, 20]))]
+        bodies.append(b"".join(_line(s, 100 * r + k) for k, s in enumerate(seconds)))
+    sent = sorted(int(json.loads(line)["id"]) for body in bodies for line in body.splitlines())
+
+    def post(r: int) -> int:
+        return server.post(bodies[r], headers={"Idempotency-Key": f"g-{r}"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(post, range(64))) == {200}
+    server.kill()
+    server = server_factory(*options, output=server.output)
+    with ThreadPoolExecutor(16) as pool:  # all resent at once: every one a replay
+        assert set(pool.map(post, range(64))) == {200}
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert _ids(files) == sent
+    assert all(len(data) <= 600 or data.count(b"\n") == 1 for data in files.values())
+    for name, data in files.items():  # every file's rows in the window its name gives
+        minute = int(name[23:25])
+        for row in data.splitlines():
+            assert int(row[14:16]) // 5 * 5 == minute and row[11:13] == name[21:23].encode(), (name, row)
