@@ -4,14 +4,18 @@ files and publish; restarts that change the policy; events at the edges of the a
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 
 import pytest
 
+from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.journal import Journal
 from batched_event_api.commit.windows import StrictWindows, WindowPolicy
 from batched_event_api.commit.writer import Request, Writer
 from batched_event_api.config import Compress
+from batched_event_api.errors import StorageError
 from batched_event_api.events.rows import Rows
 from batched_event_api.events.timestamps import EARLIEST_NS, LATEST_NS, MAX_INTERVAL_NS, utc_stamp
 from batched_event_api.events.transcode import Batch
@@ -241,3 +245,110 @@ def test_events_at_the_edges_of_the_range_under_strict_windows(tmp_path, interva
         for row in data.splitlines():
             t = int(row.split(b",")[1])
             assert name.startswith(f"user-events-{utc_stamp(t - t % interval)}")
+
+
+def test_hostile_files_at_late_window_names_are_never_written_through_nor_published(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    target = elsewhere / "precious"
+    target.write_text("precious\n")
+    policy = StrictWindows(INTERVAL)
+    writer = Writer(out, policy, fsync=False)
+    writer.start()
+    first = [BASE + MINUTE, BASE + INTERVAL + MINUTE]  # the second commits the first window
+    writer.apply(first, _rows(first, "a"))
+    stem = f"user-events-{utc_stamp(BASE)}"
+    # While it runs: a symlink at the late file's name, a FIFO at the next one's part file, a
+    # foreign in-progress file, and a symlink at the part file of the window still open.
+    os.symlink(target, out / f"{stem}-1.csv")
+    os.mkfifo(out / f".{stem}-2.inprogress")
+    (out / ".theirs.inprogress").write_text("theirs\n")
+    late = [BASE + 2 * MINUTE]
+    writer.apply(late, _rows(late, "b"))  # late: a new file for the committed window
+    [late_window] = [w for w in writer.windows.values() if w.late]
+    assert late_window.name == f"{stem}-3.csv"
+    # A symlink at the late window's own final name before it is committed: published elsewhere.
+    os.symlink(target, out / late_window.name)
+    writer.commit_open()
+    writer.close()
+    writer = Writer(out, policy, fsync=False)
+    writer.start()
+    writer.close()
+    assert target.read_text() == "precious\n"
+    assert (out / ".theirs.inprogress").read_text() == "theirs\n"
+    regular = {p.name: p.read_bytes() for p in out.glob("user-events-*") if not p.is_symlink()}
+    assert sorted(regular) == [f"{stem}-4.csv", f"{stem}.csv", f"user-events-{utc_stamp(BASE + INTERVAL)}.csv"]
+    assert regular[f"{stem}-4.csv"] == f"b0,{late[0]}\n".encode()
+
+
+class _FailingDisk(LocalDisk):
+    """A disk whose n-th write, sync, create or publish fails with ENOSPC (then works again)."""
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
+        self.calls = 0
+        self.fail_at: int | None = None
+        self.failed = 0
+
+    def _step(self) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            self.failed += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(self, fd, chunks, offset):
+        self._step()
+        super().write(fd, chunks, offset)
+
+    def sync_data(self, fd):
+        self._step()
+        super().sync_data(fd)
+
+    def sync_directory(self):
+        self._step()
+        super().sync_directory()
+
+    def create(self, name):
+        self._step()
+        return super().create(name)
+
+    def publish(self, src_name, dst_name):
+        self._step()
+        super().publish(src_name, dst_name)
+
+    def replace(self, src_name, dst_name):
+        self._step()
+        super().replace(src_name, dst_name)
+
+
+@pytest.mark.parametrize("step", range(1, 24))
+def test_the_idle_close_of_sixteen_windows_on_a_failing_disk_loses_and_repeats_nothing(tmp_path, step):
+    policy = StrictWindows(INTERVAL, lateness=100 * INTERVAL, max_open=16)
+    times = [BASE + k * INTERVAL + k for k in range(16)]
+    disk = _FailingDisk(tmp_path)
+    writer = Writer(tmp_path, policy, disk=disk)
+    writer.start()
+    writer.apply(times, _rows(times, "a"), key="a")
+    assert len(writer.windows) == 16
+    disk.fail_at = disk.calls + step  # somewhere in the idle close: the record, a rename, the snapshot
+    try:
+        writer.commit_open()
+        writer.settle()
+    except StorageError:
+        pass
+    assert disk.failed == 1
+    disk.fail_at = None
+    assert writer.apply(times, _rows(times, "a"), key="a").replay or writer.heal()  # the key still holds
+    assert writer.heal()
+    writer.commit_open()  # the shutdown
+    writer.settle()
+    writer.close()
+    writer = Writer(tmp_path, policy)
+    writer.start()
+    writer.close()
+    files = csv_files(tmp_path)
+    assert sorted(row for data in files.values() for row in data.splitlines()) == sorted(
+        f"a{i},{t}".encode() for i, t in enumerate(times)
+    )
+    assert len(files) == 16 and not list(tmp_path.glob(".*.inprogress"))
