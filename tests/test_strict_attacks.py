@@ -352,3 +352,70 @@ def test_the_idle_close_of_sixteen_windows_on_a_failing_disk_loses_and_repeats_n
         f"a{i},{t}".encode() for i, t in enumerate(times)
     )
     assert len(files) == 16 and not list(tmp_path.glob(".*.inprogress"))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_thousand_windows_per_request_through_power_cuts(tmp_path, seed):
+    """Rounds spanning 1000 windows each (the per-request cap's default) with 16 open: the cap
+    commits hundreds per round and part files are written, synced and closed in batches."""
+    rng = random.Random(seed)
+    policy = StrictWindows(INTERVAL, lateness=0, max_open=16)
+    requests = []
+    for r in range(3):
+        times = [BASE + w * INTERVAL + rng.randrange(INTERVAL) for w in range(1000)]
+        rng.shuffle(times)
+        requests.append((times, _rows(times, f"r{r}-")))
+    model = StrictModel(INTERVAL, 0, 16)
+    for times, rows in requests:
+        model.apply(list(zip(times, [line.encode() + b"\n" for line in rows.text().splitlines()], strict=True)))
+    expected = model.close_all()
+
+    disk = PowerCutDisk(tmp_path)
+    writer = Writer(tmp_path, policy, disk=disk)
+    writer.start()
+    index, crashed = 0, False
+    while index < len(requests):
+        # A crash somewhere in each request's first try (its part files are synced in batches of 256).
+        disk.crash_at = None if crashed else disk.calls + rng.randint(1, 1100)
+        try:
+            writer.apply(*requests[index], key=f"k{index}")
+            index, crashed = index + 1, False
+        except Crash:
+            crashed = True
+            writer.close()
+            disk.power_cut()
+            disk.crash_at = None
+            writer = Writer(tmp_path, policy, disk=disk)
+            writer.start()
+    disk.crash_at = None
+    writer.commit_open()
+    writer.close()
+    disk.power_cut()
+    writer = Writer(tmp_path, policy, disk=disk)
+    writer.start()  # publishes what the last record committed
+    writer.close()
+    assert csv_files(tmp_path) == expected
+    assert disk.crashes >= 1
+
+
+def test_a_watermark_far_ahead_makes_later_events_late_files_that_the_cap_and_a_restart_bound(tmp_path):
+    policy = StrictWindows(INTERVAL, lateness=0, max_open=4)
+    model = StrictModel(INTERVAL, 0, 4)
+    requests = [[LATEST_NS - 1]]  # a clock gone wrong: 2261
+    rng = random.Random(5)
+    requests += [[BASE + rng.randrange(10 * INTERVAL) for _ in range(5)] for _ in range(12)]
+    writer = Writer(tmp_path, policy, fsync=False)
+    writer.start()
+    for tag, times in enumerate(requests):
+        model.apply(_model_rows(times, tag))
+        writer.apply(times, Rows.from_lines([f"r{tag}-{i},{t}" for i, t in enumerate(times)]))
+        assert len(writer.windows) <= 4 and all(
+            w.late for w in writer.windows.values() if w.start < BASE + INTERVAL * 10
+        )
+        if tag % 5 == 4:  # a restart keeps the watermark: the windows stay late files
+            writer.close()
+            writer = Writer(tmp_path, policy, fsync=False)
+            writer.start()
+    writer.commit_open()
+    writer.close()
+    assert csv_files(tmp_path) == model.close_all()
