@@ -102,3 +102,30 @@ def test_a_group_of_concurrent_requests_interleaving_windows_applies_each_once(s
         minute = int(name[23:25])
         for row in data.splitlines():
             assert int(row[14:16]) // 5 * 5 == minute and row[11:13] == name[21:23].encode(), (name, row)
+
+
+def test_a_restart_with_another_compress_and_interval_keeps_every_file_readable(server_factory):
+    import gzip
+
+    import zstandard
+
+    def rows(files) -> list[int]:
+        ids = []
+        for name, data in files.items():
+            if name.endswith(".gz"):
+                data = gzip.decompress(data)
+            elif name.endswith(".zst"):
+                data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            ids += [int(row.split(b",")[2]) for row in data.splitlines()]
+        return sorted(ids)
+
+    first = server_factory(*STRICT, "--compress", "gzip", "--interval", "10m", "--allowed-lateness", "1h")
+    assert first.post(_line(HOUR_START + 420, 0) + _line(HOUR_START + 60, 1)).status_code == 200
+    first.kill()  # its 02:00 window (10m) open in gzip
+    second = server_factory(*STRICT, "--compress", "none", output=first.output)
+    assert second.post(_line(HOUR_START + 120, 2)).status_code == 200  # 02:00 of 5m windows
+    assert second.stop() == 0
+    files = {p.name: p.read_bytes() for p in sorted(first.output.glob("user-events-*"))}
+    assert rows(files) == [0, 1, 2]
+    plain = {name: data for name, data in files.items() if name.endswith(".csv")}
+    assert list(plain.values()) == [b"2024-07-01T02:02:00Z,,2,false,,,,0\n"]

@@ -265,10 +265,10 @@ class Writer:
                 cap = self.policy.max_open if isinstance(self.policy, StrictWindows) else None
                 retired = self.placement.retire(state, self._unfit, cap)
                 results = [self._place(r, state, now) for r in requests]
-                if retired:  # counted with the round's first request that writes
-                    next((a for a in results if not a.replay), Applied(0)).committed[:0] = retired
                 written = bool(state.events or state.keys)
                 if written:
+                    if retired:  # counted with the round's first request that writes
+                        next(a for a in results if not a.replay and a.keys_full is None).committed[:0] = retired
                     record = Record(
                         self.seq + 1,
                         **self._window_fields(list(state.windows.values()), state.watermark),
