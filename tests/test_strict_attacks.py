@@ -420,3 +420,142 @@ def test_a_watermark_far_ahead_makes_later_events_late_files_that_the_cap_and_a_
     writer.commit_open()
     writer.close()
     assert csv_files(tmp_path) == model.close_all()
+
+
+class _EveryStepDisk(PowerCutDisk):
+    """A power-cut disk that can also stop the process at a creation, rename or removal."""
+
+    def create(self, name):
+        self._step()
+        return super().create(name)
+
+    def publish(self, src_name, dst_name):
+        self._step()
+        super().publish(src_name, dst_name)
+
+    def replace(self, src_name, dst_name):
+        self._step()
+        super().replace(src_name, dst_name)
+
+    def remove(self, name):
+        self._step()
+        super().remove(name)
+
+
+def _round_setup() -> tuple[list[int], list[list[int]]]:
+    """Events opening three windows, then a group of two requests that append to them, open two
+    more (the cap commits the oldest), roll one by --max-file-bytes, add a late event and move the
+    watermark past two windows."""
+    setup = [BASE + MINUTE, BASE + INTERVAL + MINUTE, BASE + 2 * INTERVAL + MINUTE]
+    group = [
+        [BASE + 2 * INTERVAL + k for k in range(6)] + [BASE + 3 * INTERVAL + 1, BASE + 2],
+        [BASE + 4 * INTERVAL + 5, BASE + 2 * INTERVAL + 9, BASE + 7 * INTERVAL, BASE + 3],
+    ]
+    return setup, group
+
+
+def _group_requests(group: list[list[int]]) -> list[Request]:
+    return [Request(Batch(times, _rows(times, f"g{r}-")), f"g{r}") for r, times in enumerate(group)]
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["sigkill", "power-cut"])
+def test_a_crash_at_every_step_of_a_round_over_several_windows(tmp_path, cut):
+    setup, group = _round_setup()
+    policy = StrictWindows(INTERVAL, lateness=INTERVAL, max_open=3)
+    model = StrictModel(INTERVAL, INTERVAL, 3, MAX_FILE_BYTES)
+    model.apply([(t, f"s{i},{t}\n".encode()) for i, t in enumerate(setup)])
+    for r, times in enumerate(group):
+        model.apply([(t, f"g{r}-{i},{t}\n".encode()) for i, t in enumerate(times)])
+    expected = model.close_all()
+
+    def run(directory, crash_step: int | None) -> tuple[int, bool]:
+        directory.mkdir()
+        disk = _EveryStepDisk(directory)
+        writer = Writer(directory, policy, disk=disk, max_file_bytes=MAX_FILE_BYTES)
+        writer.start()
+        writer.apply(setup, _rows(setup, "s"), key="s")
+        before = disk.calls
+        disk.crash_at = None if crash_step is None else before + crash_step
+        crashed = False
+        try:
+            writer.apply_group(_group_requests(group))
+        except Crash:
+            crashed = True
+        steps = disk.calls - before
+        writer.close()
+        if cut:
+            disk.power_cut()
+        disk.crash_at = None
+        writer = Writer(directory, policy, disk=disk, max_file_bytes=MAX_FILE_BYTES)
+        writer.start()
+        # Nothing unacknowledged survives: the journal's events are the setup's, or the group's too.
+        on_disk = sorted(
+            row for p in directory.iterdir() if "user-events" in p.name for row in p.read_bytes().splitlines()
+        )
+        assert on_disk in (
+            sorted(f"s{i},{t}".encode() for i, t in enumerate(setup)),
+            sorted(row for data in expected.values() for row in data.splitlines()),
+        )
+        writer.apply_group(_group_requests(group))  # the client resends: applied once either way
+        writer.commit_open()
+        writer.close()
+        if cut:
+            disk.power_cut()
+            writer = Writer(directory, policy, disk=disk)
+            writer.start()  # publishes what the last record committed
+            writer.close()
+        assert csv_files(directory) == expected, crash_step
+        return steps, crashed
+
+    steps, crashed = run(tmp_path / "clean", None)
+    assert not crashed and steps >= 8
+    print(f"{steps} steps")
+    for step in range(1, steps + 1):
+        assert run(tmp_path / f"crash-{step}", step)[1]
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["sigkill", "power-cut"])
+def test_a_crash_at_every_step_of_the_idle_close_of_several_windows(tmp_path, cut):
+    setup, group = _round_setup()
+    policy = StrictWindows(INTERVAL, lateness=10 * INTERVAL, max_open=16)  # every window stays open
+    times = setup + [t for request in group for t in request]
+
+    def run(directory, crash_step: int | None) -> int:
+        directory.mkdir()
+        disk = _EveryStepDisk(directory)
+        writer = Writer(directory, policy, disk=disk, max_file_bytes=MAX_FILE_BYTES)
+        writer.start()
+        writer.apply(times, _rows(times, "a"), key="a")
+        assert len(writer.windows) >= 2
+        before = disk.calls
+        disk.crash_at = None if crash_step is None else before + crash_step
+        try:
+            writer.commit_open()
+            writer.settle()
+        except Crash:
+            pass
+        steps = disk.calls - before
+        writer.close()
+        if cut:
+            disk.power_cut()
+        disk.crash_at = None
+        writer = Writer(directory, policy, disk=disk, max_file_bytes=MAX_FILE_BYTES)
+        writer.start()
+        assert writer.apply(times, _rows(times, "a"), key="a").replay
+        writer.commit_open()
+        writer.close()
+        if cut:
+            disk.power_cut()
+            writer = Writer(directory, policy, disk=disk)
+            writer.start()
+            writer.close()
+        files = csv_files(directory)
+        rows = sorted(row for data in files.values() for row in data.splitlines())
+        assert rows == sorted(f"a{i},{t}".encode() for i, t in enumerate(times)), crash_step
+        assert not list(directory.glob(".*.inprogress"))
+        return steps
+
+    steps = run(tmp_path / "clean", None)
+    assert steps >= 5
+    for step in range(1, steps + 1):
+        run(tmp_path / f"crash-{step}", step)
