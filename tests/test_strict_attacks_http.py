@@ -129,3 +129,30 @@ def test_a_restart_with_another_compress_and_interval_keeps_every_file_readable(
     assert rows(files) == [0, 1, 2]
     plain = {name: data for name, data in files.items() if name.endswith(".csv")}
     assert list(plain.values()) == [b"2024-07-01T02:02:00Z,,2,false,,,,0\n"]
+
+
+def test_events_at_the_edges_of_the_range_with_an_interval_not_dividing_a_day(server_factory):
+    """1678 and 2262 under 7-minute windows: the first window starts in 1677, before the earliest
+    accepted event; the server, `status` and a restart take it as any other."""
+    options = (*STRICT, "--interval", "7m", "--allowed-lateness", "10000000h")  # 1141 years: none closes
+    server = server_factory(*options)
+    body = (
+        b'{"time": "1678-01-01T00:00:00Z", "id": 1}\n'
+        b'{"time": "2261-12-31T23:59:59.999999999Z", "id": 2}\n'
+        b'{"time": "1678-01-01T00:02:59.5-00:01", "id": 3}\n'
+    )
+    assert server.post(body, headers={"Idempotency-Key": "edges"}).status_code == 200
+    server.kill()
+    status = run_cli("status", "-o", str(server.output), "--json")
+    assert status.returncode == 0, status.stderr
+    assert sorted(w["start"] for w in json.loads(status.stdout)["open_windows"]) == [
+        "1677-12-31T23:57:00Z",
+        "2261-12-31T23:58:00Z",
+    ]
+    assert run_cli("status", "-o", str(server.output)).returncode == 0
+    server = server_factory(*options, output=server.output)
+    assert server.post(body, headers={"Idempotency-Key": "edges"}).status_code == 200  # a replay
+    assert server.stop() == 0
+    files = csv_files(server.output)
+    assert sorted(files) == ["user-events-16771231-235700.csv", "user-events-22611231-235800.csv"]
+    assert _ids(files) == [1, 2, 3]
