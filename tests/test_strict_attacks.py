@@ -5,10 +5,13 @@ files and publish; restarts that change the policy; events at the edges of the a
 from __future__ import annotations
 
 import errno
+import gzip
+import io
 import os
 import random
 
 import pytest
+import zstandard
 
 from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.journal import Journal
@@ -118,17 +121,13 @@ def _rows(times: list[int], tag: str) -> Rows:
 
 def _decoded(directory) -> dict[str, bytes]:
     """Every committed file, decompressed (raises when one is not a valid stream)."""
-    import gzip
-
-    import zstandard
-
     out = {}
     for path in sorted(directory.glob("user-events-*")):
         data = path.read_bytes()
         if path.name.endswith(".gz"):
             data = gzip.decompress(data)
         elif path.name.endswith(".zst"):
-            data = b"".join(zstandard.ZstdDecompressor().read_to_iter(__import__("io").BytesIO(data)))
+            data = b"".join(zstandard.ZstdDecompressor().read_to_iter(io.BytesIO(data)))
         out[path.name] = data
     return out
 

@@ -4,9 +4,13 @@ several windows open, and a group of concurrent requests whose windows interleav
 
 from __future__ import annotations
 
+import datetime
+import gzip
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
+
+import zstandard
 
 from servers import run_cli
 from snapshots import csv_files, sizes
@@ -16,8 +20,6 @@ STRICT = ("--align", "interval", "--interval", "5m", "--idle-close", "1h")
 
 
 def _line(seconds: int, i: int) -> bytes:
-    import datetime
-
     text = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return json.dumps({"time": text, "id": i}).encode() + b"\n"
 
@@ -105,10 +107,6 @@ def test_a_group_of_concurrent_requests_interleaving_windows_applies_each_once(s
 
 
 def test_a_restart_with_another_compress_and_interval_keeps_every_file_readable(server_factory):
-    import gzip
-
-    import zstandard
-
     def rows(files) -> list[int]:
         ids = []
         for name, data in files.items():
