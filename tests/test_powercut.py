@@ -13,6 +13,7 @@ import random
 import pytest
 
 from batched_event_api.commit.writer import Writer
+from batched_event_api.config import Compress
 from batched_event_api.events.rows import Rows
 from model import MINUTE, SECOND, generate_events, requests_of
 from powercut import PowerCutDisk
@@ -88,7 +89,7 @@ def _many_windows(seed: int) -> list[tuple[list[int], Rows]]:
 # name: (requests, writer options, the writer function crashes are aimed at, seeds)
 WORKLOADS = {
     "mixed": (_mixed, {}, "_commit", SEEDS),
-    "gzip": (_mixed, {"compress": True}, "_commit", SEEDS[:2]),
+    "gzip": (_mixed, {"compress": Compress.GZIP}, "_commit", SEEDS[:2]),
     "compaction": (_mixed, {"compact_bytes": 512}, "_write_snapshot", SEEDS[:2]),  # one every request or two
     "large": (_large, {}, "_write_one", SEEDS[:2]),  # a file written and synced on an I/O thread
     "many-windows": (_many_windows, {}, "place_segments", SEEDS[:2]),  # a batch of 256 part files flushed

@@ -56,6 +56,9 @@ class Record(msgspec.Struct, omit_defaults=True):
     windows: list[OpenFile] = []  # the open windows, in the order they were opened, when that is not one
     # Strict windows: the greatest event time accepted (UTC ns), which commits the windows it passes.
     watermark: int | None = None
+    # Strict windows: the interval (ns) that bounds the open windows. A start under another interval
+    # (or another --align) cannot take that interval's events: its windows are committed first.
+    interval: int | None = None
     publish: list[str] = []  # committed windows whose final names may not be durable yet
     # Windows of `publish` whose final name another program took: the name each is published under
     # instead. Recorded before that rename, so recovery always knows which file is the window's.
@@ -75,13 +78,14 @@ class Record(msgspec.Struct, omit_defaults=True):
         return self.windows or ([self.open] if self.open is not None else [])
 
 
-def window_fields(windows: list[OpenFile], watermark: int | None) -> dict[str, Any]:
+def window_fields(windows: list[OpenFile], watermark: int | None, interval: int | None = None) -> dict[str, Any]:
     """The open windows as a record carries them: one window, not late, and no watermark (the
     first-event policy) as `open`, which versions before several open windows read too (a
-    downgrade keeps the window, and the journal stays as they wrote it); else `windows`."""
-    if watermark is None and len(windows) == 1 and not windows[0].late:
+    downgrade keeps the window, and the journal stays as they wrote it); else `windows`, with
+    the strict windows' watermark and interval."""
+    if watermark is None and interval is None and len(windows) == 1 and not windows[0].late:
         return {"open": windows[0]}
-    return {"windows": windows, "watermark": watermark}
+    return {"windows": windows, "watermark": watermark, "interval": interval}
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -98,7 +98,13 @@ class PartFiles:
 
     def _free_name(self, stem: str, reserved: set[str], ident: str | None = None) -> str:
         suffix = f".{ident}{self.suffix}" if ident else self.suffix
-        return next(name for name in names_from(stem, suffix) if name not in reserved and not self.disk.exists(name))
+        # Nor a name whose part file another window has: `X.csv` and `X.csv.gz` share theirs (a
+        # window of another --compress, committed and not yet published).
+        return next(
+            name
+            for name in names_from(stem, suffix)
+            if name not in reserved and not self.disk.exists(name) and not self.disk.exists(part_name(name))
+        )
 
     def create(self, name: str) -> int:
         """A new, empty in-progress file for the window `name` (a descriptor)."""

@@ -98,6 +98,14 @@ class Placement:
         self._encode = _encoder(compress)
         self.max_file_bytes = max_file_bytes
 
+    def retire(self, state: RoundState, starts: list[int], max_open: int | None) -> list[Committed]:
+        """Before a round's requests: commit the recovered windows the writer cannot continue
+        (`starts`), then the oldest while more than `max_open` are open (the cap was lowered)."""
+        closed = [self._close(state, start) for start in starts if start in state.windows]
+        while max_open is not None and len(state.windows) > max_open:
+            closed.append(self._close(state, min(state.windows)))
+        return closed
+
     def place_segments(self, plan: Plan, rows: Rows, state: RoundState) -> list[Committed]:
         """Where one request's rows go under the first-event policy, against the round's state so
         far: adds the writes and checks to the round, moves its open window on, and returns the

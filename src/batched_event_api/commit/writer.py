@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -26,7 +27,7 @@ from batched_event_api.commit.journal import (
     window_fields,
 )
 from batched_event_api.commit.keys import KeyStore, key_cost
-from batched_event_api.commit.partfiles import PartFiles, csv_suffix
+from batched_event_api.commit.partfiles import PartFiles, csv_suffix, finished_stem
 from batched_event_api.commit.placement import Committed, Placement, RoundState
 from batched_event_api.commit.recovery import durable_records, remember_keys
 from batched_event_api.commit.sync import SYNCFS_FROM, SyncRound, Write
@@ -103,6 +104,8 @@ class Writer:
         self._publish: list[str] = []
         self._moved: dict[str, str] = {}  # windows of _publish whose final name another file took
         self._fds: dict[int, int] = {}  # the open windows' part files, by start
+        # Recovered windows this configuration cannot continue (see _unfit): the next round commits them.
+        self._unfit: list[int] = []
         self._lock_fd: int | None = None
         self._broken = True  # until recover() has run
         self._compaction_failing = False  # said once, not after every round that retries it
@@ -158,6 +161,12 @@ class Writer:
                 log.warning("%s is %d bytes, %d were recorded: keeping what is there", window.name, size, window.size)
                 window = msgspec.structs.replace(window, size=size)
             self.windows[window.start] = window
+        if not isinstance(self.policy, StrictWindows):
+            # The first-event policy has no watermark and no late files: its record stays as
+            # versions before strict windows read it (a downgrade keeps the open window).
+            self.watermark = None
+            self.windows = {s: msgspec.structs.replace(w, late=False) for s, w in self.windows.items()}
+        self._unfit = [w.start for w in self.windows.values() if self._unfit_window(w, last)]
         if self.fsync:
             self._make_state_durable()
         self._resume_journal(records, ends, compact=compact)
@@ -168,6 +177,19 @@ class Writer:
         # Committed windows not published yet (their rename failed) stay too.
         self.parts.remove_strays([*self._publish, *(w.name for w in self.windows.values())])
         self._broken = not published  # a publish that failed is retried at the next step
+
+    def _unfit_window(self, window: OpenFile, last: Record) -> bool:
+        """Can this configuration not go on with a recovered window? Its file is encoded as
+        another --compress wrote it (appending would mix encodings), or strict windows of another
+        interval or --align left it (new events would not lie in its bounds)."""
+        stem = finished_stem(window.name)
+        if stem is None or stem[1] != self.parts.suffix:
+            return True
+        return isinstance(self.policy, StrictWindows) and last.interval != self.policy.interval
+
+    def _window_fields(self, windows: list[OpenFile], watermark: int | None) -> dict[str, Any]:
+        strict = isinstance(self.policy, StrictWindows)
+        return window_fields(windows, watermark, self.policy.interval if strict else None)
 
     def _resume_journal(self, records: list[Record], ends: list[int], *, compact: bool) -> None:
         """Append after the intact records, or replace them by a snapshot (at start, or when
@@ -240,12 +262,16 @@ class Writer:
         )
         try:
             with self._storage_step():
+                cap = self.policy.max_open if isinstance(self.policy, StrictWindows) else None
+                retired = self.placement.retire(state, self._unfit, cap)
                 results = [self._place(r, state, now) for r in requests]
                 written = bool(state.events or state.keys)
                 if written:
+                    if retired:  # counted with the round's first request that writes
+                        next(a for a in results if not a.replay and a.keys_full is None).committed[:0] = retired
                     record = Record(
                         self.seq + 1,
-                        **window_fields(list(state.windows.values()), state.watermark),
+                        **self._window_fields(list(state.windows.values()), state.watermark),
                         publish=state.publish,
                         moved=self._moved_for(state.publish),
                         applied=list(state.keys.items()),
@@ -266,6 +292,7 @@ class Writer:
             if fd not in keep:
                 os.close(fd)
         self.windows, self._fds, self.watermark = state.windows, state.fds, state.watermark
+        self._unfit = []
         for key, events in state.keys.items():
             self.keys.remember(key, events, now)
         try:  # the round is durable and its requests are answered as such, whatever comes next
@@ -350,7 +377,7 @@ class Writer:
             self._commit(
                 Record(
                     self.seq + 1,
-                    **window_fields([], self.watermark),
+                    **self._window_fields([], self.watermark),
                     publish=publish,
                     moved=self._moved_for(publish),
                 ),
@@ -359,7 +386,7 @@ class Writer:
             )
         for fd in self._fds.values():
             os.close(fd)
-        self.windows, self._fds = {}, {}
+        self.windows, self._fds, self._unfit = {}, {}, []
         try:  # the windows are committed, whatever comes next
             self._published(publish)
         except Exception:
@@ -472,7 +499,7 @@ class Writer:
                 self._commit(
                     Record(
                         self.seq + 1,
-                        **window_fields(list(self.windows.values()), self.watermark),
+                        **self._window_fields(list(self.windows.values()), self.watermark),
                         publish=self._publish,
                         moved=dict(self._moved),
                     ),
@@ -498,7 +525,7 @@ class Writer:
         """Replace the journal with one record of the whole state (atomically)."""
         snapshot = Record(
             self.seq,
-            **window_fields(list(self.windows.values()), self.watermark),
+            **self._window_fields(list(self.windows.values()), self.watermark),
             publish=self._publish,
             moved=self._moved_for(self._publish),
             kept=self.keys.items(),
