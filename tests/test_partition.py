@@ -64,6 +64,13 @@ def test_a_stem_that_is_no_windows_is_refused():
         (["--format", "parquet", "--state-dir", "{out}/state"], "must be apart"),
         (["--partition", "dt=%Y", "--state-dir", "{tmp}"], "must be apart"),
         (["--format", "orc"], "Invalid value for '--format'"),
+        # Strict windows that would cross a partition's change: a file's partition must bound its rows.
+        (
+            ["--align", "interval", "--interval", "7m", "--partition", "dt=%Y-%m-%d/hour=%H"],
+            "'dt=%Y-%m-%d/hour=%H' changes every 1h: with --align interval, --interval must divide that (not 7m)",
+        ),
+        (["--align", "interval", "--interval", "48h", "--partition", "dt=%Y-%m-%d"], "changes every 24h"),
+        (["--align", "interval", "--interval", "90s", "--partition", "m=%Y%m%d%H%M"], "changes every 1m"),
     ],
 )
 def test_serve_refuses_a_bad_format_partition_or_state_directory_before_it_starts(tmp_path, args, said):
@@ -78,3 +85,20 @@ def test_serve_refuses_a_bad_format_partition_or_state_directory_before_it_start
 def test_the_state_dir_still_applies_only_to_a_local_output_with_a_finishing_step(tmp_path):
     done = run_cli("serve", "-o", str(tmp_path / "out"), "--port", "0", "--state-dir", str(tmp_path / "state"))
     assert done.returncode == 2 and "--format parquet or --partition" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("template", "period"),
+    [
+        ("dt=%Y-%m-%d/hour=%H", 3600),
+        ("dt=%Y-%m-%d", 86_400),
+        ("month=%Y-%m", 86_400),  # months, weeks and years change at a midnight UTC
+        ("week=%G-%V", 86_400),
+        ("minute=%H%M", 60),
+        ("epoch=%s", 1),
+        ("source=web", None),  # no field of time: one partition
+        ("zone=%z", None),
+    ],
+)
+def test_a_partitions_period_is_that_of_its_finest_field(template, period):
+    assert Partition(template).period_ns() == (None if period is None else period * 1_000_000_000)

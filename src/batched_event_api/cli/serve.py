@@ -236,7 +236,13 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
     """Run the HTTP service: POST /user/event takes NDJSON, windows land in the output directory (or bucket)."""
     if options["multipart_chunksize"] < 5 * MiB:
         raise click.BadParameter("must be at least 5MiB (S3's smallest part)", param_hint="'--multipart-chunksize'")
-    _check_format(options["format"], options["compress"], options["partition"])
+    _check_format(
+        options["format"],
+        options["compress"],
+        options["partition"],
+        options["align"],
+        round(options["interval"] * 1_000_000_000),
+    )
     finishing = options["format"] is Format.PARQUET or options["partition"] is not None
     options["output"], options["bucket"], options["output_directory"] = directory_and_store(
         output, state_dir, finishing=finishing
@@ -294,19 +300,39 @@ def serve(auth_token_file: Path | None, output: str, state_dir: Path | None, **o
         sys.exit(3)
 
 
-def _check_format(format: Format, compress: Compress | None, partition: str | None) -> None:
-    """--compress fits --format; --partition is a template that keeps every file in the output."""
+def _check_format(
+    format: Format, compress: Compress | None, partition: str | None, align: Align, interval_ns: int
+) -> None:
+    """--compress fits --format; --partition is a template that keeps every file in the output,
+    and under strict windows changes only where a window ends."""
     if compress is not None and compress not in COMPRESSIONS[format]:
         raise click.BadParameter(
             f"{compress} does not apply to --format {format}, which takes "
             + ", ".join(c.value for c in COMPRESSIONS[format]),
             param_hint="'--compress'",
         )
-    if partition is not None:
-        try:
-            Partition(partition)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--partition'") from None
+    if partition is None:
+        return
+    try:
+        period = Partition(partition).period_ns()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--partition'") from None
+    if align is Align.INTERVAL and period is not None and period % interval_ns:
+        # A window that crosses a partition's change would be filed under its start's partition
+        # and hold rows of the next one: strict windows promise a file's partition bounds its rows.
+        raise click.BadParameter(
+            f"{partition!r} changes every {_duration(period)}: with --align interval, --interval must divide that "
+            f"(not {_duration(interval_ns)}), so that a window's partition bounds every row in it",
+            param_hint="'--partition'",
+        )
+
+
+def _duration(ns: int) -> str:
+    seconds = ns / 1_000_000_000
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _raise_open_files_limit() -> None:

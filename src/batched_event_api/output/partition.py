@@ -13,6 +13,12 @@ import re
 from datetime import UTC, datetime
 
 _SAFE = re.compile(r"[A-Za-z0-9=_.+-]+")
+_DIRECTIVE = re.compile(r"%(.)")
+# How often each strftime field changes, in seconds: a day or anything coarser (a week, a month,
+# a year) changes at a midnight UTC, so a day is what an interval must divide for those.
+_DAY = 86_400
+_PERIOD = {"S": 1, "s": 1, "M": 60, "H": 3600, "I": 3600, "p": 12 * 3600}
+_FINER_THAN_A_SECOND = {"f"}
 _STAMP = re.compile(r"user-events-(\d{8}-\d{6})")
 # Window starts the template is tried at: the ends of the accepted range (with an aligned start
 # below it), and instants whose fields all differ in width.
@@ -45,6 +51,18 @@ class Partition:
             for part in formatted.split("/"):
                 _check_part(template, part)
         self.template = template
+
+    def period_ns(self) -> int | None:
+        """How often the partition changes (ns): that of its finest field; None when it never
+        does (no field of time). Strict windows stay inside one partition when their interval
+        divides this."""
+        fields = {match[1] for match in _DIRECTIVE.finditer(self.template.replace("%%", ""))}
+        fields -= {"z", "Z"}  # always UTC
+        if not fields:
+            return None
+        if fields & _FINER_THAN_A_SECOND:
+            return 1_000  # microseconds: window names have whole seconds, so never bounded
+        return min(_PERIOD.get(f, _DAY) for f in fields) * 1_000_000_000
 
     def prefix(self, stem: str) -> str:
         """The sub-directory of a window from its name's stem (`user-events-YYYYMMDD-HHMMSS`),
