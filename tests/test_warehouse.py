@@ -435,3 +435,34 @@ def test_an_output_a_direct_run_left_an_open_window_in_is_refused_until_it_is_co
     finishing = _serve(tmp_path, "--format", "parquet")
     assert finishing.stop() == 0
     assert [p.name for p in _visible(out)] == ["user-events-20240701-020000.csv"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (("--partition", "dt=%Y-%m-%d"), ("--partition", "day=%Y%m%d")),
+        (("--partition", "dt=%Y-%m-%d"), ("--partition", "dt=%Y-%m-%d", "--format", "parquet")),
+    ],
+)
+def test_a_restart_with_another_partition_or_format_never_puts_a_window_in_twice(tmp_path, before, after):
+    """Killed after a window went into the output but before its CSV left the state directory
+    (the journal still pins it): under another --partition or --format the next start would put
+    it in a second time, at another path. It refuses, saying what to do; served as before, the
+    window is recognised and released; then the new layout starts."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    server = _serve(tmp_path, *before)
+    assert server.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    assert server.post(b'{"time":"2024-07-01T02:06:00Z","id":2}\n').status_code == 200  # commits the first
+    assert wait_for(lambda: list(out.rglob("user-events-20240701-020000.csv")), timeout=60)
+    server.kill()
+    assert [p.name for p in state.glob("user-events-*.csv")]  # uploaded, not yet released
+    refused = run_cli("serve", "-o", str(out), "--port", "0", "--state-dir", str(state), *after)
+    assert refused.returncode == 1
+    assert "serve it with those until they are out" in refused.stderr, refused.stderr
+    server = _serve(tmp_path, *before)
+    assert server.stop() == 0  # drains: the window is its own earlier create, the open one goes in
+    assert list(state.glob("user-events-*")) == []
+    server = _serve(tmp_path, *after)
+    assert server.stop() == 0
+    files = sorted(str(p.relative_to(out)) for p in _visible(out))
+    assert files == ["dt=2024-07-01/user-events-20240701-020000.csv", "dt=2024-07-01/user-events-20240701-020600.csv"]

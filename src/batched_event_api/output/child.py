@@ -160,6 +160,7 @@ def main(fd: int, args: ChildArgs) -> None:
                 Partition(args.partition) if args.partition is not None else None,
             ),
         )
+        uploader.finish.claim()
     except ValueError as exc:
         channel.send(Refused(str(exc)))
         return

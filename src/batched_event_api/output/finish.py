@@ -7,12 +7,18 @@ Parquet file is built in a hidden temporary file of the state directory (`.NAME.
 O_EXCL, O_NOFOLLOW, owner-only), never under a name a reader looks at, removed once published;
 the ones a crash left are removed at the next start. Converted again, a window keeps its id, so
 `publish` still knows its own earlier create, whatever bytes the conversion gave this time.
+
+A window's own earlier create is only found under the name the same shape gives: the state
+directory records its shape (`.finish-shape`, synced before any window goes out), and a start
+with another --format or --partition is refused while it holds windows, which may be in the
+store already under the recorded one (a window there twice, at two paths, otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -32,6 +38,7 @@ log = logging.getLogger("batched_event_api.upload")
 PARQUET_SUFFIX = ".parquet"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 _TEMPORARY = re.compile(r"\.user-events-[^/]*\.parquet\.tmp")
+SHAPE_RECORD = ".finish-shape"
 _OPEN_TEMPORARY = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -49,6 +56,10 @@ class Shape:
     header: bool = False  # the window's CSV starts with a header row
     partition: Partition | None = None
 
+    @property
+    def partition_template(self) -> str | None:
+        return self.partition.template if self.partition else None
+
 
 class Finish:
     """Puts committed windows (files of the state directory) into a store, each once."""
@@ -58,6 +69,30 @@ class Finish:
         self.store = store
         self.shape = shape
         self.read_whole_below = read_whole_below  # smaller files are read into memory once
+
+    def claim(self) -> None:
+        """Record this shape as the one the state directory's windows go out under: ValueError,
+        saying what to do, when it holds windows and recorded another (or unreadable)."""
+        ours = {"format": self.shape.format.value, "partition": self.shape.partition_template}
+        windows = sum(1 for name in os.listdir(self.directory) if finished_stem(name) is not None)
+        if windows:
+            recorded = _recorded_shape(self.directory / SHAPE_RECORD)
+            if recorded is not None and recorded != ours:
+                raise ValueError(
+                    f"the state directory {self.directory} holds {windows} committed windows that may be in "
+                    f"{self.store.url} already, as {_options(recorded)}, and could be put in again elsewhere as "
+                    f"{_options(ours)}: serve it with those until they are out (a clean stop drains them), "
+                    "then restart with the new ones"
+                )
+            if recorded == ours:
+                return
+        _write_synced(self.directory, SHAPE_RECORD, json.dumps(ours).encode())
+
+    def release_claim(self) -> None:
+        """No window left in the state directory: any shape may come next."""
+        if not any(finished_stem(name) is not None for name in os.listdir(self.directory)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / SHAPE_RECORD)
 
     def remove_temporaries(self) -> None:
         """Conversions a crash cut short (their windows are converted again)."""
@@ -117,3 +152,44 @@ def sha256_of(f: BinaryIO) -> str:
     while chunk := f.read(1 << 20):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def _recorded_shape(path: Path) -> dict[str, str | None] | None:
+    """The shape a state directory records; None when it records none (from before records)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path} (the shape its windows go out under): {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            recorded = json.loads(f.read(4096))
+        except ValueError:
+            raise ValueError(f"{path} (the shape its windows go out under) is damaged: remove it") from None
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _options(shape: dict[str, str | None]) -> str:
+    partition = shape.get("partition")
+    return f"--format {shape.get('format')} " + (f"--partition {partition!r}" if partition else "without --partition")
+
+
+def _write_synced(directory: Path, name: str, data: bytes) -> None:
+    """`name` in `directory` holds `data`, durably (a temporary file renamed over it)."""
+    temporary = directory / f"{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, _OPEN_TEMPORARY, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, directory / name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
