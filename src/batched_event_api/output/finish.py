@@ -37,7 +37,7 @@ log = logging.getLogger("batched_event_api.upload")
 
 PARQUET_SUFFIX = ".parquet"
 PARQUET_TYPE = "application/vnd.apache.parquet"
-_TEMPORARY = re.compile(r"\.user-events-[^/]*\.parquet\.tmp")
+_TEMPORARY = re.compile(r"\.user-events-[^/]*\.parquet\.tmp|\.finish-shape\.[0-9a-f]{16}\.tmp")
 SHAPE_RECORD = ".finish-shape"
 _OPEN_TEMPORARY = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -95,13 +95,17 @@ class Finish:
                 os.unlink(self.directory / SHAPE_RECORD)
 
     def remove_temporaries(self) -> None:
-        """Conversions a crash cut short (their windows are converted again)."""
+        """Conversions (and shape records) a crash cut short (their windows are converted again)."""
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 if _TEMPORARY.fullmatch(entry.name):
                     log.info("removing %s: a conversion cut short (the window is converted again)", entry.name)
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         os.unlink(entry.path)  # never followed: unlink removes a link itself
+                    except FileNotFoundError:
+                        pass
+                    except IsADirectoryError:  # not ours: left, and the rest still removed
+                        log.warning("%s in %s is a directory, not a conversion: left alone", entry.name, self.directory)
 
     def put(self, name: str, f: BinaryIO, size: int) -> tuple[str, Outcome]:
         """Put the window of the state directory's file `name` (open as `f`, `size` bytes) in
