@@ -143,30 +143,46 @@ def _write_group(writer: Any, table: pa.Table) -> None:
 
 
 def _pieces(source: BinaryIO) -> Iterator[memoryview]:
-    """The CSV in pieces of whole rows, about PIECE_BYTES each (a piece holds at least one row)."""
-    carried = b""
+    """The CSV in pieces of whole rows, about PIECE_BYTES each (a piece holds at least one row).
+
+    What is read after the last row end is kept in parts, each scanned once when read (with the
+    count of `"` before it): a row longer than a piece, or one a damaged file never ends, costs
+    its length, not its length times the pieces it spans."""
+    carried: list[bytes] = []  # read, holding no row end
+    quotes = 0  # `"` in `carried`
     while data := source.read(PIECE_BYTES):
-        data = carried + data if carried else data
-        end = _rows_end(data)
-        carried = data[end:]
-        if end:
+        end = _rows_end(data, quotes)
+        if not end:
+            carried.append(data)
+            quotes += data.count(b'"')
+            continue
+        if carried:
+            yield memoryview(b"".join([*carried, data[:end]]))
+        else:
             yield memoryview(data)[:end]
+        carried, rest = [], data[end:]
+        if rest:
+            carried.append(rest)
+        quotes = rest.count(b'"')
     if carried:  # a row cut short, or a quote never closed
         raise ConversionError("not a CSV file as the writer renders it: its last row does not end in a newline")
 
 
-def _rows_end(data: bytes) -> int:
-    """Where the last whole row in `data` (which starts at a row's start) ends; 0 if none does.
+def _rows_end(data: bytes, quotes_before: int = 0) -> int:
+    """Where the last whole row in `data` ends; 0 if none does. `data` comes after a row's start
+    and `quotes_before` `"` (and no row end) in between.
 
     In Go's CSV every quoted field holds an even number of `"` with its delimiters: a newline ends
     a row exactly when an even number of `"` come before it. Counting runs backwards from the end,
     over the last row's bytes only, jumping to the previous `"` from a newline inside a value."""
-    quotes, end = data.count(b'"'), len(data)  # quotes: how many come before `end`
+    quotes, end = quotes_before + data.count(b'"'), len(data)  # quotes: how many come before `end`
     while (newline := data.rfind(b"\n", 0, end)) >= 0:
         quotes -= data.count(b'"', newline, end)
         if quotes % 2 == 0:
             return newline + 1
         end = data.rfind(b'"', 0, newline)  # no row ends between that `"` and the newline
+        if end < 0:  # that `"` came before `data`
+            return 0
         quotes -= 1
     return 0
 
