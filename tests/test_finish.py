@@ -114,10 +114,10 @@ def test_the_state_directory_records_its_shape_and_refuses_another_while_it_hold
     flat_csv.claim()
     (tmp_path / NAME).write_bytes(CSV)  # a window, perhaps in the store already
     Finish(tmp_path, store, Shape(), read_whole_below=1 << 20).claim()  # the same shape: fine
-    for other in (PARQUET, Shape(partition=Partition("dt=%Y"))):
+    for other in (PARQUET, Shape(partition=Partition("dt=%Y")), Shape(header=True)):
         with pytest.raises(ValueError, match="serve it with those until they are out") as refused:
             Finish(tmp_path, store, other, read_whole_below=1 << 20).claim()
-        assert "--format csv without --partition" in str(refused.value)
+        assert "--format csv without --partition without --header" in str(refused.value)
     flat_csv.release_claim()  # a window left: kept
     (tmp_path / NAME).unlink()
     flat_csv.release_claim()

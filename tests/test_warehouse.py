@@ -466,3 +466,21 @@ def test_a_restart_with_another_partition_or_format_never_puts_a_window_in_twice
     assert server.stop() == 0
     files = sorted(str(p.relative_to(out)) for p in _visible(out))
     assert files == ["dt=2024-07-01/user-events-20240701-020000.csv", "dt=2024-07-01/user-events-20240701-020600.csv"]
+
+
+def test_a_window_waiting_without_a_header_row_is_not_left_unconvertible_by_a_restart_with_header(tmp_path):
+    """A window waits in the state directory, written without a header row; a start with --header
+    would take it for damaged (no header line) and leave it there for good. It refuses instead."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    out.mkdir()
+    (out / "dt=2024-07-01").symlink_to(tmp_path)  # the window waits while it is there
+    args = ("--format", "parquet", "--partition", "dt=%Y-%m-%d", "--drain-timeout", "1s")
+    server = _serve(tmp_path, *args)
+    assert server.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    assert server.stop() == 0
+    (out / "dt=2024-07-01").unlink()
+    refused = run_cli("serve", "-o", str(out), "--port", "0", "--state-dir", str(state), *args, "--header")
+    assert refused.returncode == 1 and "serve it with those until they are out" in refused.stderr, refused.stderr
+    server = _serve(tmp_path, *args)
+    assert server.stop() == 0
+    assert [str(p.relative_to(out)) for p in _visible(out)] == ["dt=2024-07-01/user-events-20240701-020000.parquet"]

@@ -10,8 +10,9 @@ the ones a crash left are removed at the next start. Converted again, a window k
 
 A window's own earlier create is only found under the name the same shape gives: the state
 directory records its shape (`.finish-shape`, synced before any window goes out), and a start
-with another --format or --partition is refused while it holds windows, which may be in the
-store already under the recorded one (a window there twice, at two paths, otherwise).
+with another --format, --partition or --header is refused while it holds windows, which may be in the
+store already under the recorded one (a window there twice, at two paths, otherwise), or were
+written with(out) a header row (a conversion would take them for damaged, for good).
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ class Finish:
     def claim(self) -> None:
         """Record this shape as the one the state directory's windows go out under: ValueError,
         saying what to do, when it holds windows and recorded another (or unreadable)."""
-        ours = {"format": self.shape.format.value, "partition": self.shape.partition_template}
+        ours = {
+            "format": self.shape.format.value,
+            "partition": self.shape.partition_template,
+            "header": self.shape.header,
+        }
         windows = sum(1 for name in os.listdir(self.directory) if finished_stem(name) is not None)
         if windows:
             recorded = _recorded_shape(self.directory / SHAPE_RECORD)
@@ -158,7 +163,7 @@ def sha256_of(f: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _recorded_shape(path: Path) -> dict[str, str | None] | None:
+def _recorded_shape(path: Path) -> dict[str, object] | None:
     """The shape a state directory records; None when it records none (from before records)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -174,9 +179,13 @@ def _recorded_shape(path: Path) -> dict[str, str | None] | None:
     return recorded if isinstance(recorded, dict) else {}
 
 
-def _options(shape: dict[str, str | None]) -> str:
+def _options(shape: dict[str, object]) -> str:
     partition = shape.get("partition")
-    return f"--format {shape.get('format')} " + (f"--partition {partition!r}" if partition else "without --partition")
+    return (
+        f"--format {shape.get('format')} "
+        + (f"--partition {partition!r}" if partition else "without --partition")
+        + (" --header" if shape.get("header") else " without --header")
+    )
 
 
 def _write_synced(directory: Path, name: str, data: bytes) -> None:
