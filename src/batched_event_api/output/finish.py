@@ -74,7 +74,7 @@ class Finish:
     def claim(self) -> None:
         """Record this shape as the one the state directory's windows go out under: ValueError,
         saying what to do, when it holds windows and recorded another (or unreadable)."""
-        ours = {
+        ours: dict[str, object] = {
             "format": self.shape.format.value,
             "partition": self.shape.partition_template,
             "header": self.shape.header,
