@@ -5,6 +5,7 @@ beside it where the filesystem has none)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import os
@@ -240,3 +241,35 @@ def test_a_link_or_a_file_at_a_partition_directory_is_not_followed(tmp_path, pla
     os.unlink(out / "dt=2024-07-01")  # removed by its owner: the window goes in
     assert publish(store, "dt=2024-07-01/hour=02/w", ".csv", _window(ROW)) == (PREFIX + "w.csv", "created")
     assert (out / PREFIX / "w.csv").read_bytes() == ROW
+
+
+def test_temporary_files_a_killed_create_left_are_removed_and_no_live_ones(tmp_path):
+    """A create killed (SIGKILL, OOM) between its temporary file and the link leaves it, as big as
+    the window, in the output: the first create in that directory removes the ones no live create
+    holds (each holds a lock on its own), and nothing else."""
+    store = LocalDirectory(tmp_path)
+    (tmp_path / "dt=2024").mkdir()
+    stale = [
+        ".user-events-20240701-020000.parquet.0123456789abcdef.tmp",
+        "dt=2024/.user-events-x.csv.fedcba9876543210.tmp",
+    ]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"PAR1 half")
+    kept = [
+        "dt=2024/.user-events-y.csv.00000000000000ff.tmp",  # a live create's: locked
+        ".other.0123456789abcdef.tmp",  # not named as this store names its own
+        "dt=2024/.user-events-z.csv.1111111111111111.tmp",  # a directory: not a file this store made
+    ]
+    (tmp_path / kept[2]).mkdir()
+    (tmp_path / kept[1]).write_bytes(b"keep")
+    live = os.open(tmp_path / kept[0], os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        assert store.create("user-events-20240701-020000.csv", _window(b"a\n"))
+        assert store.create("dt=2024/user-events-20240701-020000.csv", _window(b"b\n"))
+    finally:
+        os.close(live)
+    for name in stale:
+        assert not (tmp_path / name).exists(), name
+    for name in kept:
+        assert (tmp_path / name).exists(), name
