@@ -357,3 +357,22 @@ def test_a_row_that_never_ends_is_scanned_once_not_at_each_piece(monkeypatch, da
     else:
         assert convert(io.BytesIO(csv), io.BytesIO(), header=False, compression="zstd").rows == 200
     assert sum(scanned) <= 2 * len(csv)
+
+
+def test_a_row_longer_than_any_event_can_render_is_refused_once_read_that_far(monkeypatch):
+    """A damaged window whose quote never closes is one row to its end: refused once it passes the
+    longest row an event of --max-body can give, not held whole in memory (a window of 1 GiB)."""
+    row = b'2024-07-01T02:00:00Z,u,1,true,e,p,"' + b"x" * 3000 + b'",1.5\n'
+    monkeypatch.setattr(parquet, "PIECE_BYTES", 1000)
+    reads = []
+
+    class Source(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            reads.append(len(data))
+            return data
+
+    with pytest.raises(ConversionError, match="longer than"):
+        convert(Source(b'"' + row * 200), io.BytesIO(), header=False, compression="zstd", max_row_bytes=10_000)
+    assert sum(reads) <= 12_000  # stopped there, not at the file's end
+    assert convert(io.BytesIO(row * 3), io.BytesIO(), header=False, compression="zstd", max_row_bytes=3100).rows == 3

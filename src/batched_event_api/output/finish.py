@@ -56,6 +56,7 @@ class Shape:
     compression: Compress = Compress.NONE  # of a Parquet file (a CSV window's is in its name already)
     header: bool = False  # the window's CSV starts with a header row
     partition: Partition | None = None
+    max_row_bytes: int | None = None  # longer CSV rows are damage (parquet.max_row_bytes of --max-body)
 
     @property
     def partition_template(self) -> str | None:
@@ -136,7 +137,13 @@ class Finish:
         try:
             with os.fdopen(fd, "w+b") as out:
                 try:
-                    convert(f, out, header=self.shape.header, compression=self.shape.compression.value)
+                    convert(
+                        f,
+                        out,
+                        header=self.shape.header,
+                        compression=self.shape.compression.value,
+                        max_row_bytes=self.shape.max_row_bytes,
+                    )
                 except ValueError as exc:  # the conversion's errors about the bytes it was given
                     raise Unconvertible(str(exc)) from None
                 out.flush()

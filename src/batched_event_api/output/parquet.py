@@ -55,16 +55,23 @@ class ConversionError(ValueError):
 
 
 def convert(
-    source: BinaryIO, destination: BinaryIO, *, header: bool, compression: str, row_group_bytes: int = ROW_GROUP_BYTES
+    source: BinaryIO,
+    destination: BinaryIO,
+    *,
+    header: bool,
+    compression: str,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+    max_row_bytes: int | None = None,
 ) -> Converted:
     """The CSV rows read from `source` as one Parquet file written to `destination` (at its
     position; seekable: on any error it is cut back to where it was). The same CSV always gives
-    the same bytes."""
+    the same bytes. A row longer than `max_row_bytes` (see max_row_bytes()) is damage: refused
+    once read that far, not gathered whole."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown Parquet compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     start = destination.tell()
     try:
-        rows, csv_bytes = _write(source, destination, header, compression, row_group_bytes)
+        rows, csv_bytes = _write(source, destination, header, compression, row_group_bytes, max_row_bytes)
     except BaseException:
         destination.seek(start)
         destination.truncate()
@@ -90,8 +97,20 @@ def schema() -> pa.Schema:
     return pa.schema([pa.field(name, kind, nullable=False) for name, kind in types])
 
 
+def max_row_bytes(max_body: int) -> int:
+    """The longest CSV row an event of a body of `max_body` bytes renders: each byte of its JSON
+    at most three of CSV (an invalid UTF-8 byte is U+FFFD), with the quotes and the numbers the
+    JSON need not spell out (a credits of 300+ digits)."""
+    return 3 * max_body + 64 * 1024
+
+
 def _write(
-    source: BinaryIO, destination: BinaryIO, header: bool, compression: str, row_group_bytes: int
+    source: BinaryIO,
+    destination: BinaryIO,
+    header: bool,
+    compression: str,
+    row_group_bytes: int,
+    max_row_bytes: int | None,
 ) -> tuple[int, int]:
     """Rows and CSV bytes converted."""
     import pyarrow as pa
@@ -109,7 +128,7 @@ def _write(
     writer = pq.ParquetWriter(destination, target, compression=compression, compression_level=level, version="2.6")
     rows, pending, pending_bytes = 0, [], 0
     try:
-        for piece in _pieces(source):
+        for piece in _pieces(source, max_row_bytes):
             csv_bytes += len(piece)
             for batch in _parsed(piece).to_batches():
                 converted = _converted(batch, target)
@@ -142,7 +161,7 @@ def _write_group(writer: Any, table: pa.Table) -> None:
     writer.write_table(table, row_group_size=table.num_rows)  # one row group
 
 
-def _pieces(source: BinaryIO) -> Iterator[memoryview]:
+def _pieces(source: BinaryIO, max_row_bytes: int | None = None) -> Iterator[memoryview]:
     """The CSV in pieces of whole rows, about PIECE_BYTES each (a piece holds at least one row).
 
     What is read after the last row end is kept in parts, each scanned once when read (with the
@@ -155,6 +174,11 @@ def _pieces(source: BinaryIO) -> Iterator[memoryview]:
         if not end:
             carried.append(data)
             quotes += data.count(b'"')
+            if max_row_bytes is not None and sum(map(len, carried)) > max_row_bytes:
+                raise ConversionError(
+                    f"not a CSV file as the writer renders it: a row longer than {max_row_bytes} bytes, more than "
+                    "an event of --max-body gives (or it was written under a larger --max-body)"
+                )
             continue
         if carried:
             yield memoryview(b"".join([*carried, data[:end]]))
