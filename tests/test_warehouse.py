@@ -502,3 +502,35 @@ def test_a_partitioned_csv_output_refuses_a_header_row_it_has_no_files_with(tmp_
     with pytest.raises(RuntimeError, match="--header"):  # Server.start: the server exited, saying why
         server = _serve(tmp_path, *args, "--header")
         server.stop()
+
+
+def test_two_servers_with_their_own_state_on_one_output_put_every_window_in_once(tmp_path):
+    """Two finish stages create in the same partitions at once: the second window of a stem takes
+    the next -N name, no file is replaced or lost, none is left half written."""
+    rng = random.Random(7)
+    events = generate_events(rng, 600)
+    halves = [events, events]  # the same windows, under the same names, on both
+    args = ("--format", "parquet", "--partition", TEMPLATE)
+    servers = [
+        Server(tmp_path / "out", "--state-dir", str(tmp_path / f"state{i}"), *args, log_dir=tmp_path).start()
+        for i in range(2)
+    ]
+    try:
+        bodies = [_bodies(events, rng, (1, 20, 50)) for events in halves]
+        for i in range(max(map(len, bodies))):
+            for server, own in zip(servers, bodies, strict=True):
+                if i < len(own):
+                    assert server.post(own[i]).status_code == 200
+        for server in servers:
+            assert server.stop() == 0
+    finally:
+        for server in servers:
+            if server.proc.poll() is None:  # type: ignore[union-attr]
+                server.kill()
+    expected: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for events in halves:
+        for stem, rows in model_rows(events).items():
+            expected[stem].update(rows)
+    assert parquet_rows_by_stem(tmp_path / "out") == dict(expected)
+    assert any(re.search(r"-\d{6}-1\.parquet$", p.name) for p in _visible(tmp_path / "out"))  # stems met
+    assert _hidden(tmp_path / "out") == []
