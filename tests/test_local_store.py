@@ -273,3 +273,17 @@ def test_temporary_files_a_killed_create_left_are_removed_and_no_live_ones(tmp_p
         assert not (tmp_path / name).exists(), name
     for name in kept:
         assert (tmp_path / name).exists(), name
+
+
+def test_the_record_beside_a_killed_creates_temporary_file_goes_with_it(tmp_path):
+    """Without extended attributes a create records the window beside its temporary file, keyed
+    by its inode, before the link: removed with the file, else a file later given that inode at
+    the window's name would be taken for the window's own create."""
+    temporary = tmp_path / ".user-events-20240701-020000.csv.0123456789abcdef.tmp"
+    temporary.write_bytes(b"half")
+    record = tmp_path / f".user-events-20240701-020000.csv.{temporary.stat().st_ino}.identity"
+    record.write_bytes(b"ab" * 32 + b" 00112233445566aa\n")
+    other = tmp_path / ".user-events-20240701-020000.csv.1.identity"  # another inode's: kept
+    other.write_bytes(b"x")
+    assert LocalDirectory(tmp_path).create("user-events-20240701-020500.csv", _window(b"a\n"))
+    assert not temporary.exists() and not record.exists() and other.exists()

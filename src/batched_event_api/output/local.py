@@ -44,7 +44,7 @@ _NO_ATTRIBUTES = (errno.ENOTSUP, errno.EOPNOTSUPP)
 _COPY_SIZE = 1 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_EXISTING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO cannot hang it
-_TEMPORARY = re.compile(r"\.user-events-[^/]*\.[0-9a-f]{16}\.tmp")
+_TEMPORARY = re.compile(r"\.(user-events-[^/]*)\.[0-9a-f]{16}\.tmp")  # and the window's name
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -127,20 +127,24 @@ class LocalDirectory:
             return
         self._swept.add(path)
         for name in os.listdir(directory):
-            if _TEMPORARY.fullmatch(name) is None:
+            if (ours := _TEMPORARY.fullmatch(name)) is None:
                 continue
             try:
                 fd = os.open(name, _OPEN_EXISTING, dir_fd=directory)
             except OSError:  # gone, a link, another user's: not ours to remove
                 continue
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
                     continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live create's
                 # A create between its open and its lock loses its file: its link fails, retried.
+                # Its record first (no xattrs), while the inode that names it is not free for reuse.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_beside(ours[1], info), dir_fd=directory)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=directory)
             finally:
