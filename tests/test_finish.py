@@ -125,3 +125,16 @@ def test_the_state_directory_records_its_shape_and_refuses_another_while_it_hold
     Finish(tmp_path, store, PARQUET, read_whole_below=1 << 20).claim()  # nothing left: any shape
     assert os.listdir(tmp_path) == [".finish-shape"]
     assert oct(os.stat(tmp_path / ".finish-shape").st_mode & 0o777) == "0o600"
+
+
+def test_the_shape_record_goes_only_after_the_windows_removals_are_durable(tmp_path, monkeypatch):
+    finish = Finish(tmp_path, MemoryStore(), PARQUET, read_whole_below=1 << 20)
+    finish.claim()
+    calls: list[str] = []
+    real_fsync, real_unlink = os.fsync, os.unlink
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "unlink", lambda path, **kw: calls.append(f"unlink {os.path.basename(path)}") or real_unlink(path, **kw)
+    )
+    finish.release_claim()
+    assert calls == ["fsync", "unlink .finish-shape"]

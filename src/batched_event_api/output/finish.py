@@ -97,6 +97,9 @@ class Finish:
     def release_claim(self) -> None:
         """No window left in the state directory: any shape may come next."""
         if not any(finished_stem(name) is not None for name in os.listdir(self.directory)):
+            # The windows' removals (not synced) durable first: a power cut must not keep this
+            # one and undo theirs, leaving windows the store has without their shape.
+            _sync_directory(self.directory)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / SHAPE_RECORD)
 
@@ -208,6 +211,10 @@ def _write_synced(directory: Path, name: str, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: Path) -> None:
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
