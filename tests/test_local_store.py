@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import io
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -223,13 +224,19 @@ def test_a_directory_made_by_an_earlier_run_is_synced_once_before_use(tmp_path, 
         assert (os.stat(path).st_dev, os.stat(path).st_ino) in synced
 
 
-@pytest.mark.parametrize("planted", ["symlink", "file"])
+@pytest.mark.parametrize("planted", ["symlink", "file", "fifo", "socket"])
 def test_a_link_or_a_file_at_a_partition_directory_is_not_followed(tmp_path, planted):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     (elsewhere / "hour=02").mkdir(parents=True)
     if planted == "symlink":
         (out / "dt=2024-07-01").symlink_to(elsewhere)
+    elif planted == "fifo":  # never opened for reading: that would wait for a writer
+        os.mkfifo(out / "dt=2024-07-01")
+    elif planted == "socket":
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(out / "dt=2024-07-01"))
+        listener.close()
     else:
         (out / "dt=2024-07-01").write_bytes(b"not a directory\n")
     store = LocalDirectory(out)
@@ -259,8 +266,10 @@ def test_temporary_files_a_killed_create_left_are_removed_and_no_live_ones(tmp_p
         "dt=2024/.user-events-y.csv.00000000000000ff.tmp",  # a live create's: locked
         ".other.0123456789abcdef.tmp",  # not named as this store names its own
         "dt=2024/.user-events-z.csv.1111111111111111.tmp",  # a directory: not a file this store made
+        "dt=2024/.user-events-f.csv.2222222222222222.tmp",  # a FIFO: neither waited on nor removed
     ]
     (tmp_path / kept[2]).mkdir()
+    os.mkfifo(tmp_path / kept[3])
     (tmp_path / kept[1]).write_bytes(b"keep")
     live = os.open(tmp_path / kept[0], os.O_WRONLY | os.O_CREAT, 0o600)
     fcntl.flock(live, fcntl.LOCK_EX)
