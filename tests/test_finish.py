@@ -138,3 +138,24 @@ def test_the_shape_record_goes_only_after_the_windows_removals_are_durable(tmp_p
     )
     finish.release_claim()
     assert calls == ["fsync", "unlink .finish-shape"]
+
+
+@pytest.mark.parametrize("stamp", ["20241399-000000", "00000101-000000", "20240230-250000"])
+def test_a_file_named_for_a_time_that_never_was_holds_up_no_other(tmp_path, caplog, stamp):
+    """A file someone put in the state directory under a window's name whose stamp is no date
+    (the writer never makes one): no partition can be told for it; said once and left there, as
+    a window that cannot be converted is, not a failed turn at each retry (backing off them all)."""
+    from batched_event_api.metrics import Metrics
+    from batched_event_api.output.uploader import Uploader, UploadReport
+
+    bad, good = f"user-events-{stamp}.0011223344556677.csv", "user-events-20240701-030000.8899aabbccddeeff.csv"
+    (tmp_path / bad).write_bytes(CSV)
+    (tmp_path / good).write_bytes(CSV)
+    store = MemoryStore()
+    uploader = Uploader(tmp_path, store, UploadReport(Metrics()), shape=PARQUET)
+    for _ in range(2):
+        assert uploader.turn() is not None  # no stage failed
+    uploader.stop()
+    assert sorted(store.objects) == ["dt=2024-07-01/hour=03/user-events-20240701-030000.parquet"]
+    assert sorted(os.listdir(tmp_path)) == [bad]
+    assert caplog.text.count("no window's time") == 1

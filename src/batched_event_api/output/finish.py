@@ -44,8 +44,9 @@ _OPEN_TEMPORARY = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 
 
 class Unconvertible(Exception):
-    """A window's file is not CSV the writer renders (changed by someone else): it stays in the
-    state directory, said, and holds up no other window."""
+    """A window's file is not CSV the writer renders, or its name holds no time (changed or put
+    there by someone else): it stays in the state directory, said (the message says why), and
+    holds up no other window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,12 @@ class Finish:
         """Put the window of the state directory's file `name` (open as `f`, `size` bytes) in
         the store: its name there (under its partition) and how it got there."""
         stem, suffix = finished_stem(name)  # type: ignore[misc]  # only finished names come here
-        where = self.shape.partition.prefix(stem) + stem if self.shape.partition else stem
+        where = stem
+        if self.shape.partition is not None:
+            try:
+                where = self.shape.partition.prefix(stem) + stem
+            except ValueError:  # a stamp no date has: not the writer's
+                raise Unconvertible("names no window's time, so no partition") from None
         ident = window_id(name)
         if self.shape.format is Format.CSV:
             encoding = CONTENT_ENCODINGS.get(suffix)
@@ -148,7 +154,7 @@ class Finish:
                         max_row_bytes=self.shape.max_row_bytes,
                     )
                 except ValueError as exc:  # the conversion's errors about the bytes it was given
-                    raise Unconvertible(str(exc)) from None
+                    raise Unconvertible(f"cannot be converted into Parquet ({exc})") from None
                 out.flush()
                 size = out.tell()
                 out.seek(0)

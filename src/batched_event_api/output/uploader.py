@@ -301,7 +301,7 @@ class Uploader:
             try:
                 self._upload_file(name, f, info.st_size)
             except Unconvertible as exc:  # kept, tried again at each turn, holding up no other window
-                self._refuse(name, f"cannot be converted into Parquet ({exc})")
+                self._refuse(name, str(exc))
                 self._forget(name)
                 return
             self._uploaded_now(name, (info.st_dev, info.st_ino))
