@@ -262,16 +262,20 @@ def test_temporary_files_a_killed_create_left_are_removed_and_no_live_ones(tmp_p
     ]
     for name in stale:
         (tmp_path / name).write_bytes(b"PAR1 half")
+        os.utime(tmp_path / name, (1e9, 1e9))  # left long ago
     kept = [
+        "dt=2024/.user-events-n.csv.3333333333333333.tmp",  # new: perhaps another server's, not locked yet
         "dt=2024/.user-events-y.csv.00000000000000ff.tmp",  # a live create's: locked
         ".other.0123456789abcdef.tmp",  # not named as this store names its own
         "dt=2024/.user-events-z.csv.1111111111111111.tmp",  # a directory: not a file this store made
         "dt=2024/.user-events-f.csv.2222222222222222.tmp",  # a FIFO: neither waited on nor removed
     ]
-    (tmp_path / kept[2]).mkdir()
-    os.mkfifo(tmp_path / kept[3])
-    (tmp_path / kept[1]).write_bytes(b"keep")
-    live = os.open(tmp_path / kept[0], os.O_WRONLY | os.O_CREAT, 0o600)
+    (tmp_path / kept[3]).mkdir()
+    os.mkfifo(tmp_path / kept[4])
+    (tmp_path / kept[0]).write_bytes(b"PAR1 half")
+    (tmp_path / kept[2]).write_bytes(b"keep")
+    live = os.open(tmp_path / kept[1], os.O_WRONLY | os.O_CREAT, 0o600)
+    os.utime(tmp_path / kept[1], (1e9, 1e9))  # a long create's: old, but locked
     fcntl.flock(live, fcntl.LOCK_EX)
     try:
         assert store.create("user-events-20240701-020000.csv", _window(b"a\n"))
@@ -290,9 +294,30 @@ def test_the_record_beside_a_killed_creates_temporary_file_goes_with_it(tmp_path
     the window's name would be taken for the window's own create."""
     temporary = tmp_path / ".user-events-20240701-020000.csv.0123456789abcdef.tmp"
     temporary.write_bytes(b"half")
+    os.utime(temporary, (1e9, 1e9))
     record = tmp_path / f".user-events-20240701-020000.csv.{temporary.stat().st_ino}.identity"
     record.write_bytes(b"ab" * 32 + b" 00112233445566aa\n")
     other = tmp_path / ".user-events-20240701-020000.csv.1.identity"  # another inode's: kept
     other.write_bytes(b"x")
     assert LocalDirectory(tmp_path).create("user-events-20240701-020500.csv", _window(b"a\n"))
     assert not temporary.exists() and not record.exists() and other.exists()
+
+
+def test_the_sweep_never_takes_a_live_creates_file_before_its_lock(tmp_path, monkeypatch):
+    """Between a create's open of its temporary file and its lock, another create's first sweep
+    of that directory (another thread, another server) must not take the file for a leftover."""
+    real_flock = fcntl.flock
+    swept = []
+
+    def flock_after_a_sweep(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not swept:  # a create's lock of its new file
+            swept.append(True)
+            assert LocalDirectory(tmp_path).create("dt=2024/user-events-20240701-020500.csv", _window(b"b\n"))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(local.fcntl, "flock", flock_after_a_sweep)
+    assert LocalDirectory(tmp_path).create("dt=2024/user-events-20240701-020000.csv", _window(b"a\n"))
+    assert sorted(os.listdir(tmp_path / "dt=2024")) == [
+        "user-events-20240701-020000.csv",
+        "user-events-20240701-020500.csv",
+    ]

@@ -32,6 +32,8 @@ import os
 import re
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +47,8 @@ _COPY_SIZE = 1 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_EXISTING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO cannot hang it
 _TEMPORARY = re.compile(r"\.(user-events-[^/]*)\.[0-9a-f]{16}\.tmp")  # and the window's name
+# A leftover is at least this old: a live create's file is younger between its open and its lock.
+_LEFTOVER_AGE = 60.0  # seconds
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -60,6 +64,7 @@ class LocalDirectory:
         # synced once by this store): the rest are synced at their first create.
         self._durable: set[str] = set()
         self._swept: set[str] = set()  # directories ("" the output itself) swept of leftovers
+        self._locking = threading.Lock()  # a sweep, or a create's open and lock of its file
 
     def create(self, name: str, window: Finished) -> bool:
         prefix, leaf = _check(name)
@@ -126,6 +131,10 @@ class LocalDirectory:
         if path in self._swept:
             return
         self._swept.add(path)
+        with self._locking:
+            self._sweep_locked(directory)
+
+    def _sweep_locked(self, directory: int) -> None:
         for name in os.listdir(directory):
             if (ours := _TEMPORARY.fullmatch(name)) is None:
                 continue
@@ -135,13 +144,12 @@ class LocalDirectory:
                 continue
             try:
                 info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
-                    continue
+                if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < _LEFTOVER_AGE:
+                    continue  # not a file of ours; perhaps another server's create, not locked yet
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live create's
-                # A create between its open and its lock loses its file: its link fails, retried.
                 # Its record first (no xattrs), while the inode that names it is not free for reuse.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(_beside(ours[1], info), dir_fd=directory)
@@ -152,11 +160,17 @@ class LocalDirectory:
 
     def _create(self, directory: int, name: str, window: Finished) -> bool:
         temporary = f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temporary, _OPEN_NEW, self.mode, dir_fd=directory)
+        with self._locking:  # no sweep of this process between the two
+            fd = os.open(temporary, _OPEN_NEW, self.mode, dir_fd=directory)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: a sweep leaves it alone
+            except BaseException:
+                os.close(fd)
+                os.unlink(temporary, dir_fd=directory)
+                raise
         record: str | None = None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: a sweep leaves it alone
                 _write(fd, window)
                 record = _record(directory, fd, name, window, self.mode)
                 os.fsync(fd)
