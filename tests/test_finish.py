@@ -95,3 +95,67 @@ def test_a_window_that_cannot_be_converted_stays_and_holds_up_no_other(tmp_path,
     assert sorted(store.objects) == ["dt=2024-07-01/hour=03/user-events-20240701-030000.parquet"]
     assert sorted(os.listdir(tmp_path)) == [bad]  # the good one released, the bad one kept
     assert caplog.text.count("cannot be converted into Parquet") == 1
+
+
+def test_a_directory_at_a_temporary_name_does_not_keep_the_others_from_being_removed(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / f".{NAME}.0000000000000000.parquet.tmp").mkdir()  # someone else's: left alone
+    for n in range(1, 21):  # whatever order scandir gives, some come after the directory
+        (state / f".{NAME}.{n:016x}.parquet.tmp").write_bytes(b"PAR1 half")
+    (state / ".finish-shape.0123456789abcdef.tmp").write_bytes(b"{")  # a record's write cut short
+    Finish(state, MemoryStore(), PARQUET, read_whole_below=1 << 20).remove_temporaries()
+    assert os.listdir(state) == [f".{NAME}.0000000000000000.parquet.tmp"]
+
+
+def test_the_state_directory_records_its_shape_and_refuses_another_while_it_holds_windows(tmp_path):
+    store = MemoryStore()
+    flat_csv = Finish(tmp_path, store, Shape(), read_whole_below=1 << 20)
+    flat_csv.claim()
+    (tmp_path / NAME).write_bytes(CSV)  # a window, perhaps in the store already
+    Finish(tmp_path, store, Shape(), read_whole_below=1 << 20).claim()  # the same shape: fine
+    for other in (PARQUET, Shape(partition=Partition("dt=%Y")), Shape(header=True)):
+        with pytest.raises(ValueError, match="serve it with those until they are out") as refused:
+            Finish(tmp_path, store, other, read_whole_below=1 << 20).claim()
+        assert "--format csv without --partition without --header" in str(refused.value)
+    flat_csv.release_claim()  # a window left: kept
+    (tmp_path / NAME).unlink()
+    flat_csv.release_claim()
+    assert os.listdir(tmp_path) == []
+    Finish(tmp_path, store, PARQUET, read_whole_below=1 << 20).claim()  # nothing left: any shape
+    assert os.listdir(tmp_path) == [".finish-shape"]
+    assert oct(os.stat(tmp_path / ".finish-shape").st_mode & 0o777) == "0o600"
+
+
+def test_the_shape_record_goes_only_after_the_windows_removals_are_durable(tmp_path, monkeypatch):
+    finish = Finish(tmp_path, MemoryStore(), PARQUET, read_whole_below=1 << 20)
+    finish.claim()
+    calls: list[str] = []
+    real_fsync, real_unlink = os.fsync, os.unlink
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "unlink", lambda path, **kw: calls.append(f"unlink {os.path.basename(path)}") or real_unlink(path, **kw)
+    )
+    finish.release_claim()
+    assert calls == ["fsync", "unlink .finish-shape"]
+
+
+@pytest.mark.parametrize("stamp", ["20241399-000000", "00000101-000000", "20240230-250000"])
+def test_a_file_named_for_a_time_that_never_was_holds_up_no_other(tmp_path, caplog, stamp):
+    """A file someone put in the state directory under a window's name whose stamp is no date
+    (the writer never makes one): no partition can be told for it; said once and left there, as
+    a window that cannot be converted is, not a failed turn at each retry (backing off them all)."""
+    from batched_event_api.metrics import Metrics
+    from batched_event_api.output.uploader import Uploader, UploadReport
+
+    bad, good = f"user-events-{stamp}.0011223344556677.csv", "user-events-20240701-030000.8899aabbccddeeff.csv"
+    (tmp_path / bad).write_bytes(CSV)
+    (tmp_path / good).write_bytes(CSV)
+    store = MemoryStore()
+    uploader = Uploader(tmp_path, store, UploadReport(Metrics()), shape=PARQUET)
+    for _ in range(2):
+        assert uploader.turn() is not None  # no stage failed
+    uploader.stop()
+    assert sorted(store.objects) == ["dt=2024-07-01/hour=03/user-events-20240701-030000.parquet"]
+    assert sorted(os.listdir(tmp_path)) == [bad]
+    assert caplog.text.count("no window's time") == 1

@@ -5,9 +5,11 @@ beside it where the filesystem has none)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -222,13 +224,19 @@ def test_a_directory_made_by_an_earlier_run_is_synced_once_before_use(tmp_path, 
         assert (os.stat(path).st_dev, os.stat(path).st_ino) in synced
 
 
-@pytest.mark.parametrize("planted", ["symlink", "file"])
+@pytest.mark.parametrize("planted", ["symlink", "file", "fifo", "socket"])
 def test_a_link_or_a_file_at_a_partition_directory_is_not_followed(tmp_path, planted):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     (elsewhere / "hour=02").mkdir(parents=True)
     if planted == "symlink":
         (out / "dt=2024-07-01").symlink_to(elsewhere)
+    elif planted == "fifo":  # never opened for reading: that would wait for a writer
+        os.mkfifo(out / "dt=2024-07-01")
+    elif planted == "socket":
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(out / "dt=2024-07-01"))
+        listener.close()
     else:
         (out / "dt=2024-07-01").write_bytes(b"not a directory\n")
     store = LocalDirectory(out)
@@ -240,3 +248,76 @@ def test_a_link_or_a_file_at_a_partition_directory_is_not_followed(tmp_path, pla
     os.unlink(out / "dt=2024-07-01")  # removed by its owner: the window goes in
     assert publish(store, "dt=2024-07-01/hour=02/w", ".csv", _window(ROW)) == (PREFIX + "w.csv", "created")
     assert (out / PREFIX / "w.csv").read_bytes() == ROW
+
+
+def test_temporary_files_a_killed_create_left_are_removed_and_no_live_ones(tmp_path):
+    """A create killed (SIGKILL, OOM) between its temporary file and the link leaves it, as big as
+    the window, in the output: the first create in that directory removes the ones no live create
+    holds (each holds a lock on its own), and nothing else."""
+    store = LocalDirectory(tmp_path)
+    (tmp_path / "dt=2024").mkdir()
+    stale = [
+        ".user-events-20240701-020000.parquet.0123456789abcdef.tmp",
+        "dt=2024/.user-events-x.csv.fedcba9876543210.tmp",
+    ]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"PAR1 half")
+        os.utime(tmp_path / name, (1e9, 1e9))  # left long ago
+    kept = [
+        "dt=2024/.user-events-n.csv.3333333333333333.tmp",  # new: perhaps another server's, not locked yet
+        "dt=2024/.user-events-y.csv.00000000000000ff.tmp",  # a live create's: locked
+        ".other.0123456789abcdef.tmp",  # not named as this store names its own
+        "dt=2024/.user-events-z.csv.1111111111111111.tmp",  # a directory: not a file this store made
+        "dt=2024/.user-events-f.csv.2222222222222222.tmp",  # a FIFO: neither waited on nor removed
+    ]
+    (tmp_path / kept[3]).mkdir()
+    os.mkfifo(tmp_path / kept[4])
+    (tmp_path / kept[0]).write_bytes(b"PAR1 half")
+    (tmp_path / kept[2]).write_bytes(b"keep")
+    live = os.open(tmp_path / kept[1], os.O_WRONLY | os.O_CREAT, 0o600)
+    os.utime(tmp_path / kept[1], (1e9, 1e9))  # a long create's: old, but locked
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        assert store.create("user-events-20240701-020000.csv", _window(b"a\n"))
+        assert store.create("dt=2024/user-events-20240701-020000.csv", _window(b"b\n"))
+    finally:
+        os.close(live)
+    for name in stale:
+        assert not (tmp_path / name).exists(), name
+    for name in kept:
+        assert (tmp_path / name).exists(), name
+
+
+def test_the_record_beside_a_killed_creates_temporary_file_goes_with_it(tmp_path):
+    """Without extended attributes a create records the window beside its temporary file, keyed
+    by its inode, before the link: removed with the file, else a file later given that inode at
+    the window's name would be taken for the window's own create."""
+    temporary = tmp_path / ".user-events-20240701-020000.csv.0123456789abcdef.tmp"
+    temporary.write_bytes(b"half")
+    os.utime(temporary, (1e9, 1e9))
+    record = tmp_path / f".user-events-20240701-020000.csv.{temporary.stat().st_ino}.identity"
+    record.write_bytes(b"ab" * 32 + b" 00112233445566aa\n")
+    other = tmp_path / ".user-events-20240701-020000.csv.1.identity"  # another inode's: kept
+    other.write_bytes(b"x")
+    assert LocalDirectory(tmp_path).create("user-events-20240701-020500.csv", _window(b"a\n"))
+    assert not temporary.exists() and not record.exists() and other.exists()
+
+
+def test_the_sweep_never_takes_a_live_creates_file_before_its_lock(tmp_path, monkeypatch):
+    """Between a create's open of its temporary file and its lock, another create's first sweep
+    of that directory (another thread, another server) must not take the file for a leftover."""
+    real_flock = fcntl.flock
+    swept = []
+
+    def flock_after_a_sweep(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not swept:  # a create's lock of its new file
+            swept.append(True)
+            assert LocalDirectory(tmp_path).create("dt=2024/user-events-20240701-020500.csv", _window(b"b\n"))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(local.fcntl, "flock", flock_after_a_sweep)
+    assert LocalDirectory(tmp_path).create("dt=2024/user-events-20240701-020000.csv", _window(b"a\n"))
+    assert sorted(os.listdir(tmp_path / "dt=2024")) == [
+        "user-events-20240701-020000.csv",
+        "user-events-20240701-020500.csv",
+    ]

@@ -338,3 +338,41 @@ def test_importing_the_module_does_not_load_pyarrow():
         "import sys, batched_event_api.output.parquet; assert not [m for m in sys.modules if m.startswith('pyarrow')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("damage", [b'"', b""])
+def test_a_row_that_never_ends_is_scanned_once_not_at_each_piece(monkeypatch, damage):
+    """A quote never closed (a damaged window) makes the rest of the file one row: each piece read
+    scans only itself, not all that came before (quadratic: minutes of a CPU for 200 MB, at each
+    turn of the uploader's retries). A long row that does end converts as before."""
+    row = b'2024-07-01T02:00:00Z,u,1,true,e,p,"' + b"x" * 3000 + b'",1.5\n'
+    csv = damage + row * 200
+    scanned = []
+    rows_end = parquet._rows_end
+    monkeypatch.setattr(parquet, "_rows_end", lambda data, *a: scanned.append(len(data)) or rows_end(data, *a))
+    monkeypatch.setattr(parquet, "PIECE_BYTES", 1000)  # rows of 3 KB: three pieces each
+    if damage:
+        with pytest.raises(ConversionError, match="does not end in a newline"):
+            convert(io.BytesIO(csv), io.BytesIO(), header=False, compression="zstd")
+    else:
+        assert convert(io.BytesIO(csv), io.BytesIO(), header=False, compression="zstd").rows == 200
+    assert sum(scanned) <= 2 * len(csv)
+
+
+def test_a_row_longer_than_any_event_can_render_is_refused_once_read_that_far(monkeypatch):
+    """A damaged window whose quote never closes is one row to its end: refused once it passes the
+    longest row an event of --max-body can give, not held whole in memory (a window of 1 GiB)."""
+    row = b'2024-07-01T02:00:00Z,u,1,true,e,p,"' + b"x" * 3000 + b'",1.5\n'
+    monkeypatch.setattr(parquet, "PIECE_BYTES", 1000)
+    reads = []
+
+    class Source(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            reads.append(len(data))
+            return data
+
+    with pytest.raises(ConversionError, match="longer than"):
+        convert(Source(b'"' + row * 200), io.BytesIO(), header=False, compression="zstd", max_row_bytes=10_000)
+    assert sum(reads) <= 12_000  # stopped there, not at the file's end
+    assert convert(io.BytesIO(row * 3), io.BytesIO(), header=False, compression="zstd", max_row_bytes=3100).rows == 3

@@ -95,10 +95,35 @@ def test_the_state_dir_still_applies_only_to_a_local_output_with_a_finishing_ste
         ("month=%Y-%m", 86_400),  # months, weeks and years change at a midnight UTC
         ("week=%G-%V", 86_400),
         ("minute=%H%M", 60),
-        ("epoch=%s", 1),
+        ("second=%H%M%S", 1),
         ("source=web", None),  # no field of time: one partition
         ("zone=%z", None),
     ],
 )
 def test_a_partitions_period_is_that_of_its_finest_field(template, period):
     assert Partition(template).period_ns() == (None if period is None else period * 1_000_000_000)
+
+
+@pytest.mark.parametrize("template", ["epoch=%s", "dt=%Y/e=%-s", "e=%010s"])
+def test_seconds_since_the_epoch_are_refused_as_strftime_takes_them_in_the_local_time_zone(template):
+    """glibc's %s reads the window's start as local time: under another TZ the same window would go
+    to another partition (and, retried after a crash, be there twice)."""
+    with pytest.raises(ValueError, match="local time zone"):
+        Partition(template)
+
+
+def test_a_literal_percent_s_is_not_taken_for_seconds():
+    with pytest.raises(ValueError, match="only letters"):  # '%%s' gives '%s': a '%', refused as such
+        Partition("x=%%s")
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("p=" + "x" * 254, "at most 255 bytes"),  # NAME_MAX: every create would fail, retried forever
+        ("/".join(["p" * 200] * 5), "at most 960 bytes"),  # with the file's name, past a bucket key's 1,024
+    ],
+)
+def test_a_template_giving_names_too_long_for_a_directory_or_a_key_is_refused(template, why):
+    with pytest.raises(ValueError, match=why):
+        Partition(template)

@@ -435,3 +435,102 @@ def test_an_output_a_direct_run_left_an_open_window_in_is_refused_until_it_is_co
     finishing = _serve(tmp_path, "--format", "parquet")
     assert finishing.stop() == 0
     assert [p.name for p in _visible(out)] == ["user-events-20240701-020000.csv"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (("--partition", "dt=%Y-%m-%d"), ("--partition", "day=%Y%m%d")),
+        (("--partition", "dt=%Y-%m-%d"), ("--partition", "dt=%Y-%m-%d", "--format", "parquet")),
+    ],
+)
+def test_a_restart_with_another_partition_or_format_never_puts_a_window_in_twice(tmp_path, before, after):
+    """Killed after a window went into the output but before its CSV left the state directory
+    (the journal still pins it): under another --partition or --format the next start would put
+    it in a second time, at another path. It refuses, saying what to do; served as before, the
+    window is recognised and released; then the new layout starts."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    server = _serve(tmp_path, *before)
+    assert server.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    assert server.post(b'{"time":"2024-07-01T02:06:00Z","id":2}\n').status_code == 200  # commits the first
+    assert wait_for(lambda: list(out.rglob("user-events-20240701-020000.csv")), timeout=60)
+    server.kill()
+    assert [p.name for p in state.glob("user-events-*.csv")]  # uploaded, not yet released
+    refused = run_cli("serve", "-o", str(out), "--port", "0", "--state-dir", str(state), *after)
+    assert refused.returncode == 1
+    assert "serve it with those until they are out" in refused.stderr, refused.stderr
+    server = _serve(tmp_path, *before)
+    assert server.stop() == 0  # drains: the window is its own earlier create, the open one goes in
+    assert list(state.glob("user-events-*")) == []
+    server = _serve(tmp_path, *after)
+    assert server.stop() == 0
+    files = sorted(str(p.relative_to(out)) for p in _visible(out))
+    assert files == ["dt=2024-07-01/user-events-20240701-020000.csv", "dt=2024-07-01/user-events-20240701-020600.csv"]
+
+
+def test_a_window_waiting_without_a_header_row_is_not_left_unconvertible_by_a_restart_with_header(tmp_path):
+    """A window waits in the state directory, written without a header row; a start with --header
+    would take it for damaged (no header line) and leave it there for good. It refuses instead."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    out.mkdir()
+    (out / "dt=2024-07-01").symlink_to(tmp_path)  # the window waits while it is there
+    args = ("--format", "parquet", "--partition", "dt=%Y-%m-%d", "--drain-timeout", "1s")
+    server = _serve(tmp_path, *args)
+    assert server.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    assert server.stop() == 0
+    (out / "dt=2024-07-01").unlink()
+    refused = run_cli("serve", "-o", str(out), "--port", "0", "--state-dir", str(state), *args, "--header")
+    assert refused.returncode == 1 and "serve it with those until they are out" in refused.stderr, refused.stderr
+    server = _serve(tmp_path, *args)
+    assert server.stop() == 0
+    assert [str(p.relative_to(out)) for p in _visible(out)] == ["dt=2024-07-01/user-events-20240701-020000.parquet"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a finishing CSV output is not checked for --header as a plain one is (header_mismatch looks at the "
+    "output's top level only, and a finishing server's -o is its store): it needs the newest file under the "
+    "partitions, or a record in the output",
+)
+def test_a_partitioned_csv_output_refuses_a_header_row_it_has_no_files_with(tmp_path):
+    """A plain output refuses --header when its files have none (readers of *.csv would trip on
+    one directory of both kinds); a partitioned one takes them side by side."""
+    args = ("--partition", "dt=%Y-%m-%d")
+    server = _serve(tmp_path, *args)
+    assert server.post(b'{"time":"2024-07-01T02:00:00Z","id":1}\n').status_code == 200
+    assert server.stop() == 0
+    with pytest.raises(RuntimeError, match="--header"):  # Server.start: the server exited, saying why
+        server = _serve(tmp_path, *args, "--header")
+        server.stop()
+
+
+def test_two_servers_with_their_own_state_on_one_output_put_every_window_in_once(tmp_path):
+    """Two finish stages create in the same partitions at once: the second window of a stem takes
+    the next -N name, no file is replaced or lost, none is left half written."""
+    rng = random.Random(7)
+    events = generate_events(rng, 600)
+    halves = [events, events]  # the same windows, under the same names, on both
+    args = ("--format", "parquet", "--partition", TEMPLATE)
+    servers = [
+        Server(tmp_path / "out", "--state-dir", str(tmp_path / f"state{i}"), *args, log_dir=tmp_path).start()
+        for i in range(2)
+    ]
+    try:
+        bodies = [_bodies(events, rng, (1, 20, 50)) for events in halves]
+        for i in range(max(map(len, bodies))):
+            for server, own in zip(servers, bodies, strict=True):
+                if i < len(own):
+                    assert server.post(own[i]).status_code == 200
+        for server in servers:
+            assert server.stop() == 0
+    finally:
+        for server in servers:
+            if server.proc.poll() is None:  # type: ignore[union-attr]
+                server.kill()
+    expected: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for events in halves:
+        for stem, rows in model_rows(events).items():
+            expected[stem].update(rows)
+    assert parquet_rows_by_stem(tmp_path / "out") == dict(expected)
+    assert any(re.search(r"-\d{6}-1\.parquet$", p.name) for p in _visible(tmp_path / "out"))  # stems met
+    assert _hidden(tmp_path / "out") == []

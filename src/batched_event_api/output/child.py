@@ -34,6 +34,7 @@ from batched_event_api.output.messages import (
     Stop,
     Wake,
 )
+from batched_event_api.output.parquet import max_row_bytes
 from batched_event_api.output.partition import Partition
 from batched_event_api.output.store import Store
 from batched_event_api.output.uploader import Uploader, UploadReport
@@ -158,8 +159,10 @@ def main(fd: int, args: ChildArgs) -> None:
                 Compress(args.compression),
                 args.header,
                 Partition(args.partition) if args.partition is not None else None,
+                max_row_bytes(args.max_body) if args.max_body is not None else None,
             ),
         )
+        uploader.finish.claim()
     except ValueError as exc:
         channel.send(Refused(str(exc)))
         return

@@ -155,6 +155,7 @@ def destination(settings: Settings, metrics: Metrics, pinned: Callable[[], froze
         header=settings.header,
         partition=settings.partition,
         file_mode=GROUP_FILE_MODE if settings.group_readable else FILE_MODE,
+        max_body=settings.max_body,
     )
     uploads = UploadProcess(args, metrics, pinned=pinned)
     return StoreOutput(

@@ -5,7 +5,9 @@ A create writes the window into a hidden temporary file of the directory (`.NAME
 made with O_EXCL and O_NOFOLLOW, owner-only unless told otherwise), records the window's SHA-256
 and id with it, syncs it, links it to the name (link(2) never replaces an entry, nor follows a
 symlink there: EEXIST says the name is taken), unlinks the temporary name and syncs the
-directory. A crash leaves either no file under the name or the whole window, recorded.
+directory. A crash leaves either no file under the name or the whole window, recorded. A create holds a
+lock (flock) on its temporary file; the first create in a directory, in each process, removes
+the temporary files of ours no live create holds (a SIGKILL's leftovers, as big as a window).
 
 The record is two user extended attributes; where the filesystem has none (ENOTSUP) it is a
 hidden file beside the window keyed by the window file's inode (`.NAME.<inode>.identity`, synced
@@ -25,9 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +46,9 @@ _NO_ATTRIBUTES = (errno.ENOTSUP, errno.EOPNOTSUPP)
 _COPY_SIZE = 1 << 20
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_EXISTING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO cannot hang it
+_TEMPORARY = re.compile(r"\.(user-events-[^/]*)\.[0-9a-f]{16}\.tmp")  # and the window's name
+# A leftover is at least this old: a live create's file is younger between its open and its lock.
+_LEFTOVER_AGE = 60.0  # seconds
 _OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -54,6 +63,8 @@ class LocalDirectory:
         # Sub-directories whose entry in their parent is known durable (made and synced, or
         # synced once by this store): the rest are synced at their first create.
         self._durable: set[str] = set()
+        self._swept: set[str] = set()  # directories ("" the output itself) swept of leftovers
+        self._locking = threading.Lock()  # a sweep, or a create's open and lock of its file
 
     def create(self, name: str, window: Finished) -> bool:
         prefix, leaf = _check(name)
@@ -78,6 +89,8 @@ class LocalDirectory:
         made where missing (else None when one is missing)."""
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            if make and not prefix:
+                self._sweep(fd, "")
             for depth, component in enumerate(prefix):
                 parent, fd = fd, -1  # closed once, whatever _step does
                 try:
@@ -87,6 +100,8 @@ class LocalDirectory:
                 if fd < 0:
                     yield None
                     return
+            if make and prefix:
+                self._sweep(fd, "/".join(prefix))
             yield fd
         finally:
             if fd >= 0:
@@ -110,9 +125,49 @@ class LocalDirectory:
             self._durable.add(path)
         return fd
 
+    def _sweep(self, directory: int, path: str) -> None:
+        """Remove the temporary files of killed creates from a directory, once per process:
+        those of ours (by name, regular files) whose lock no live create holds."""
+        if path in self._swept:
+            return
+        self._swept.add(path)
+        with self._locking:
+            self._sweep_locked(directory)
+
+    def _sweep_locked(self, directory: int) -> None:
+        for name in os.listdir(directory):
+            if (ours := _TEMPORARY.fullmatch(name)) is None:
+                continue
+            try:
+                fd = os.open(name, _OPEN_EXISTING, dir_fd=directory)
+            except OSError:  # gone, a link, another user's: not ours to remove
+                continue
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < _LEFTOVER_AGE:
+                    continue  # not a file of ours; perhaps another server's create, not locked yet
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live create's
+                # Its record first (no xattrs), while the inode that names it is not free for reuse.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_beside(ours[1], info), dir_fd=directory)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=directory)
+            finally:
+                os.close(fd)
+
     def _create(self, directory: int, name: str, window: Finished) -> bool:
         temporary = f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(temporary, _OPEN_NEW, self.mode, dir_fd=directory)
+        with self._locking:  # no sweep of this process between the two
+            fd = os.open(temporary, _OPEN_NEW, self.mode, dir_fd=directory)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: a sweep leaves it alone
+            except BaseException:
+                os.close(fd)
+                os.unlink(temporary, dir_fd=directory)
+                raise
         record: str | None = None
         try:
             try:

@@ -78,6 +78,7 @@ class ChildArgs(msgspec.Struct, frozen=True):
     header: bool = False  # the windows' CSV starts with a header row
     partition: str | None = None  # the --partition template
     file_mode: int = 0o600  # of the files and directories made in a local output
+    max_body: int | None = None  # --max-body: bounds the CSV row a conversion gathers
 
 
 ToChild = Wake | Pinned | Drain | Stop

@@ -55,16 +55,23 @@ class ConversionError(ValueError):
 
 
 def convert(
-    source: BinaryIO, destination: BinaryIO, *, header: bool, compression: str, row_group_bytes: int = ROW_GROUP_BYTES
+    source: BinaryIO,
+    destination: BinaryIO,
+    *,
+    header: bool,
+    compression: str,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+    max_row_bytes: int | None = None,
 ) -> Converted:
     """The CSV rows read from `source` as one Parquet file written to `destination` (at its
     position; seekable: on any error it is cut back to where it was). The same CSV always gives
-    the same bytes."""
+    the same bytes. A row longer than `max_row_bytes` (see max_row_bytes()) is damage: refused
+    once read that far, not gathered whole."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown Parquet compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     start = destination.tell()
     try:
-        rows, csv_bytes = _write(source, destination, header, compression, row_group_bytes)
+        rows, csv_bytes = _write(source, destination, header, compression, row_group_bytes, max_row_bytes)
     except BaseException:
         destination.seek(start)
         destination.truncate()
@@ -90,8 +97,20 @@ def schema() -> pa.Schema:
     return pa.schema([pa.field(name, kind, nullable=False) for name, kind in types])
 
 
+def max_row_bytes(max_body: int) -> int:
+    """The longest CSV row an event of a body of `max_body` bytes renders: each byte of its JSON
+    at most three of CSV (an invalid UTF-8 byte is U+FFFD), with the quotes and the numbers the
+    JSON need not spell out (a credits of 300+ digits)."""
+    return 3 * max_body + 64 * 1024
+
+
 def _write(
-    source: BinaryIO, destination: BinaryIO, header: bool, compression: str, row_group_bytes: int
+    source: BinaryIO,
+    destination: BinaryIO,
+    header: bool,
+    compression: str,
+    row_group_bytes: int,
+    max_row_bytes: int | None,
 ) -> tuple[int, int]:
     """Rows and CSV bytes converted."""
     import pyarrow as pa
@@ -109,7 +128,7 @@ def _write(
     writer = pq.ParquetWriter(destination, target, compression=compression, compression_level=level, version="2.6")
     rows, pending, pending_bytes = 0, [], 0
     try:
-        for piece in _pieces(source):
+        for piece in _pieces(source, max_row_bytes):
             csv_bytes += len(piece)
             for batch in _parsed(piece).to_batches():
                 converted = _converted(batch, target)
@@ -142,31 +161,52 @@ def _write_group(writer: Any, table: pa.Table) -> None:
     writer.write_table(table, row_group_size=table.num_rows)  # one row group
 
 
-def _pieces(source: BinaryIO) -> Iterator[memoryview]:
-    """The CSV in pieces of whole rows, about PIECE_BYTES each (a piece holds at least one row)."""
-    carried = b""
+def _pieces(source: BinaryIO, max_row_bytes: int | None = None) -> Iterator[memoryview]:
+    """The CSV in pieces of whole rows, about PIECE_BYTES each (a piece holds at least one row).
+
+    What is read after the last row end is kept in parts, each scanned once when read (with the
+    count of `"` before it): a row longer than a piece, or one a damaged file never ends, costs
+    its length, not its length times the pieces it spans."""
+    carried: list[bytes] = []  # read, holding no row end
+    quotes = 0  # `"` in `carried`
     while data := source.read(PIECE_BYTES):
-        data = carried + data if carried else data
-        end = _rows_end(data)
-        carried = data[end:]
-        if end:
+        end = _rows_end(data, quotes)
+        if not end:
+            carried.append(data)
+            quotes += data.count(b'"')
+            if max_row_bytes is not None and sum(map(len, carried)) > max_row_bytes:
+                raise ConversionError(
+                    f"not a CSV file as the writer renders it: a row longer than {max_row_bytes} bytes, more than "
+                    "an event of --max-body gives (or it was written under a larger --max-body)"
+                )
+            continue
+        if carried:
+            yield memoryview(b"".join([*carried, data[:end]]))
+        else:
             yield memoryview(data)[:end]
+        carried, rest = [], data[end:]
+        if rest:
+            carried.append(rest)
+        quotes = rest.count(b'"')
     if carried:  # a row cut short, or a quote never closed
         raise ConversionError("not a CSV file as the writer renders it: its last row does not end in a newline")
 
 
-def _rows_end(data: bytes) -> int:
-    """Where the last whole row in `data` (which starts at a row's start) ends; 0 if none does.
+def _rows_end(data: bytes, quotes_before: int = 0) -> int:
+    """Where the last whole row in `data` ends; 0 if none does. `data` comes after a row's start
+    and `quotes_before` `"` (and no row end) in between.
 
     In Go's CSV every quoted field holds an even number of `"` with its delimiters: a newline ends
     a row exactly when an even number of `"` come before it. Counting runs backwards from the end,
     over the last row's bytes only, jumping to the previous `"` from a newline inside a value."""
-    quotes, end = data.count(b'"'), len(data)  # quotes: how many come before `end`
+    quotes, end = quotes_before + data.count(b'"'), len(data)  # quotes: how many come before `end`
     while (newline := data.rfind(b"\n", 0, end)) >= 0:
         quotes -= data.count(b'"', newline, end)
         if quotes % 2 == 0:
             return newline + 1
         end = data.rfind(b'"', 0, newline)  # no row ends between that `"` and the newline
+        if end < 0:  # that `"` came before `data`
+            return 0
         quotes -= 1
     return 0
 

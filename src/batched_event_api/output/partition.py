@@ -4,7 +4,10 @@
 The template is checked once, at start, by formatting it at instants across the accepted range:
 every part it gives must be a plain name (letters, digits, `=`, `-`, `_`, `.`, `+`), not hidden
 and not one readers skip (a leading `.` or `_`), never empty and never `..`; so no window's file
-can land outside the output, whatever its time.
+can land outside the output, whatever its time. A part is at most 255 bytes (a directory name's
+limit) and the whole at most 960 (a bucket key's 1,024 with the file's name): else every create
+would fail, retried forever. `%s` is refused: strftime takes it in the local time zone, so the
+same window would go to another partition under another TZ.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ _DIRECTIVE = re.compile(r"%(.)")
 # How often each strftime field changes, in seconds: a day or anything coarser (a week, a month,
 # a year) changes at a midnight UTC, so a day is what an interval must divide for those.
 _DAY = 86_400
-_PERIOD = {"S": 1, "s": 1, "M": 60, "H": 3600, "I": 3600, "p": 12 * 3600}
+_PERIOD = {"S": 1, "M": 60, "H": 3600, "I": 3600, "p": 12 * 3600}
 _FINER_THAN_A_SECOND = {"f"}
 _STAMP = re.compile(r"user-events-(\d{8}-\d{6})")
+# strftime's %s with any flags and width (glibc's), after a run of %% (each a literal '%').
+_EPOCH = re.compile(r"(?<!%)(?:%%)*%[-_0^#]*[0-9]*[EO]?s")
+NAME_MAX, PREFIX_MAX = 255, 960
 # Window starts the template is tried at: the ends of the accepted range (with an aligned start
 # below it), and instants whose fields all differ in width.
 _SAMPLES = (
@@ -43,13 +49,17 @@ class Partition:
             raise ValueError(f"{template!r} holds a NUL: a directory name may hold only letters, digits and = - _ . +")
         if any(not part for part in template.split("/")):
             raise ValueError(f"{template!r} has an empty part ('//' or a '/' at its end)")
+        if _EPOCH.search(template):
+            raise ValueError(
+                f"{template!r} holds %s: strftime gives it in the server's local time zone, not UTC; "
+                "use %Y, %m, %d, %H, %M"
+            )
         for instant in _SAMPLES:
             try:
                 formatted = instant.strftime(template)
             except ValueError as exc:
                 raise ValueError(f"{template!r} is not a strftime template: {exc}") from None
-            for part in formatted.split("/"):
-                _check_part(template, part)
+            _check_prefix(template, formatted)
         self.template = template
 
     def period_ns(self) -> int | None:
@@ -72,9 +82,15 @@ class Partition:
             raise ValueError(f"not a window's stem: {stem!r}")
         start = datetime.strptime(match[1], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
         formatted = start.strftime(self.template)
-        for part in formatted.split("/"):  # checked at start; again, as a name must never escape
-            _check_part(self.template, part)
+        _check_prefix(self.template, formatted)  # checked at start; again, as a name must never escape
         return formatted + "/"
+
+
+def _check_prefix(template: str, formatted: str) -> None:
+    if len(formatted.encode()) > PREFIX_MAX:
+        raise ValueError(f"{template!r} gives a path of {len(formatted.encode())} bytes: at most {PREFIX_MAX} bytes")
+    for part in formatted.split("/"):
+        _check_part(template, part)
 
 
 def _check_part(template: str, part: str) -> None:
@@ -82,5 +98,7 @@ def _check_part(template: str, part: str) -> None:
         raise ValueError(f"{template!r} gives an empty directory name at some instants")
     if _SAFE.fullmatch(part) is None:
         raise ValueError(f"{template!r} gives {part!r}: a directory name may hold only letters, digits and = - _ . +")
+    if len(part) > NAME_MAX:  # ASCII only, checked above
+        raise ValueError(f"{template!r} gives a directory name of {len(part)} bytes: at most {NAME_MAX} bytes")
     if part.startswith((".", "_")):
         raise ValueError(f"{template!r} gives {part!r}: names starting with '.' or '_' are hidden from readers")

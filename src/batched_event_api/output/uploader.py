@@ -153,6 +153,11 @@ class Uploader:
         if self._thread.ident is not None:  # started (a test may drive turn() without the thread)
             self._thread.join()
         self._workers.shutdown(cancel_futures=True)
+        if not self.backlog_windows and not self.awaiting_release:
+            try:
+                self.finish.release_claim()
+            except OSError as exc:  # kept: the next start compares with it
+                log.debug("could not remove the state directory's shape record: %s", exc)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -296,7 +301,7 @@ class Uploader:
             try:
                 self._upload_file(name, f, info.st_size)
             except Unconvertible as exc:  # kept, tried again at each turn, holding up no other window
-                self._refuse(name, f"cannot be converted into Parquet ({exc})")
+                self._refuse(name, str(exc))
                 self._forget(name)
                 return
             self._uploaded_now(name, (info.st_dev, info.st_ino))
