@@ -32,7 +32,7 @@ COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
 ROW_GROUP_BYTES = 16 * MiB
 # CSV bytes read and parsed at a time (more when one row is longer). Arrow's streaming CSV reader
 # is not used: it reads up to 32 blocks ahead of the rows it has converted.
-PIECE_BYTES = 4 * MiB
+PIECE_BYTES = 1 * MiB
 
 HEADER = (",".join(COLUMNS) + "\n").encode()
 # The text the writer gives `time` (Go's RFC3339Nano): the zone is `Z` or the last six characters.
