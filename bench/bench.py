@@ -536,6 +536,17 @@ def median_of(runs: list[dict | None]) -> dict | None:
     return chosen
 
 
+def beside_local(name: str, fsync: str, repeat: int, **output: object) -> tuple[dict, dict, list[float]]:
+    """Runs with another output (`bucket=` or `options=` of run), each beside a run with the
+    plain local output: the median of each, and each pair's ratio of events/s, sorted."""
+    pairs = [
+        (run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), **output))  # type: ignore[arg-type]
+        for _ in range(max(1, repeat))
+    ]
+    ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
+    return median_of([b for _, b in pairs]), median_of([a for a, _ in pairs]), ratios  # type: ignore[return-value]
+
+
 def main() -> None:
     global WORKDIR
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -607,15 +618,8 @@ def main() -> None:
             if extra == "bucket":
                 # Each bucket run beside a local one, alternating: this disk drifts over minutes,
                 # and a ratio of neighbouring runs is what it can show.
-                pairs = []
                 with bucket_server(args.store_nice) as bucket:
-                    for _ in range(max(1, args.repeat)):
-                        pairs.append(
-                            (run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), bucket=bucket))
-                        )
-                r = median_of([b for _, b in pairs])
-                base = median_of([a for a, _ in pairs])
-                ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
+                    r, base, ratios = beside_local(name, fsync, args.repeat, bucket=bucket)
                 results.append(r)
                 against_local.append(
                     f"{name} with a bucket as output (S3 server at nice {args.store_nice}): ingest {r['events/s']:,.0f} "
@@ -626,14 +630,7 @@ def main() -> None:
                 )
             elif extra == "parquet":
                 # Beside a CSV run each, alternating, as the bucket runs are.
-                options = ("--format", "parquet")
-                pairs = [
-                    (run(name, fsync, random.Random(1)), run(name, fsync, random.Random(1), options=options))
-                    for _ in range(max(1, args.repeat))
-                ]
-                r = median_of([b for _, b in pairs])
-                base = median_of([a for a, _ in pairs])
-                ratios = sorted(b["events/s"] / a["events/s"] for a, b in pairs)
+                r, base, ratios = beside_local(name, fsync, args.repeat, options=("--format", "parquet"))
                 results.append(r)
                 against_local.append(
                     f"{name} with --format parquet: ingest {r['events/s']:,.0f} events/s against {base['events/s']:,.0f} "
