@@ -23,6 +23,11 @@ from batched_event_api.config import Compress
 if TYPE_CHECKING:
     from batched_event_api.events.rows import Rows
 
+# A write of more chunks than this (rows of requests spread over several windows, often one row
+# each), of at most _JOIN_BYTES, is joined into one buffer first: one copy is cheaper than a CRC
+# call and an iovec per row (large requests' chunks are written as they are, never copied).
+_JOIN_FROM = 16
+_JOIN_BYTES = 1 << 20
 # A round spanning more windows than this has its part files written, synced and closed in batches.
 OPEN_PARTS_PER_ROUND = 256
 
@@ -50,6 +55,9 @@ class RoundState:
     checks: list[Check] = field(default_factory=list)
     # Each file's latest write still to be written this round, and its check's index in `checks`.
     last_write: dict[int, tuple[Write, int]] = field(default_factory=dict)
+    # Rows placed for a window's file and not yet made a write (its chunks, their rows): one write
+    # and one check per file and round, however many of the round's requests reach it.
+    pending: dict[int, tuple[list[memoryview], int]] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)  # Idempotency-Keys applied this round
     key_bytes: int = 0  # what they will cost the key store
     events: int = 0
@@ -147,8 +155,20 @@ class Placement:
             closed += [self._close(state, start) for start in passed]
         return closed, late
 
+    def flush(self, state: RoundState) -> None:
+        """Every window's rows placed this round and not yet written become its write (before the
+        round's record is made: the windows' sizes and checks are final then)."""
+        for start in list(state.pending):
+            self._flush_pending(state, start)
+
+    def _flush_pending(self, state: RoundState, start: int) -> None:
+        placed = state.pending.pop(start, None)
+        if placed is not None:
+            self._flush(state, start, *placed)
+
     def _close(self, state: RoundState, start: int) -> Committed:
         """The round commits this open window: it is published once the round is durable."""
+        self._flush_pending(state, start)
         window = state.windows.pop(start)
         state.fds.pop(start)
         state.publish.append(window.name)
@@ -172,7 +192,14 @@ class Placement:
         if not split:  # the common case: every row to the one open file
             if start not in state.windows:
                 self._create(state, start, late)
-            self._flush(state, start, rows.gather(runs), sum(stop - first for first, stop in runs))
+            count = sum(stop - first for first, stop in runs)
+            if self.max_file_bytes is None and self._encode is _identity:
+                # Gathered for the round's one write to this file (see flush).
+                chunks, placed = state.pending.get(start, ([], 0))
+                chunks += rows.gather(runs)
+                state.pending[start] = (chunks, placed + count)
+                return
+            self._flush(state, start, rows.gather(runs), count)
             if self.max_file_bytes is not None and state.windows[start].size >= self.max_file_bytes:
                 closed.append(self._close(state, start))
             return
@@ -234,6 +261,8 @@ class Placement:
         fd = state.fds[start]
         if self._encode is not _identity:  # one gzip member or zstd frame per write
             chunks = [memoryview(self._encode(b"".join(chunks)))]
+        elif len(chunks) > _JOIN_FROM and sum(map(len, chunks)) <= _JOIN_BYTES:
+            chunks = [memoryview(b"".join(chunks))]  # rows scattered over windows: one CRC call, one iovec
         before = state.last_write.get(fd)
         if before is not None and before[0].check.end == window.size:
             write, index = before

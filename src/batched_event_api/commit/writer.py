@@ -265,6 +265,7 @@ class Writer:
                 cap = self.policy.max_open if isinstance(self.policy, StrictWindows) else None
                 retired = self.placement.retire(state, self._unfit, cap)
                 results = [self._place(r, state, now) for r in requests]
+                self.placement.flush(state)
                 written = bool(state.events or state.keys)
                 if written:
                     if retired:  # counted with the round's first request that writes
