@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/convert.py --size 256
 	$(BIN)/python bench/window_memory.py 1GiB
+	$(BIN)/python bench/growth.py
 
 # The native pass built with AddressSanitizer and UndefinedBehaviorSanitizer (any finding aborts),
 # then its differential, hypothesis and vector tests run against that build.

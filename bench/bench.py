@@ -449,7 +449,9 @@ def run_bare(name: str, rng: random.Random, seconds: int = 10) -> dict | None:
     }
 
 
-def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seconds: int) -> dict:
+def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seconds: int, timeout: int = 2) -> dict:
+    """wrk's answer counts and latencies; any error or answer that took longer than `timeout`
+    seconds (wrk's own default: 2) fails the run."""
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT % body.decode())
     out = subprocess.run(
@@ -459,6 +461,7 @@ def _wrk(wrk: str, workdir: Path, port: int, body: bytes, connections: int, seco
             f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
+            f"--timeout={timeout}s",
             "-s",
             str(script),
             f"http://127.0.0.1:{port}/user/event",
