@@ -70,7 +70,7 @@ def test_a_stem_that_is_no_windows_is_refused():
             "'dt=%Y-%m-%d/hour=%H' changes every 1h: with --align interval, --interval must divide that (not 7m)",
         ),
         (["--align", "interval", "--interval", "48h", "--partition", "dt=%Y-%m-%d"], "changes every 24h"),
-        (["--align", "interval", "--interval", "90s", "--partition", "m=%Y%m%d%H%M"], "changes every 1m"),
+        (["--align", "interval", "--interval", "90s", "--partition", "m=%Y%m%d%H%M"], "changes every 60s"),
     ],
 )
 def test_serve_refuses_a_bad_format_partition_or_state_directory_before_it_starts(tmp_path, args, said):

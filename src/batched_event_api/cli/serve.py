@@ -321,18 +321,10 @@ def _check_format(
         # A window that crosses a partition's change would be filed under its start's partition
         # and hold rows of the next one: strict windows promise a file's partition bounds its rows.
         raise click.BadParameter(
-            f"{partition!r} changes every {_duration(period)}: with --align interval, --interval must divide that "
-            f"(not {_duration(interval_ns)}), so that a window's partition bounds every row in it",
+            f"{partition!r} changes every {Duration.text(period / 1e9)}: with --align interval, --interval must divide that "
+            f"(not {Duration.text(interval_ns / 1e9)}), so that a window's partition bounds every row in it",
             param_hint="'--partition'",
         )
-
-
-def _duration(ns: int) -> str:
-    seconds = ns / 1_000_000_000
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def _raise_open_files_limit() -> None:
