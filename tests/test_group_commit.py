@@ -90,3 +90,121 @@ def test_a_storage_error_fails_the_whole_group_and_changes_nothing(tmp_path, mon
     writer.commit_open()
     writer.close()
     assert b"".join(csv_files(tmp_path).values()).decode().split() == ["before", "r1-0", "r2-0", "r3-0"]
+
+
+# -- rounds on the event loop (--fsync never) ---------------------------------------------------
+
+
+def _entries(directory: Path) -> dict[str, int]:
+    """Every name in the directory and its inode: a file created, renamed or replaced shows."""
+    return {p.name: p.stat().st_ino for p in directory.iterdir()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    requests=st.lists(st.tuples(times, keys), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 6), min_size=1, max_size=10),
+    body=st.integers(0, 40_000),
+)
+def test_a_round_light_allows_only_appends_to_the_open_file(requests, cuts, body):
+    """What Writer.light lets run on the event loop never creates, renames, compresses or
+    compacts a file (it appends to the one open file and the journal), and the files and
+    answers are those of the writer thread."""
+    from batched_event_api.commit.writer import LIGHT_BYTES
+
+    work = [
+        Request(Batch(t, Rows.from_lines([f"r{n}-{i}" for i in range(len(t))]), b"x" * (body // 25)), k)
+        for n, (t, k) in enumerate(requests)
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        writer = Writer(Path(directory), POLICY, fsync=False, compact_bytes=8 * 1024)
+        writer.start()
+        i = 0
+        for size in cuts * len(work):
+            if i >= len(work):
+                break
+            group, i = work[i : i + size], i + size
+            light = writer.light(group)
+            before, seq = _entries(Path(directory)), writer.seq
+            writer.apply_group(group)
+            if light:
+                assert sum(len(r.batch.body) for r in group) <= LIGHT_BYTES
+                assert _entries(Path(directory)) == before, "a light round created, renamed or compacted a file"
+                assert writer.seq in (seq, seq + 1)
+        writer.close()
+
+
+def test_light_says_no_to_fsync_compression_a_new_window_and_a_large_round(tmp_path):
+    from batched_event_api.commit.writer import LIGHT_BYTES
+    from batched_event_api.config import Compress
+
+    def one(t: int, size: int = 100) -> list[Request]:
+        return [Request(Batch([t], Rows.from_lines(["row"]), b"x" * size))]
+
+    writer = Writer(tmp_path / "never", POLICY, fsync=False)
+    (tmp_path / "never").mkdir()
+    writer.start()
+    assert not writer.light(one(0))  # no window open yet: the round creates a file
+    writer.apply_group(one(0))
+    assert writer.light(one(MINUTE))
+    assert not writer.light(one(INTERVAL))  # past the open window's end: a new file and a publish
+    assert not writer.light(one(MINUTE, LIGHT_BYTES + 1))
+    assert writer.light(one(-MINUTE))  # a late event joins the open window
+    writer.close()
+    for name, options in {"always": {"fsync": True}, "gzip": {"fsync": False, "compress": Compress.GZIP}}.items():
+        (tmp_path / name).mkdir()
+        other = Writer(tmp_path / name, POLICY, **options)
+        other.start()
+        other.apply_group(one(0))
+        assert not other.light(one(MINUTE)), name
+        other.close()
+
+
+def test_committer_runs_light_rounds_on_the_loop_and_the_rest_on_the_thread():
+    import asyncio
+    import threading
+
+    from batched_event_api.commit.group import Committer
+    from batched_event_api.commit.thread import SerialThread
+
+    threads: list[list[str]] = []  # each round's requests, then the thread it ran on
+
+    def apply_group(requests: list[str]) -> list[str]:
+        if "boom" in requests:
+            raise OSError(5, "I/O error")
+        threads.append([*requests, threading.current_thread().name])
+        return [r.upper() for r in requests]
+
+    async def main() -> list[tuple[str, object, object]]:
+        thread = SerialThread("writer-test")
+        committer = Committer(apply_group, thread, light=lambda requests: "heavy" not in requests)
+        answers: list[tuple[str, object, object]] = []
+        loop = asyncio.get_running_loop()
+
+        def submit(request: str) -> None:
+            committer.submit(request, lambda outcome, error: answers.append((request, outcome, error)))
+
+        for r in ("a", "b"):  # parsed in one turn of the loop: one round
+            submit(r)
+        await committer.drained()
+        submit("heavy")
+        await committer.drained()
+        submit("boom")
+        await committer.drained()
+        # The thread busy with another call (an idle commit): a light round waits for no one, but
+        # goes to the thread, behind it.
+        release = threading.Event()
+        busy = loop.create_task(thread.call(release.wait))
+        await asyncio.sleep(0)
+        submit("c")
+        await asyncio.sleep(0)
+        release.set()
+        await busy
+        await committer.drained()
+        thread.shutdown()
+        return answers
+
+    answers = asyncio.run(main())
+    assert threads == [["a", "b", "MainThread"], ["heavy", "writer-test"], ["c", "writer-test"]]
+    assert [(r, o) for r, o, _ in answers] == [("a", "A"), ("b", "B"), ("heavy", "HEAVY"), ("boom", None), ("c", "C")]
+    assert isinstance(answers[3][2], OSError)

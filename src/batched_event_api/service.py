@@ -65,8 +65,12 @@ class Ingest:
         # All writer calls run on this one thread, in submission order: that is the serialization.
         self._writer_thread = SerialThread("writer")
         # Requests that arrive while a round is written are written together in the next one.
+        # Without fsync, a small round to the open file runs on the event loop (Writer.light).
         self.committer: Committer[WriteRequest, Applied] = Committer(
-            self.writer.apply_group, self._writer_thread, on_round=self._after_round
+            self.writer.apply_group,
+            self._writer_thread,
+            on_round=self._after_round,
+            light=None if settings.fsync else self.writer.light,
         )
         # The native pass releases the GIL: slices of a large body are transcoded on these in parallel.
         self._transcode_threads = ThreadPoolExecutor(max_workers=_TRANSCODE_THREADS, thread_name_prefix="transcode")
@@ -108,7 +112,7 @@ class Ingest:
 
     async def _on_writer(self, fn: Any, *args: Any) -> Any:
         # Even without fsync the writer gzips windows, writes up to 64 MiB and renames: never on
-        # the event loop, where it would stall every connection.
+        # the event loop, where it would stall every connection (but the small rounds light() allows).
         return await self._writer_thread.call(fn, *args)
 
     def submit(self, body: bytearray, key: str | None, done: Done) -> None:

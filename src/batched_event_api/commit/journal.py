@@ -256,11 +256,14 @@ class Journal:
             self.disk.sync_directory()
             self.name_unsynced = False
 
-    def due(self, keys: int) -> bool:
+    def due(self, keys: int, *, records: int = 0, size: int = 0) -> bool:
         """Time for a snapshot: many records (each start replays them) or many bytes (a round
         spanning many windows writes kilobytes; each start reads the journal whole). Never sooner
-        than twice the snapshot itself, which holds every key."""
-        return self.records > max(1000, 2 * keys) or self.size > max(self.compact_bytes, 2 * self._snapshot_size)
+        than twice the snapshot itself, which holds every key. `records` and `size`: as if that
+        much more were appended (will the next round's end be one?)."""
+        return self.records + records > max(1000, 2 * keys) or self.size + size > max(
+            self.compact_bytes, 2 * self._snapshot_size
+        )
 
     def close(self) -> None:
         if self.fd is not None:

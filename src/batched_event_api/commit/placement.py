@@ -104,6 +104,7 @@ class Placement:
         self.sync = sync
         self.header = header
         self._encode = _encoder(compress)
+        self.plain = self._encode is _identity  # rows written as they are (not gzip, zstd)
         self.max_file_bytes = max_file_bytes
 
     def retire(self, state: RoundState, starts: list[int], max_open: int | None) -> list[Committed]:

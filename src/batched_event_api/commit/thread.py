@@ -25,11 +25,18 @@ class SerialThread:
         # A daemon: a process that exits without shutdown() (it never served) is not held up.
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
+        self._unanswered = 0  # calls submitted whose outcome the event loop has not had yet
+
+    @property
+    def idle(self) -> bool:
+        """No call is queued or running: what the thread works on may be used from the loop."""
+        return self._unanswered == 0
 
     def submit(self, fn: Callable[..., T], args: tuple, done: Done) -> None:
         """Run fn(*args) on the thread after every call given before it; then done(result, error)
         on the event loop."""
-        self._calls.put((asyncio.get_running_loop(), done, fn, args))
+        self._unanswered += 1
+        self._calls.put((asyncio.get_running_loop(), self._answered(done), fn, args))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """submit(), awaited."""
@@ -41,6 +48,13 @@ class SerialThread:
         """Wait for the calls given so far, then end the thread."""
         self._calls.put(None)
         self._thread.join()
+
+    def _answered(self, done: Done) -> Done:
+        def answered(outcome: Any, error: BaseException | None) -> None:
+            self._unanswered -= 1
+            done(outcome, error)
+
+        return answered
 
     def _serve(self) -> None:
         while (item := self._calls.get()) is not None:
