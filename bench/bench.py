@@ -11,6 +11,16 @@ MB/s, p50/p99 latency and the server's peak RSS, and checks that every event lan
 files. A tenth more requests go first to warm the server up and are not measured (their rows
 are checked too).
 
+Runs are interleaved: --repeat passes over the whole plan of W1-W6 (and the W4 ceiling), each pass
+running every workload once, and the table shows each workload's median with the range of its
+runs. This machine's disk and CPU drift over minutes (fdatasync and file creation by several
+times); back-to-back repeats would let a slow spell land on one workload, where interleaving
+spreads it across all of them. The bucket, Parquet and prefill runs come after the passes, each
+already paired with a local run beside it. Before W1's and W3's fsync-on runs in each pass, the
+disk's own floor is timed on the same filesystem: one append of a request's bytes and an
+fdatasync per request, with no server. After the table: each fsync-on W1/W3 against that floor,
+and the targets, against the Go reference's figures (REFERENCE) and, for W4, the bare ceiling.
+
     make bench                      # all workloads
     .venv/bin/python bench/bench.py --only W1 --fsync always
 """
@@ -33,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +88,13 @@ WORKLOADS = {
     "W2": (20_000, 15),
     "W3": (1, 5_000),
 }
+# The Go reference service's own published figures, on this machine class, without fsync: events/s
+# for W1 and W2, requests/s for W3 under `wrk -t1 -c1`.
+REFERENCE = {"W1": 190_000, "W2": 190_000, "W3": 12_000}
+# The targets: how many times the reference (W1, W2 with fsync on; W3 under wrk with fsync off),
+# and W4 against the bare-uvicorn ceiling.
+TARGETS = {"W1": 2, "W2": 5, "W3": 1}
+W4_TARGET = 0.6
 WARMUP = 0.1  # this share of extra requests goes first, unmeasured (first-touch of buffers and caches)
 # Runs write under bench/out/ (git-ignored, on the filesystem `make run` writes ./data to); --dir
 # picks another place.
@@ -156,6 +173,44 @@ def disk_probe(directory: Path, rounds: int = 20) -> tuple[float, float]:
     for i in range(rounds):
         (directory / f"probe-{i}").unlink()
     return statistics.median(syncs) * 1000, statistics.median(creates) * 1000
+
+
+def sync_floor(directory: Path, body_bytes: int, requests: int, warmup: int = 10) -> dict:
+    """The disk's floor for a request that must be on disk before its answer: `requests` rounds
+    (after `warmup` unmeasured ones) each appending `body_bytes` of CSV rows to one file and
+    fdatasync-ing it, in `directory` (the runs' filesystem). Requests/s and p50/p99 ms of a round.
+    The file stays, to be deleted with the runs' outputs at the end: freeing tens of MB here (online
+    discard) would land on the run that comes next."""
+    event = json.loads(generate(1, random.Random(1), 1_720_000_000 * 10**9)[0][0])
+    row = (",".join(str(v) for v in event.values()) + "\n").encode()
+    block = (row * (body_bytes // len(row) + 1))[:body_bytes]
+    fd, _ = tempfile.mkstemp(prefix="floor-", dir=directory)
+    latencies = []
+    try:
+        offset = 0
+        for i in range(warmup + requests):
+            t0 = time.perf_counter()
+            os.pwrite(fd, block, offset)
+            os.fdatasync(fd)
+            if i >= warmup:
+                latencies.append(time.perf_counter() - t0)
+            offset += len(block)
+    finally:
+        os.close(fd)
+    q = statistics.quantiles(latencies, n=100)
+    rate = len(latencies) / sum(latencies)
+    return {
+        "workload": f"floor: {_size(body_bytes)} append + fdatasync",
+        "body bytes": body_bytes,
+        "requests": requests,
+        "requests/s": rate,
+        "p50 ms": q[49] * 1000,
+        "p99 ms": q[98] * 1000,
+    }
+
+
+def _size(n: int) -> str:
+    return f"{n / 1000:.0f} KB" if n >= 1000 else f"{n} B"
 
 
 @dataclass
@@ -528,14 +583,14 @@ def median(measure, repeat: int) -> dict | None:
     return median_of([measure() for _ in range(max(1, repeat))])
 
 
-def median_of(runs: list[dict | None]) -> dict | None:
-    """The run with the median events/s, with the range of all (None when there is none)."""
+def median_of(runs: list[dict | None], key: str = "events/s") -> dict | None:
+    """The run with the median `key` (events/s), with the range of all (None when there is none)."""
     runs = [r for r in runs if r is not None]
     if not runs:
         return None
-    runs.sort(key=lambda r: r["events/s"])
+    runs.sort(key=lambda r: r[key])
     chosen = dict(runs[len(runs) // 2])
-    chosen["range"] = (runs[0]["events/s"], runs[-1]["events/s"])
+    chosen["range"] = (runs[0][key], runs[-1][key])
     return chosen
 
 
@@ -561,7 +616,8 @@ def main() -> None:
         "--repeat",
         type=int,
         default=3,
-        help="runs of each workload; the table shows the median by events/s (this machine is noisy)",
+        help="passes over the whole plan, each running every workload once; the table shows each "
+        "workload's median by events/s (this machine is noisy)",
     )
     parser.add_argument("--dir", type=Path, default=WORKDIR, help=f"where the runs write (default {WORKDIR})")
     parser.add_argument(
@@ -600,30 +656,85 @@ def main() -> None:
     )
     print(header)
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    # The plain runs go in --repeat passes over the whole plan, each pass running every workload once
+    # (and the disk's floor before W1's and W3's fsync-on runs); the extra runs come after them.
+    plain = [(name, fsync) for name in args.only for fsync in args.fsync]
     # The run with thousands of extra files goes last, and every output is deleted only at the end:
     # creating and deleting many files leaves this filesystem (mounted with online discard)
     # creating files up to 30 times slower for minutes (the probe columns show it), which would
     # otherwise land on whichever workload comes next.
-    plan: list[tuple[str, str, int | str]] = [(name, fsync, 0) for name in args.only for fsync in args.fsync]
+    extras: list[tuple[str, str, int | str]] = []
     if args.bucket and "always" in args.fsync:
-        plan += [(name, "always", "bucket") for name in ("W1", "W2") if name in args.only]
+        extras += [(name, "always", "bucket") for name in ("W1", "W2") if name in args.only]
     if args.parquet and "always" in args.fsync:
-        plan += [(name, "always", "parquet") for name in ("W1", "W2") if name in args.only]
+        extras += [(name, "always", "parquet") for name in ("W1", "W2") if name in args.only]
     if "W1" in args.only and "always" in args.fsync and args.prefill:
-        plan.append(("W1", "always", args.prefill))
+        extras.append(("W1", "always", args.prefill))
+    passes = max(1, args.repeat)
+    # The bytes one request appends: a generated body of the workload (W1: 400 events, W3: one).
+    floor_bytes = {
+        name: len(b"".join(generate(WORKLOADS[name][0], random.Random(1), 1_720_000_000 * 10**9)[0]))
+        for name in ("W1", "W3")
+    }
+    floor_dir = Path(tempfile.mkdtemp(prefix="bea-bench-", dir=WORKDIR))
+    FINISHED.append(floor_dir)
+    runs: dict[tuple[str, str, str], list[dict | None]] = {}  # (workload, fsync, kind): its runs, in table order
+    floors: dict[str, list[dict | None]] = {}
     against_local: list[str] = []
-    w4: list[dict] = []  # W4's runs and the ceiling they are held against
-    ceiling: dict | None = None
+
+    def show(r: dict | None) -> None:
+        if r is None:
+            return
+        if args.json:
+            print(json.dumps(r))
+        print(table_row(r), flush=True)
+
     try:
-        for name, fsync, extra in plan:
-            results = []
-            prefill = extra if isinstance(extra, int) else 0
+        for n in range(1, passes + 1):
+            step = f"pass {n}/{passes}"
+            ceiling_run = False
+            for name, fsync in plain:
+                if name in WORKLOADS:
+                    if fsync == "always" and name in floor_bytes:
+                        floor = progress(
+                            f"{step}: {name} floor ({_size(floor_bytes[name])} append + fdatasync)",
+                            lambda: sync_floor(floor_dir, floor_bytes[name], WORKLOADS[name][1]),  # noqa: B023
+                        )
+                        floor["workload"] = f"{name} {floor['workload']}"  # type: ignore[index]
+                        floors.setdefault(name, []).append(floor)
+                    runs.setdefault((name, fsync, "run"), []).append(
+                        progress(f"{step}: {name} {fsync}", lambda: run(name, fsync, random.Random(1)))  # noqa: B023
+                    )
+                if name in WRK_WORKLOADS:
+                    runs.setdefault((name, fsync, "wrk"), []).append(
+                        progress(
+                            f"{step}: {name} wrk -t1 -c{WRK_WORKLOADS[name][1]} {fsync}",
+                            lambda: run_wrk(name, fsync, random.Random(1)),  # noqa: B023
+                        )
+                    )
+                if name == "W4" and not ceiling_run:  # the ceiling W4 is held against, once a pass
+                    ceiling_run = True
+                    runs.setdefault((name, "-", "ceiling"), []).append(
+                        progress(f"{step}: {name} ceiling (bare uvicorn)", lambda: run_bare(name, random.Random(1)))  # noqa: B023
+                    )
+        medians = {key: median_of(rs) for key, rs in runs.items()}
+        for r in medians.values():
+            show(r)
+        floor_medians = {name: median_of(fs, key="requests/s") for name, fs in floors.items()}
+        if args.json:
+            for floor in filter(None, floor_medians.values()):
+                print(json.dumps(floor), flush=True)
+        for name, fsync, extra in extras:
+            print(
+                f"{name} {fsync}, {extra if isinstance(extra, str) else f'{extra:,} files already there'} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             if extra == "bucket":
                 # Each bucket run beside a local one, alternating: this disk drifts over minutes,
                 # and a ratio of neighbouring runs is what it can show.
                 with bucket_server(args.store_nice) as bucket:
                     r, base, ratios = beside_local(name, fsync, args.repeat, bucket=bucket)
-                results.append(r)
                 against_local.append(
                     f"{name} with a bucket as output (S3 server at nice {args.store_nice}): ingest {r['events/s']:,.0f} "
                     f"events/s against {base['events/s']:,.0f} with local output in the runs beside them; bucket/local "
@@ -634,7 +745,6 @@ def main() -> None:
             elif extra == "parquet":
                 # Beside a CSV run each, alternating, as the bucket runs are.
                 r, base, ratios = beside_local(name, fsync, args.repeat, options=("--format", "parquet"))
-                results.append(r)
                 against_local.append(
                     f"{name} with --format parquet: ingest {r['events/s']:,.0f} events/s against {base['events/s']:,.0f} "
                     f"with CSV output in the runs beside them; parquet/CSV of each pair: median "
@@ -643,36 +753,67 @@ def main() -> None:
                     f"({r['uploaded MB'] / base['uploaded MB']:.2f}x), all converted "
                     f"{r['uploads drained s']:.1f} s after the first measured request"
                 )
-            elif name in WORKLOADS:
-                results.append(median(lambda: run(name, fsync, random.Random(1), prefill=prefill), args.repeat))  # noqa: B023
-            if name in WRK_WORKLOADS and not extra:
-                results.append(median(lambda: run_wrk(name, fsync, random.Random(1)), args.repeat))  # noqa: B023
-            if name == "W4" and ceiling is None:  # the ceiling W4 is held against, once
-                ceiling = median(lambda: run_bare(name, random.Random(1)), args.repeat)  # noqa: B023
-                results.append(ceiling)
-            for r in filter(None, results):
-                if args.json:
-                    print(json.dumps(r))
-                low, high = r["range"]
-                print(
-                    f"| {r['workload']} | {r['fsync']} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
-                    f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | "
-                    f"{r['create ms']:.3f} |",
-                    flush=True,
-                )
-                if r["workload"].startswith("W4 wrk"):
-                    w4.append(r)
+            else:
+                r = median(lambda: run(name, fsync, random.Random(1), prefill=extra), args.repeat)  # type: ignore[arg-type]  # noqa: B023
+            show(r)
         for line in against_local:
             print(line)
-        if ceiling is not None:
-            for r in w4:
+        for name, floor in floor_medians.items():
+            for kind in ("run", "wrk"):
+                r = medians.get((name, "always", kind))
+                if floor is None or r is None:
+                    continue
+                label = name if kind == "run" else f"{name} wrk -t1 -c{WRK_WORKLOADS[name][1]}"
                 print(
-                    f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "
-                    f"({r['requests/s']:,.0f} against {ceiling['requests/s']:,.0f} requests/s)"
+                    f"{label} fsync always against the disk's floor (one {_size(floor['body bytes'])} append + "
+                    f"fdatasync per request, same filesystem): {r['requests/s']:,.0f} requests/s against "
+                    f"{floor['requests/s']:,.0f} ({r['requests/s'] / floor['requests/s']:.2f}x); "
+                    f"p50 {r['p50 ms']:.2f} ms against {floor['p50 ms']:.2f} ms"
                 )
+        for name in ("W1", "W2"):
+            r = medians.get((name, "always", "run"))
+            if r is not None:
+                print(
+                    f"{name} (fsync always) against the reference: {r['events/s'] / REFERENCE[name]:.2f}x "
+                    f"({r['events/s']:,.0f} against {REFERENCE[name]:,} events/s; target {TARGETS[name]:g}x)"
+                )
+        r = medians.get(("W3", "never", "wrk"))
+        if r is not None:
+            print(
+                f"W3 wrk -t1 -c1 (fsync never) against the reference: {r['requests/s'] / REFERENCE['W3']:.2f}x "
+                f"({r['requests/s']:,.0f} against {REFERENCE['W3']:,} requests/s; target {TARGETS['W3']:g}x)"
+            )
+        ceiling = medians.get(("W4", "-", "ceiling"))
+        if ceiling is not None:
+            for fsync in args.fsync:
+                r = medians.get(("W4", fsync, "wrk"))
+                if r is not None:
+                    print(
+                        f"W4 against the ceiling, fsync {r['fsync']}: {r['requests/s'] / ceiling['requests/s']:.2f}x "
+                        f"({r['requests/s']:,.0f} against {ceiling['requests/s']:,.0f} requests/s; "
+                        f"target {W4_TARGET:g}x)"
+                    )
     finally:
         for workdir in FINISHED:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def progress(label: str, measure: Callable[[], dict | None]) -> dict | None:
+    """One run, with a line on stderr to say which and that it finished."""
+    print(f"{label} ...", end="", file=sys.stderr, flush=True)
+    r = measure()
+    done = "skipped (wrk is not installed)" if r is None else f"done ({r['requests/s']:,.0f} requests/s)"
+    print(f" {done}", file=sys.stderr, flush=True)
+    return r
+
+
+def table_row(r: dict) -> str:
+    low, high = r["range"]
+    return (
+        f"| {r['workload']} | {r['fsync']} | {r['events/s']:,.0f} | {low:,.0f}–{high:,.0f} | {r['requests/s']:,.0f} | "
+        f"{r['MB/s']:.1f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['peak RSS MiB']:.0f} | {r['fsync ms']:.2f} | "
+        f"{r['create ms']:.3f} |"
+    )
 
 
 if __name__ == "__main__":
