@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/events/_native.c | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/events/_native.c src/batched_event_api/commit/_durable.c | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint python-path bench sanitize browser docker-check several-instances-check clean
 
@@ -25,7 +25,7 @@ lint: $(STAMP)
 python-path: $(STAMP)
 	BEA_NATIVE=0 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_golden.py tests/test_vectors.py \
 	    tests/test_decode.py tests/test_render.py tests/test_windows.py tests/test_writer.py tests/test_group_commit.py \
-	    tests/test_generated.py
+	    tests/test_durable.py tests/test_generated.py
 
 # The /docs test renders the page in a headless Chromium (Debian's package): installed when missing.
 browser:
@@ -41,20 +41,24 @@ bench: $(STAMP)
 	$(BIN)/python bench/window_memory.py 1GiB
 	$(BIN)/python bench/growth.py
 
-# The native pass built with AddressSanitizer and UndefinedBehaviorSanitizer (any finding aborts),
-# then its differential, hypothesis and vector tests run against that build.
+# The compiled parts (the native pass, commit/_durable.c) built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (any finding aborts), then their differential, hypothesis and vector
+# tests run against that build.
 SANITIZED := build/sanitize
 PYCONFIG   = $(BIN)/python -c 'import sysconfig, sys; print(sysconfig.get_config_var(sys.argv[1]) or sysconfig.get_paths()[sys.argv[1]])'
 sanitize: $(STAMP)
 	rm -rf $(SANITIZED) && mkdir -p $(SANITIZED) && cp -r src/batched_event_api $(SANITIZED)/
-	rm -f $(SANITIZED)/batched_event_api/events/*.so
-	gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -std=c11 -Wall -Wextra -Wno-unused-parameter -I"$$($(PYCONFIG) include)" \
-	    src/batched_event_api/events/_native.c -o $(SANITIZED)/batched_event_api/events/_native$$($(PYCONFIG) EXT_SUFFIX)
+	rm -f $(SANITIZED)/batched_event_api/*/*.so
+	for part in events/_native commit/_durable; do \
+	    gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	        -std=c11 -Wall -Wextra -Wno-unused-parameter -I"$$($(PYCONFIG) include)" \
+	        src/batched_event_api/$$part.c -o $(SANITIZED)/batched_event_api/$$part$$($(PYCONFIG) EXT_SUFFIX) || exit 1; \
+	done
 	PYTHONPATH=$(SANITIZED) ASAN_OPTIONS=detect_leaks=0 \
 	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	    sh -c '$(BIN)/python -c "import batched_event_api.events._native as n; assert \"$(SANITIZED)\" in n.__file__, n.__file__" && \
-	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py tests/test_windows.py'
+	    sh -c '$(BIN)/python -c "import batched_event_api.events._native as n, batched_event_api.commit._durable as d; assert all(\"$(SANITIZED)\" in m.__file__ for m in (n, d))" && \
+	           $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_decode.py tests/test_render.py tests/test_vectors.py tests/test_windows.py \
+	               tests/test_durable.py tests/test_group_commit.py'
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)

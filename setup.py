@@ -1,6 +1,7 @@
-"""The one compiled part: the native NDJSON -> CSV fast path (everything else is in pyproject.toml).
+"""The compiled parts (everything else is in pyproject.toml): the native NDJSON -> CSV pass, and a
+commit round's writes and syncs with the GIL released once (commit/_durable.c).
 
-It is optional: without a C compiler the package installs and runs on the Python path alone.
+Both are optional: without a C compiler the package installs and runs on the Python path alone.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +13,12 @@ setup(
             ["src/batched_event_api/events/_native.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "batched_event_api.commit._durable",
+            ["src/batched_event_api/commit/_durable.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

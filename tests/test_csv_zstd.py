@@ -67,7 +67,7 @@ def test_a_served_directory_holds_the_reference_files_as_zstd_frames(server_fact
     assert sorted(read_rows(table)) == sorted(sent_row(e) for e in events)
 
 
-@pytest.mark.parametrize("point", ["no-record", "torn-record", "rows-lost", "sync_all"])
+@pytest.mark.parametrize("point", ["no-record", "torn-record", "rows-lost", "sync_data"])
 @pytest.mark.parametrize("crash_at", [7, 19])
 def test_recovery_cuts_a_window_back_to_whole_frames(tmp_path, monkeypatch, point, crash_at):
     """A crash between a round's frames and its record (or a power cut that loses the frames):
@@ -83,7 +83,7 @@ def test_recovery_cuts_a_window_back_to_whole_frames(tmp_path, monkeypatch, poin
     writer.close()
 
     directory = tmp_path / "zstd"
-    sync = {"syncfs_from": None} if point == "sync_all" else {}  # per-file syncs, where the crash is
+    sync = {"syncfs_from": None} if point == "sync_data" else {}  # per-file syncs, where the crash is
     writer = Writer(directory, POLICY, compress=Compress.ZSTD, **sync)
     writer.start()
     for i, (times, rows) in enumerate(work[:crash_at]):

@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 from batched_event_api.errors import EventError
 from batched_event_api.events import timestamps
-from batched_event_api.events.native import (
-    module as _native,  # built, whether BEA_NATIVE switches it off or not
-)
+
+try:  # built, whether BEA_NATIVE switches it off or not
+    from batched_event_api.events import _native
+except ImportError:
+    _native = None
 from batched_event_api.events.render import csv_line, go_float
 from batched_event_api.events.transcode import transcode as transcode_body
 from paths import GOLDEN, SEED

@@ -98,8 +98,8 @@ def inject(writer: Writer, point: str, monkeypatch) -> None:
             return real_unlink(path, *a, **k)
 
         monkeypatch.setattr("batched_event_api.commit.disk.os.unlink", unlink_then_crash)
-    elif point == "sync_all":
-        monkeypatch.setattr(writer.sync, "sync_all", crash)
+    elif point == "sync_data":  # after every write of the round, at its first per-file sync
+        monkeypatch.setattr(writer.disk, "sync_data", crash)
     elif point == "place_segments":
         monkeypatch.setattr(writer.placement, point, crash)
     else:
@@ -136,7 +136,7 @@ def expected(work, tmp_path_factory):
         ("no-record", False),  # rows written to part files, no journal record
         ("torn-record", False),  # half a journal record on disk
         ("rows-lost", False),  # power cut: the record on disk, the rows not (rolled back)
-        ("sync_all", True),  # rows and record written, the per-file syncs not done: both kept
+        ("sync_data", True),  # rows and record written, the per-file syncs not done: both kept
         ("syncfs", True),  # the same where one syncfs() makes the round durable
         ("_publish_pending", True),  # record durable, closed windows not yet renamed
         ("linked-not-unlinked", True),  # final name linked, part file still there
@@ -144,7 +144,7 @@ def expected(work, tmp_path_factory):
 )
 @pytest.mark.parametrize("crash_at", [7, 19, 33])
 def test_recovery_from_each_crash_point(tmp_path, work, expected, point, applied, crash_at, monkeypatch):
-    sync = {"syncfs": {"syncfs_from": 1}, "sync_all": {"syncfs_from": None}}.get(point, {})
+    sync = {"syncfs": {"syncfs_from": 1}, "sync_data": {"syncfs_from": None}}.get(point, {})
     run(tmp_path, work, crash_at=crash_at, point=point, monkeypatch=monkeypatch, **sync)
     monkeypatch.undo()
     writer = Writer(tmp_path, POLICY)

@@ -1,0 +1,118 @@
+/* write_and_sync(writes, fds, directory_fd) -> None: a commit round's small I/O with the GIL
+   released once. writes: sequence of (fd, offset, chunks); fds: files to fdatasync after every
+   write, in order; directory_fd: -1, or a directory to fsync last. Stops at the first error and
+   raises it as OSError. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAX_IOV 1024
+
+typedef struct {
+    int fd;
+    off_t offset;
+    Py_ssize_t first, count; /* its chunks in the flat arrays */
+} Write;
+
+static int write_all(int fd, off_t offset, struct iovec *iov, Py_ssize_t count) {
+    while (count > 0) {
+        int n = count > MAX_IOV ? MAX_IOV : (int)count;
+        ssize_t done = pwritev(fd, iov, n, offset);
+        if (done < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        offset += done;
+        while (count > 0 && (size_t)done >= iov->iov_len) {
+            done -= (ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (count > 0 && done > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= (size_t)done;
+        }
+    }
+    return 0;
+}
+
+static PyObject *write_and_sync(PyObject *self, PyObject *args) {
+    PyObject *writes_obj, *fds_obj;
+    int directory;
+    if (!PyArg_ParseTuple(args, "OOi", &writes_obj, &fds_obj, &directory)) return NULL;
+    PyObject *writes = PySequence_Fast(writes_obj, "writes must be a sequence");
+    if (writes == NULL) return NULL;
+    PyObject *fds = PySequence_Fast(fds_obj, "fds must be a sequence");
+    if (fds == NULL) { Py_DECREF(writes); return NULL; }
+    Py_ssize_t nw = PySequence_Fast_GET_SIZE(writes), nf = PySequence_Fast_GET_SIZE(fds), total = 0, held = 0;
+    PyObject *result = NULL;
+    Write *ws = PyMem_Calloc(nw ? nw : 1, sizeof *ws);
+    int *fdv = PyMem_Calloc(nf ? nf : 1, sizeof *fdv);
+    Py_buffer *bufs = NULL;
+    struct iovec *iov = NULL;
+    PyObject **chunk_lists = PyMem_Calloc(nw ? nw : 1, sizeof *chunk_lists);
+    if (ws == NULL || fdv == NULL || chunk_lists == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(writes, i), *chunks;
+        long long offset;
+        if (!PyArg_ParseTuple(item, "iLO", &ws[i].fd, &offset, &chunks)) goto done;
+        ws[i].offset = (off_t)offset;
+        chunk_lists[i] = PySequence_Fast(chunks, "chunks must be a sequence");
+        if (chunk_lists[i] == NULL) goto done;
+        ws[i].first = total;
+        ws[i].count = PySequence_Fast_GET_SIZE(chunk_lists[i]);
+        total += ws[i].count;
+    }
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        fdv[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(fds, i));
+        if (fdv[i] == -1 && PyErr_Occurred()) goto done;
+    }
+    bufs = PyMem_Calloc(total ? total : 1, sizeof *bufs);
+    iov = PyMem_Calloc(total ? total : 1, sizeof *iov);
+    if (bufs == NULL || iov == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        for (Py_ssize_t k = 0; k < ws[i].count; k++) {
+            Py_ssize_t j = ws[i].first + k;
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(chunk_lists[i], k), &bufs[j], PyBUF_SIMPLE) < 0) goto done;
+            held = j + 1;
+            iov[j].iov_base = bufs[j].buf;
+            iov[j].iov_len = (size_t)bufs[j].len;
+        }
+    }
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nw && !err; i++) err = write_all(ws[i].fd, ws[i].offset, iov + ws[i].first, ws[i].count);
+    for (Py_ssize_t i = 0; i < nf && !err; i++)
+        if (fdatasync(fdv[i]) != 0) err = errno;
+    if (!err && directory >= 0 && fsync(directory) != 0) err = errno;
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+done:
+    for (Py_ssize_t j = 0; j < held; j++) PyBuffer_Release(&bufs[j]);
+    if (chunk_lists) for (Py_ssize_t i = 0; i < nw; i++) Py_XDECREF(chunk_lists[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(iov);
+    PyMem_Free(ws);
+    PyMem_Free(fdv);
+    PyMem_Free(chunk_lists);
+    Py_DECREF(writes);
+    Py_DECREF(fds);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"write_and_sync", write_and_sync, METH_VARARGS, "write_and_sync(writes, fds, directory_fd)"},
+    {NULL, NULL, 0, NULL},
+};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_durable", .m_size = -1, .m_methods = methods};
+PyMODINIT_FUNC PyInit__durable(void) { return PyModule_Create(&module); }
