@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-test.lock pyproject.toml setup.py src/batched_event_api/events/_native.c src/batched_event_api/commit/_durable.c | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint python-path bench sanitize browser docker-check several-instances-check clean
+.PHONY: run test lint python-path bench sanitize browser tracer docker-check several-instances-check clean
 
 run: $(STAMP)
 	$(BIN)/batched-event-api serve -o ./data
 
-test: $(STAMP) lint sanitize python-path browser
+test: $(STAMP) lint sanitize python-path browser tracer
 	$(BIN)/python -m pytest
 
 # Lint and format (ruff), types (mypy, settings in pyproject.toml) and the import contracts:
@@ -32,6 +32,12 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	    { echo "make test needs Chromium for the /docs test: sudo apt-get install chromium"; exit 1; }
+
+# A test watches the C twin of a round's writes and syncs from the kernel's side, with strace.
+tracer:
+	@command -v strace >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; } || \
+	    { echo "make test needs strace for tests/test_durable.py: sudo apt-get install strace"; exit 1; }
 
 # W1–W6 (W1/W2 also with a bucket and with --format parquet beside CSV), then what converting a
 # window to Parquet costs (throughput, sizes) and the peak memory while a 1 GiB window is converted.

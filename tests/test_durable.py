@@ -109,3 +109,46 @@ def test_the_c_twin_is_used_where_it_was_built_and_a_replaced_step_turns_it_off(
     assert calls[-1] == "python" and (tmp_path / "f").read_bytes() == b"a"
     os.close(fd)
     disk.close()
+
+
+_TRACED = """
+import os, sys
+from batched_event_api.commit.disk import LocalDisk, _durable
+assert _durable is not None
+disk = LocalDisk(sys.argv[1]); disk.open()
+rows = os.open(os.path.join(sys.argv[1], "rows"), os.O_RDWR | os.O_CREAT, 0o600)
+journal = os.open(os.path.join(sys.argv[1], "journal"), os.O_RDWR | os.O_CREAT, 0o600)
+print(rows, journal, disk._dir_fd, flush=True)
+disk.write_and_sync([(rows, 0, [b"a,", b"b\\n"]), (journal, 0, [b"record\\n"])], [rows, journal], {directory})
+"""
+
+
+@pytest.mark.parametrize("directory", [True, False])
+def test_the_c_twin_syncs_every_file_it_is_given_and_the_directory_after_every_write(tmp_path, directory):
+    """Seen from the kernel (strace): both writes, then fdatasync of each file in the order
+    given, then fsync of the directory when asked, and nothing else on these descriptors. A
+    power-cut test double cannot see this: it replaces the steps, so takes the Python ones."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    strace = shutil.which("strace")
+    assert strace is not None, "this test needs strace (make test installs it: apt-get install strace)"
+    trace = tmp_path / "trace"
+    out = subprocess.run(
+        [strace, "-f", "-o", str(trace), "-e", "trace=pwritev,pwritev2,pwrite64,write,fdatasync,fsync,syncfs"]
+        + [sys.executable, "-c", _TRACED.format(directory=directory), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows, journal, dir_fd = map(int, out.split())
+    names = {rows: "rows", journal: "journal", dir_fd: "directory"}
+    calls = []
+    for line in trace.read_text().splitlines():
+        if (match := re.search(r"(\w+)\((\d+)", line)) and int(match.group(2)) in names:
+            calls.append((match.group(1), names[int(match.group(2))]))
+    expected = [("pwritev", "rows"), ("pwritev", "journal"), ("fdatasync", "rows"), ("fdatasync", "journal")]
+    assert calls == expected + ([("fsync", "directory")] if directory else [])
+    assert (tmp_path / "rows").read_bytes() == b"a,b\n" and (tmp_path / "journal").read_bytes() == b"record\n"

@@ -102,22 +102,23 @@ def _entries(directory: Path) -> dict[str, int]:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    requests=st.lists(st.tuples(times, keys), min_size=1, max_size=40),
+    requests=st.lists(st.tuples(times, keys, st.integers(1, 3000)), min_size=1, max_size=40),
     cuts=st.lists(st.integers(1, 6), min_size=1, max_size=10),
-    body=st.integers(0, 40_000),
+    max_file_bytes=st.sampled_from([None, 6000]),
 )
-def test_a_round_light_allows_only_appends_to_the_open_file(requests, cuts, body):
+def test_a_round_light_allows_only_appends_to_the_open_file(requests, cuts, max_file_bytes):
     """What Writer.light lets run on the event loop never creates, renames, compresses or
-    compacts a file (it appends to the one open file and the journal), and the files and
-    answers are those of the writer thread."""
+    compacts a file (it appends to the one open file and the journal): rows of any length
+    (a float renders to hundreds of digits), keys that fill the journal towards compaction,
+    --max-file-bytes."""
     from batched_event_api.commit.writer import LIGHT_BYTES
 
     work = [
-        Request(Batch(t, Rows.from_lines([f"r{n}-{i}" for i in range(len(t))]), b"x" * (body // 25)), k)
-        for n, (t, k) in enumerate(requests)
+        Request(Batch(t, Rows.from_lines([f"r{n}-{i}" + "9" * width for i in range(len(t))])), k and f"{k}-{n}" * 20)
+        for n, (t, k, width) in enumerate(requests)
     ]
     with tempfile.TemporaryDirectory() as directory:
-        writer = Writer(Path(directory), POLICY, fsync=False, compact_bytes=8 * 1024)
+        writer = Writer(Path(directory), POLICY, fsync=False, compact_bytes=8 * 1024, max_file_bytes=max_file_bytes)
         writer.start()
         i = 0
         for size in cuts * len(work):
@@ -128,7 +129,7 @@ def test_a_round_light_allows_only_appends_to_the_open_file(requests, cuts, body
             before, seq = _entries(Path(directory)), writer.seq
             writer.apply_group(group)
             if light:
-                assert sum(len(r.batch.body) for r in group) <= LIGHT_BYTES
+                assert sum(r.batch.rows.size for r in group) <= LIGHT_BYTES
                 assert _entries(Path(directory)) == before, "a light round created, renamed or compacted a file"
                 assert writer.seq in (seq, seq + 1)
         writer.close()
@@ -138,8 +139,8 @@ def test_light_says_no_to_fsync_compression_a_new_window_and_a_large_round(tmp_p
     from batched_event_api.commit.writer import LIGHT_BYTES
     from batched_event_api.config import Compress
 
-    def one(t: int, size: int = 100) -> list[Request]:
-        return [Request(Batch([t], Rows.from_lines(["row"]), b"x" * size))]
+    def one(t: int, size: int = 100, key: str | None = None) -> list[Request]:
+        return [Request(Batch([t], Rows.from_lines(["r" * (size - 1)]), b"{}"), key)]
 
     writer = Writer(tmp_path / "never", POLICY, fsync=False)
     (tmp_path / "never").mkdir()
@@ -148,9 +149,24 @@ def test_light_says_no_to_fsync_compression_a_new_window_and_a_large_round(tmp_p
     writer.apply_group(one(0))
     assert writer.light(one(MINUTE))
     assert not writer.light(one(INTERVAL))  # past the open window's end: a new file and a publish
-    assert not writer.light(one(MINUTE, LIGHT_BYTES + 1))
+    assert not writer.light(one(MINUTE, LIGHT_BYTES + 1))  # its rows' bytes count, not its body's
     assert writer.light(one(-MINUTE))  # a late event joins the open window
     writer.close()
+
+    # Keys: one whose record would bring the journal to compaction, or a round that would expire many.
+    (tmp_path / "keys").mkdir()
+    now = [1_000_000.0]
+    keyed = Writer(
+        tmp_path / "keys", POLICY, fsync=False, compact_bytes=12 * 1024, key_retention=60, clock=lambda: now[0]
+    )
+    keyed.start()
+    keyed.apply_group(one(0))
+    assert keyed.light(one(MINUTE, key="k" * 200))
+    assert not keyed.light(one(MINUTE, key="k" * 200) * 30)  # 30 keys of 200 characters: past 12 KiB
+    keyed.apply_group([Request(Batch([MINUTE], Rows.from_lines(["r"])), f"k{i}") for i in range(100)])
+    now[0] += 61  # every one of the 100 keys is due to expire
+    assert not keyed.light(one(MINUTE))
+    keyed.close()
     for name, options in {"always": {"fsync": True}, "gzip": {"fsync": False, "compress": Compress.GZIP}}.items():
         (tmp_path / name).mkdir()
         other = Writer(tmp_path / name, POLICY, **options)
@@ -208,3 +224,35 @@ def test_committer_runs_light_rounds_on_the_loop_and_the_rest_on_the_thread():
     assert threads == [["a", "b", "MainThread"], ["heavy", "writer-test"], ["c", "writer-test"]]
     assert [(r, o) for r, o, _ in answers] == [("a", "A"), ("b", "B"), ("heavy", "HEAVY"), ("boom", None), ("c", "C")]
     assert isinstance(answers[3][2], OSError)
+
+
+def test_a_slow_round_on_the_loop_sends_rounds_to_the_thread_for_a_while():
+    """A round on the event loop that takes longer than LIGHT_STALL (the disk throttling even a
+    few KB) stalls every connection: the rounds after it go to the thread for LIGHT_PAUSE."""
+    import asyncio
+    import threading
+
+    from batched_event_api.commit.group import LIGHT_PAUSE, LIGHT_STALL, Committer
+    from batched_event_api.commit.thread import SerialThread
+
+    now = [0.0]
+    where: list[str] = []
+
+    def apply_group(requests: list[str]) -> list[str]:
+        where.append(threading.current_thread().name)
+        if "slow" in requests:
+            now[0] += 2 * LIGHT_STALL
+        return requests
+
+    async def main() -> None:
+        thread = SerialThread("writer-test")
+        committer = Committer(apply_group, thread, light=lambda requests: True, clock=lambda: now[0])
+        for request in ("fast", "slow", "after", "later"):
+            if request == "later":
+                now[0] += LIGHT_PAUSE
+            committer.submit(request, lambda outcome, error: None)
+            await committer.drained()
+        thread.shutdown()
+
+    asyncio.run(main())
+    assert where == ["MainThread", "MainThread", "writer-test", "MainThread"]

@@ -1,7 +1,9 @@
-/* write_and_sync(writes, fds, directory_fd) -> None: a commit round's small I/O with the GIL
-   released once. writes: sequence of (fd, offset, chunks); fds: files to fdatasync after every
-   write, in order; directory_fd: -1, or a directory to fsync last. Stops at the first error and
-   raises it as OSError. */
+/* write_and_sync(writes, fds, directory_fd) -> None: the C twin of LocalDisk.write_and_sync
+   (commit/disk.py), a commit round's writes and syncs with the GIL released once: each Python
+   syscall releases and retakes it, and retaking waits for the event loop's turn.
+   writes: sequence of (fd, offset, chunks), chunks any buffers; fds: files to fdatasync after
+   every write, in order; directory_fd: -1, or a directory to fsync last. Stops at the first error
+   and raises it as OSError; EINTR is retried, as Python's own calls do (PEP 475). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
@@ -40,6 +42,24 @@ static int write_all(int fd, off_t offset, struct iovec *iov, Py_ssize_t count) 
     return 0;
 }
 
+static int as_fd(PyObject *obj, int *fd) {
+    long value = PyLong_AsLong(obj);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    if (value < INT_MIN || value > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "file descriptor out of range");
+        return -1;
+    }
+    *fd = (int)value;
+    return 0;
+}
+
+static int sync_one(int fd, int whole) {
+    int rc;
+    do rc = whole ? fsync(fd) : fdatasync(fd);
+    while (rc != 0 && errno == EINTR);
+    return rc == 0 ? 0 : errno;
+}
+
 static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     PyObject *writes_obj, *fds_obj;
     int directory;
@@ -57,19 +77,23 @@ static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     PyObject **chunk_lists = PyMem_Calloc(nw ? nw : 1, sizeof *chunk_lists);
     if (ws == NULL || fdv == NULL || chunk_lists == NULL) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < nw; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(writes, i), *chunks;
+        PyObject *item = PySequence_Tuple(PySequence_Fast_GET_ITEM(writes, i)), *chunks;
         long long offset;
-        if (!PyArg_ParseTuple(item, "iLO", &ws[i].fd, &offset, &chunks)) goto done;
+        if (item == NULL) goto done;
+        int parsed = PyArg_ParseTuple(item, "iLO", &ws[i].fd, &offset, &chunks);
+        if (parsed) Py_INCREF(chunks);
+        Py_DECREF(item);
+        if (!parsed) goto done;
         ws[i].offset = (off_t)offset;
         chunk_lists[i] = PySequence_Fast(chunks, "chunks must be a sequence");
+        Py_DECREF(chunks);
         if (chunk_lists[i] == NULL) goto done;
         ws[i].first = total;
         ws[i].count = PySequence_Fast_GET_SIZE(chunk_lists[i]);
         total += ws[i].count;
     }
     for (Py_ssize_t i = 0; i < nf; i++) {
-        fdv[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(fds, i));
-        if (fdv[i] == -1 && PyErr_Occurred()) goto done;
+        if (as_fd(PySequence_Fast_GET_ITEM(fds, i), &fdv[i]) < 0) goto done;
     }
     bufs = PyMem_Calloc(total ? total : 1, sizeof *bufs);
     iov = PyMem_Calloc(total ? total : 1, sizeof *iov);
@@ -86,9 +110,8 @@ static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw && !err; i++) err = write_all(ws[i].fd, ws[i].offset, iov + ws[i].first, ws[i].count);
-    for (Py_ssize_t i = 0; i < nf && !err; i++)
-        if (fdatasync(fdv[i]) != 0) err = errno;
-    if (!err && directory >= 0 && fsync(directory) != 0) err = errno;
+    for (Py_ssize_t i = 0; i < nf && !err; i++) err = sync_one(fdv[i], 0);
+    if (!err && directory >= 0) err = sync_one(directory, 1);
     Py_END_ALLOW_THREADS
     if (err) {
         errno = err;

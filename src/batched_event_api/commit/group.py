@@ -11,19 +11,25 @@ A round `light` says may run on the event loop (with --fsync never: a few KB app
 already open, nothing to sync, create or publish) runs there while the writer thread is idle:
 two thread wake-ups per round are most of a one-event request's time on one connection. It
 starts from the loop's queue, not from submit(), so requests parsed in the same turn join it and
-pipelined requests answered inline do not recurse.
+pipelined requests answered inline do not recurse. One that takes longer than LIGHT_STALL (a
+disk throttling writeback) sends rounds back to the thread for LIGHT_PAUSE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from batched_event_api.commit.thread import SerialThread
 
 log = logging.getLogger("batched_event_api")
+
+LIGHT_STALL = 0.001  # seconds a round on the event loop may take before rounds leave it ...
+LIGHT_PAUSE = 1.0  # ... for this long
 
 R = TypeVar("R")  # a request
 A = TypeVar("A")  # its outcome
@@ -41,12 +47,15 @@ class Committer(Generic[R, A]):
         on_round: Callable[[int, list[A] | None], object] = lambda size, outcomes: None,
         # may this round run on the event loop (None: never)
         light: Callable[[Sequence[R]], bool] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._apply_group = apply_group
         self._thread = thread
         self._max_group = max_group
         self._on_round = on_round
         self._light = light
+        self._clock = clock
+        self._light_after = -math.inf  # no round on the loop before this (one took too long)
         self._waiting: list[tuple[R, Done]] = []
         self._running = False
         self._idle: list[asyncio.Future[None]] = []
@@ -75,20 +84,36 @@ class Committer(Generic[R, A]):
         group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
         requests = [request for request, _ in group]
         try:
-            light = self._light is not None and self._thread.idle and self._light(requests)
+            light = (
+                self._light is not None
+                and self._thread.idle
+                and self._clock() >= self._light_after
+                and self._light(requests)
+            )
         except Exception:  # a wrong guess costs a hand-off, never an answer
             log.exception("deciding where a commit round runs")
             light = False
-        if light:
+        if not light:
             try:
-                outcomes, error = self._apply_group(requests), None
-            except Exception as exc:  # told to its callers, as the thread does
-                outcomes, error = None, exc
-            self._finish(group, outcomes, error)
+                self._thread.submit(
+                    self._apply_group, (requests,), lambda outcomes, error: self._finish(group, outcomes, error)
+                )
+            except BaseException as exc:  # (a thread shut down): its callers are told, never left waiting
+                self._finish(group, None, exc)
+                raise
             return
-        self._thread.submit(
-            self._apply_group, (requests,), lambda outcomes, error: self._finish(group, outcomes, error)
-        )
+        started = self._clock()
+        try:
+            outcomes, error = self._apply_group(requests), None
+        except BaseException as exc:  # told to its callers, as the thread does; KeyboardInterrupt goes on up
+            outcomes, error = None, exc
+        if self._clock() - started > LIGHT_STALL:
+            # The disk is slow to take even a few KB (writeback throttling, a stalled device):
+            # other connections would wait on it. Rounds go to the thread for a while.
+            self._light_after = self._clock() + LIGHT_PAUSE
+        self._finish(group, outcomes, error)
+        if error is not None and not isinstance(error, Exception):
+            raise error
 
     def _finish(self, group: list[tuple[R, Done]], outcomes: list[A] | None, error: BaseException | None) -> None:
         self._running = False

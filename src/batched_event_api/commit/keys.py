@@ -64,6 +64,15 @@ class KeyStore:
             del self._keys[key]
             self.bytes -= key_cost(key)
 
+    def expiring(self, now: float, limit: int) -> int:
+        """How many keys expire() would forget now, counted up to `limit`."""
+        horizon, count = now - self.retention, 0
+        for value in self._keys.values():
+            if count >= limit or value % _AT > horizon:
+                break
+            count += 1
+        return count
+
     def oldest(self) -> float | None:
         """When the oldest remembered key was applied."""
         return next(iter(self._keys.values())) % _AT if self._keys else None

@@ -19,7 +19,9 @@ from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.journal import Check
 
 SYNCFS_FROM = 8  # files in one round from which one syncfs() replaces their fdatasyncs
-_PARALLEL_WRITES = 1 << 20  # bytes per round from which its files are written side by side
+_PARALLEL_WRITES = int(
+    __import__("os").environ.get("PW", 1 << 20)
+)  # bytes per round from which its files are written side by side
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ log = logging.getLogger("batched_event_api.writer")
 # that much to the page cache and the writer's bookkeeping for its requests take well under a
 # millisecond, the stall every other connection sees.
 LIGHT_BYTES = 32 * 1024
+_LIGHT_EXPIRIES = 64  # keys a light round may expire (after a quiet hour, thousands may be due at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,19 +249,23 @@ class Writer:
     def light(self, requests: Sequence[Request]) -> bool:
         """Is this round cheap enough for the event loop (the caller's thread, with the writer
         otherwise idle)? Only without fsync, and only a round that appends at most LIGHT_BYTES
-        to the one window already open: no file created, nothing compressed, synced, published,
-        rolled over or compacted. A guess from the requests' sizes and newest time: the round
-        itself decides where each row goes, as on the writer thread."""
+        of rows to the one window already open: no file created, nothing compressed, synced,
+        published, rolled over or compacted, and few keys expired. Exact about the bytes and
+        windows; the round itself still decides where each row goes, as on the writer thread."""
         if self.fsync or self._broken or self._publish or self._unfit or not self.placement.plain:
             return False
         if isinstance(self.policy, StrictWindows) or len(self.windows) != 1:
             return False
-        size = sum(len(r.batch.body) for r in requests)
+        size = sum(r.batch.rows.size for r in requests)  # the CSV bytes written (not the bodies')
         (window,) = self.windows.values()
         limit = self.placement.max_file_bytes
         if size > LIGHT_BYTES or (limit is not None and window.size + size >= limit):
             return False
-        if self.journal.due(len(self.keys), records=1, size=2 * size + 4096):
+        # The record: its window and checks, and each key it applies (a compaction writes every key).
+        record = 4096 + sum(key_cost(r.key) for r in requests if r.key is not None)
+        if self.journal.due(len(self.keys), records=1, size=record):
+            return False
+        if self.keys.expiring(self._clock(), _LIGHT_EXPIRIES) >= _LIGHT_EXPIRIES:
             return False
         end = window.start + self.policy.interval
         # An event past the window's end opens the next one (an event before its start joins it, late).

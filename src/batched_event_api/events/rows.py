@@ -42,6 +42,11 @@ class Rows:
     def __len__(self) -> int:
         return self._firsts[-1]
 
+    @property
+    def size(self) -> int:
+        """Bytes of all rows."""
+        return sum(int(block.ends[-1]) for block in self.blocks)
+
     def chunks(self, first: int, stop: int) -> list[memoryview]:
         """The bytes of rows [first, stop), newlines included, as views into the blocks."""
         out = []
