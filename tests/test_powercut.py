@@ -69,7 +69,7 @@ def _mixed(seed: int) -> list[tuple[list[int], Rows]]:
 
 
 def _large(seed: int) -> list[tuple[list[int], Rows]]:
-    """Requests of over 1 MiB of rows: their files are written and synced on parallel threads."""
+    """Requests of over 1 MiB of rows: a round of many MiB written and synced file by file."""
     events = generate_events(random.Random(seed), 240)
     for event in events:
         event["description"] = "d" * 60_000
@@ -91,7 +91,7 @@ WORKLOADS = {
     "mixed": (_mixed, {}, "_commit", SEEDS),
     "gzip": (_mixed, {"compress": Compress.GZIP}, "_commit", SEEDS[:2]),
     "compaction": (_mixed, {"compact_bytes": 512}, "_write_snapshot", SEEDS[:2]),  # one every request or two
-    "large": (_large, {}, "_write_one", SEEDS[:2]),  # a file written and synced on an I/O thread
+    "large": (_large, {}, "write_and_sync", SEEDS[:2]),  # among the writes and syncs of a large round
     "many-windows": (_many_windows, {}, "place_segments", SEEDS[:2]),  # a batch of 256 part files flushed
 }
 

@@ -36,8 +36,8 @@ def open_fds() -> int:
 
 
 def test_fsync_never_a_crash_mid_round_leaves_no_replay_without_its_rows(tmp_path, monkeypatch):
-    """A 3.6 MB keyed request written on pool threads, the process killed while its part file is
-    half written: the resend must not be told 'replay' unless every row is there."""
+    """A 3.6 MB keyed request, the process killed while its part file is half written: the
+    resend must not be told 'replay' unless every row is there."""
     events = 16_000
     lines = [
         f'{{"time":"2027-01-15T08:{i // 600 % 5:02d}:{i // 10 % 60:02d}.{i % 10}Z","id":{i},'

@@ -1,9 +1,9 @@
 """A commit round's I/O: write its files and its journal line, and make them durable together.
 
-A round under 1 MiB is written and synced on the calling thread in one call of the disk
-(LocalDisk.write_and_sync: its C twin releases the GIL once for all of it). A round of 1 MiB or
-more has each file written and synced on its own thread while the journal line is written. From `syncfs_from` files
-on, one syncfs() of the filesystem, once everything is written, replaces the per-file syncs.
+A round is written and synced on the calling thread in one call of the disk
+(LocalDisk.write_and_sync: its C twin releases the GIL once for all of it), each file's data,
+then the directory's names. From `syncfs_from` files on, one syncfs() of the filesystem, once
+everything is written, replaces the per-file syncs.
 Writes that continue each other in one file (a group's requests appending to the open windows)
 are made one write and one sync.
 """
@@ -19,9 +19,6 @@ from batched_event_api.commit.disk import LocalDisk
 from batched_event_api.commit.journal import Check
 
 SYNCFS_FROM = 8  # files in one round from which one syncfs() replaces their fdatasyncs
-_PARALLEL_WRITES = int(
-    __import__("os").environ.get("PW", 1 << 20)
-)  # bytes per round from which its files are written side by side
 
 
 @dataclass(slots=True)
@@ -39,42 +36,28 @@ class SyncRound:
         self.fsync = fsync
         # None: never syncfs (asked for, or the kernel lacks a syncfs that reports errors).
         self.syncfs_from = syncfs_from if disk.has_syncfs else None
-        # A thread blocked in fdatasync costs nothing; 32 keep many-file rounds side by side.
+        # For sync_all (recovery): a thread blocked in fdatasync costs nothing.
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="io")
 
     def run(
         self, writes: list[Write], *, journal: tuple[int, bytes, int] | None = None, directory: bool = False
     ) -> None:
         """Write `writes` (and the journal line at its offset: (fd, line, offset)) and make them
-        durable, and the directory's names too when asked. Raises the first OSError, after every
-        thread is done."""
-        fds = [journal[0]] if journal is not None else []
+        durable, and the directory's names too when asked. Raises the first OSError (nothing
+        after it is tried)."""
         writes = _coalesced(writes)
-        whole = self.by_filesystem(len(writes) + len(fds) + directory)
-        if sum(w.check.end - w.check.start for w in writes) < _PARALLEL_WRITES:
-            # Every write, then every sync, in one call, one after another (the record last of
-            # the writes: without syncs, order alone makes it the commit point). Side by side on
-            # threads the syncs were slower: each hand-off and GIL retake cost more than a second
-            # fdatasync, which finds the first one's journal commit done.
-            steps: list[tuple[int, int, Sequence[bytes | memoryview]]] = [
-                (w.fd, w.check.start, w.chunks) for w in writes
-            ]
-            if journal is not None:
-                steps.append((journal[0], journal[2], [journal[1]]))
-            per_file = self.fsync and not whole
-            self.disk.write_and_sync(steps, [w.fd for w in writes] + fds if per_file else [], directory and per_file)
-        else:
-            tasks = [self._pool.submit(self._write_one, w, self.fsync and not whole) for w in writes]
-            try:
-                if journal is not None:
-                    if not self.fsync:  # with no syncs, order alone makes the record the commit point
-                        _wait_all(tasks)
-                        tasks = []
-                    self.disk.write(journal[0], [journal[1]], journal[2])
-                if not whole:
-                    self.sync_all(fds, directory=directory)
-            finally:
-                _wait_all(tasks)
+        whole = self.by_filesystem(len(writes) + (journal is not None) + directory)
+        # Every write, then every sync, in one call, one after another (the record last of the
+        # writes: without syncs, order alone makes it the commit point). On threads side by side
+        # they were slower, for small rounds and for W2's 67 files alike: each hand-off and GIL
+        # retake cost more than a second fdatasync, which finds the first one's journal commit done.
+        steps: list[tuple[int, int, Sequence[bytes | memoryview]]] = [(w.fd, w.check.start, w.chunks) for w in writes]
+        fds = [w.fd for w in writes]
+        if journal is not None:
+            steps.append((journal[0], journal[2], [journal[1]]))
+            fds.append(journal[0])
+        per_file = self.fsync and not whole
+        self.disk.write_and_sync(steps, fds if per_file else [], directory and per_file)
         if whole:
             self.disk.sync_filesystem()
 
@@ -103,11 +86,6 @@ class SyncRound:
 
     def close(self) -> None:
         self._pool.shutdown()
-
-    def _write_one(self, w: Write, sync: bool) -> None:
-        self.disk.write(w.fd, w.chunks, w.check.start)
-        if sync:
-            self.disk.sync_data(w.fd)
 
 
 def _coalesced(writes: list[Write]) -> list[Write]:
