@@ -119,26 +119,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(name: str, port: int, workdir: Path, seconds: float) -> int:
-    """Drive the server for `seconds`; the requests answered."""
+def bodies(per_request: int, count: int) -> list[bytes]:
+    """`count` request bodies of ordered events (made once, before any measuring)."""
+    lines, _ = generate(per_request * count, random.Random(1), 1_720_000_000 * 10**9)
+    return [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
+
+
+def load(name: str, port: int, workdir: Path, seconds: float, sequence: list[bytes]) -> int:
+    """Drive the server for `seconds` (the Python client sends `sequence` in a loop); the requests answered."""
     per_request, connections, _ = WORKLOADS[name]
-    rng = random.Random(1)
     if connections == 0:  # one keep-alive connection from Python, bodies in order
-        lines, _ = generate(per_request * 5000, rng, 1_720_000_000 * 10**9)
-        bodies = [b"".join(lines[i : i + per_request]) for i in range(0, len(lines), per_request)]
         conn = http.client.HTTPConnection("127.0.0.1", port)
         done, deadline = 0, time.monotonic() + seconds
         while time.monotonic() < deadline:
-            conn.request("POST", "/user/event", body=bodies[done % len(bodies)])
+            conn.request("POST", "/user/event", body=sequence[done % len(sequence)])
             response = conn.getresponse()
             response.read()
             assert response.status == 200, response.status
             done += 1
         conn.close()
         return done
-    lines, _ = generate(per_request, rng, 1_720_000_000 * 10**9)
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % b"".join(lines).decode())
+    script.write_text(WRK_SCRIPT % sequence[0].decode())
     out = subprocess.run(
         [
             "wrk",
@@ -159,11 +161,12 @@ def load(name: str, port: int, workdir: Path, seconds: float) -> int:
 
 
 def profile(name: str, seconds: float, py_spy: str) -> None:
-    _, _, fsync = WORKLOADS[name]
+    per_request, connections, fsync = WORKLOADS[name]
+    sequence = bodies(per_request, 2000 if connections == 0 else 1)
     with served(fsync) as server:
-        load(name, server.port, server.workdir, 2)  # warm-up
+        load(name, server.port, server.workdir, 2, sequence)  # warm-up
         before = cpu_seconds(server.pid)
-        requests = load(name, server.port, server.workdir, seconds)
+        requests = load(name, server.port, server.workdir, seconds, sequence)
         cpu_us = (cpu_seconds(server.pid) - before) / requests * 1e6
         raw = server.workdir / "py-spy.txt"
         spy = subprocess.Popen(
@@ -173,7 +176,7 @@ def profile(name: str, seconds: float, py_spy: str) -> None:
             stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)  # py-spy attaching (a profiler's start, not a result being waited for)
-        profiled = load(name, server.port, server.workdir, seconds - 1)
+        profiled = load(name, server.port, server.workdir, seconds - 1, sequence)
         spy.wait()
     samples: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
@@ -183,7 +186,6 @@ def profile(name: str, seconds: float, py_spy: str) -> None:
             samples[stage_of(frames)] += int(count)
     total = sum(samples.values())
     sampled_us = total / 1000 / profiled * 1e6  # active thread time per request under the profiler
-    per_request, connections, _ = WORKLOADS[name]
     how = f"wrk -t1 -c{connections}" if connections else "one connection from Python"
     print(f"\n{name} ({per_request}/req, {how}, fsync {fsync}): server CPU {cpu_us:.0f} µs per request")
     print("| stage | share of the server's sampled time | µs per request (sampled) |")
