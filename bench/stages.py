@@ -23,7 +23,6 @@ import collections
 import http.client
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import bench
-from bench import WRK_SCRIPT, generate, served
+from bench import generate, served
 
 # Innermost match wins: function names (py-spy's "Class.method" or "function") -> stage.
 STAGES = {
@@ -139,25 +138,7 @@ def load(name: str, port: int, workdir: Path, seconds: float, sequence: list[byt
             done += 1
         conn.close()
         return done
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % sequence[0].decode())
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds:.0f}s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/user/event",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError("wrk saw errors:\n" + out)
-    return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return bench._wrk("wrk", workdir, port, sequence[0], connections, round(seconds))["requests"]
 
 
 def profile(name: str, seconds: float, py_spy: str) -> None:

@@ -23,7 +23,7 @@ class Align(StrEnum):
 
 class SyncMany(StrEnum):
     FILESYSTEM = "filesystem"  # a round with many files: one syncfs()
-    PER_FILE = "per-file"  # one fdatasync each, side by side
+    PER_FILE = "per-file"  # one fdatasync each
 
 
 class Compress(StrEnum):

@@ -121,7 +121,7 @@ from batched_event_api.output.partition import Partition
     type=Named({m.value: m for m in SyncMany}),
     help="How a request that writes to 8 or more files makes them durable: 'filesystem', one syncfs() of "
     "the output's filesystem (fastest; it also flushes other programs' pending writes there), or "
-    "'per-file', one fdatasync each, side by side.",
+    "'per-file', one fdatasync each.",
 )
 @setting("--max-body", type=Size(), help="Largest request body, after decompression (413 above).")
 @setting("--max-line", type=Size(), help="Longest NDJSON line (413 above).")
