@@ -68,7 +68,7 @@ def test_the_first_error_is_raised_with_its_errno_and_stops_what_follows(tmp_pat
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     read_only = os.open(tmp_path / "f", os.O_RDONLY)
     try:
-        with pytest.raises(OSError) as refused:  # the second write: a descriptor not open for writing
+        with pytest.raises(OSError) as refused:  # the second write: a descriptor not open for writing; no sync
             disk.write_and_sync([(fd, 0, [b"first"]), (read_only, 5, [b"x"]), (fd, 5, [b"never"])], [fd], False)
         assert refused.value.errno == errno.EBADF
         assert (tmp_path / "f").read_bytes() == b"first"
@@ -125,9 +125,9 @@ disk.write_and_sync([(rows, 0, [b"a,", b"b\\n"]), (journal, 0, [b"record\\n"])],
 
 @pytest.mark.parametrize("directory", [True, False])
 def test_the_c_twin_syncs_every_file_it_is_given_and_the_directory_after_every_write(tmp_path, directory):
-    """Seen from the kernel (strace): both writes, then fdatasync of each file in the order
-    given, then fsync of the directory when asked, and nothing else on these descriptors. A
-    power-cut test double cannot see this: it replaces the steps, so takes the Python ones."""
+    """Seen from the kernel (strace): both writes, then an fdatasync of each file and an fsync of
+    the directory when asked (side by side, in any order), and nothing else on these descriptors.
+    A power-cut test double cannot see this: it replaces the steps, so takes the Python ones."""
     import re
     import shutil
     import subprocess
@@ -149,6 +149,7 @@ def test_the_c_twin_syncs_every_file_it_is_given_and_the_directory_after_every_w
     for line in trace.read_text().splitlines():
         if (match := re.search(r"(\w+)\((\d+)", line)) and int(match.group(2)) in names:
             calls.append((match.group(1), names[int(match.group(2))]))
-    expected = [("pwritev", "rows"), ("pwritev", "journal"), ("fdatasync", "rows"), ("fdatasync", "journal")]
-    assert calls == expected + ([("fsync", "directory")] if directory else [])
+    assert calls[:2] == [("pwritev", "rows"), ("pwritev", "journal")]
+    syncs = [("fdatasync", "rows"), ("fdatasync", "journal")] + ([("fsync", "directory")] if directory else [])
+    assert sorted(calls[2:]) == sorted(syncs)
     assert (tmp_path / "rows").read_bytes() == b"a,b\n" and (tmp_path / "journal").read_bytes() == b"record\n"

@@ -1,13 +1,15 @@
 /* write_and_sync(writes, fds, directory_fd) -> None: the C twin of LocalDisk.write_and_sync
    (commit/disk.py), a commit round's writes and syncs with the GIL released once: each Python
    syscall releases and retakes it, and retaking waits for the event loop's turn.
-   writes: sequence of (fd, offset, chunks), chunks any buffers; fds: files to fdatasync after
-   every write, in order; directory_fd: -1, or a directory to fsync last. Stops at the first error
-   and raises it as OSError; EINTR is retried, as Python's own calls do (PEP 475). */
+   writes: sequence of (fd, offset, chunks), chunks any buffers; fds: files to fdatasync once
+   every write is done, side by side; directory_fd: -1, or a directory to fsync with them. The
+   first error stops the writes (no sync then); of the syncs, each is done and the first error in
+   the given order raised, as OSError; EINTR is retried, as Python's own calls do (PEP 475). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -60,6 +62,34 @@ static int sync_one(int fd, int whole) {
     return rc == 0 ? 0 : errno;
 }
 
+/* The syncs of a round side by side: the filesystem folds concurrent syncs into one journal
+   commit, where one after another each small append's fdatasync waits for a commit of its own.
+   The first on the calling thread, each other on a thread of its own (a thread that cannot be
+   started: its sync runs here, after the others). */
+typedef struct {
+    int fd, whole, err;
+    pthread_t thread;
+    int started;
+} Sync;
+
+static void *sync_thread(void *arg) {
+    Sync *s = arg;
+    s->err = sync_one(s->fd, s->whole);
+    return NULL;
+}
+
+static int sync_all(Sync *syncs, Py_ssize_t n) {
+    for (Py_ssize_t i = 1; i < n; i++) syncs[i].started = pthread_create(&syncs[i].thread, NULL, sync_thread, &syncs[i]) == 0;
+    if (n > 0) syncs[0].err = sync_one(syncs[0].fd, syncs[0].whole);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (syncs[i].started) pthread_join(syncs[i].thread, NULL);
+        else syncs[i].err = sync_one(syncs[i].fd, syncs[i].whole);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (syncs[i].err) return syncs[i].err;
+    return 0;
+}
+
 static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     PyObject *writes_obj, *fds_obj;
     int directory;
@@ -71,11 +101,11 @@ static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     Py_ssize_t nw = PySequence_Fast_GET_SIZE(writes), nf = PySequence_Fast_GET_SIZE(fds), total = 0, held = 0;
     PyObject *result = NULL;
     Write *ws = PyMem_Calloc(nw ? nw : 1, sizeof *ws);
-    int *fdv = PyMem_Calloc(nf ? nf : 1, sizeof *fdv);
+    Sync *syncs = PyMem_Calloc(nf + 1, sizeof *syncs);
     Py_buffer *bufs = NULL;
     struct iovec *iov = NULL;
     PyObject **chunk_lists = PyMem_Calloc(nw ? nw : 1, sizeof *chunk_lists);
-    if (ws == NULL || fdv == NULL || chunk_lists == NULL) { PyErr_NoMemory(); goto done; }
+    if (ws == NULL || syncs == NULL || chunk_lists == NULL) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < nw; i++) {
         PyObject *item = PySequence_Tuple(PySequence_Fast_GET_ITEM(writes, i)), *chunks;
         long long offset;
@@ -93,7 +123,7 @@ static PyObject *write_and_sync(PyObject *self, PyObject *args) {
         total += ws[i].count;
     }
     for (Py_ssize_t i = 0; i < nf; i++) {
-        if (as_fd(PySequence_Fast_GET_ITEM(fds, i), &fdv[i]) < 0) goto done;
+        if (as_fd(PySequence_Fast_GET_ITEM(fds, i), &syncs[i].fd) < 0) goto done;
     }
     bufs = PyMem_Calloc(total ? total : 1, sizeof *bufs);
     iov = PyMem_Calloc(total ? total : 1, sizeof *iov);
@@ -110,8 +140,12 @@ static PyObject *write_and_sync(PyObject *self, PyObject *args) {
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw && !err; i++) err = write_all(ws[i].fd, ws[i].offset, iov + ws[i].first, ws[i].count);
-    for (Py_ssize_t i = 0; i < nf && !err; i++) err = sync_one(fdv[i], 0);
-    if (!err && directory >= 0) err = sync_one(directory, 1);
+    Py_ssize_t ns = nf;
+    if (directory >= 0) {
+        syncs[ns].fd = directory;
+        syncs[ns++].whole = 1;
+    }
+    if (!err) err = sync_all(syncs, ns);
     Py_END_ALLOW_THREADS
     if (err) {
         errno = err;
@@ -126,7 +160,7 @@ done:
     PyMem_Free(bufs);
     PyMem_Free(iov);
     PyMem_Free(ws);
-    PyMem_Free(fdv);
+    PyMem_Free(syncs);
     PyMem_Free(chunk_lists);
     Py_DECREF(writes);
     Py_DECREF(fds);

@@ -15,6 +15,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from batched_event_api.events.native import load
@@ -186,19 +187,26 @@ class LocalDisk:
         self, writes: Sequence[tuple[int, int, Sequence[bytes | memoryview]]], fds: Sequence[int], directory: bool
     ) -> None:
         """Each (fd, offset, chunks) written, then the files' data made durable and the
-        directory's names too, one after another; the first error stops it (raised). In C where
-        it was compiled, unless a subclass or a test replaced one of the steps: they stay the
-        definition of what this does."""
+        directory's names too. A failed write stops it (nothing synced); every sync is tried and
+        the first failed one raised. In C where it was compiled (the GIL released once, the syncs
+        side by side on threads of its own: the filesystem folds them into one journal commit),
+        unless a subclass or a test replaced one of the steps: they stay the definition of what
+        this does."""
         if _durable is not None and self._steps_are_own():
             assert not directory or self._dir_fd is not None, "open() first"
             _durable.write_and_sync(writes, fds, self._dir_fd if directory else -1)
             return
         for fd, offset, chunks in writes:
             self.write(fd, chunks, offset)
-        for fd in fds:
-            self.sync_data(fd)
-        if directory:
-            self.sync_directory()
+        syncs = [partial(self.sync_data, fd) for fd in fds] + ([self.sync_directory] if directory else [])
+        errors = []
+        for sync in syncs:
+            try:
+                sync()
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _steps_are_own(self) -> bool:
         cls = type(self)

@@ -1,8 +1,7 @@
 """A commit round's I/O: write its files and its journal line, and make them durable together.
 
-A round is written and synced on the calling thread in one call of the disk
-(LocalDisk.write_and_sync: its C twin releases the GIL once for all of it), each file's data,
-then the directory's names. From `syncfs_from` files on, one syncfs() of the filesystem, once
+A round is written and synced in one call of the disk (LocalDisk.write_and_sync: its C twin
+releases the GIL once for all of it and syncs the files side by side on threads of its own). From `syncfs_from` files on, one syncfs() of the filesystem, once
 everything is written, replaces the per-file syncs.
 Writes that continue each other in one file (a group's requests appending to the open windows)
 are made one write and one sync.
@@ -47,10 +46,10 @@ class SyncRound:
         after it is tried)."""
         writes = _coalesced(writes)
         whole = self.by_filesystem(len(writes) + (journal is not None) + directory)
-        # Every write, then every sync, in one call, one after another (the record last of the
-        # writes: without syncs, order alone makes it the commit point). On threads side by side
-        # they were slower, for small rounds and for W2's 67 files alike: each hand-off and GIL
-        # retake cost more than a second fdatasync, which finds the first one's journal commit done.
+        # Every write, then every sync, in one call (the record last of the writes: without syncs,
+        # order alone makes it the commit point). Python threads for the writes or the syncs were
+        # slower, for one-event requests and for W2's 67 files alike: each hand-off and GIL retake
+        # cost more than the work handed off (docs/performance.md).
         steps: list[tuple[int, int, Sequence[bytes | memoryview]]] = [(w.fd, w.check.start, w.chunks) for w in writes]
         fds = [w.fd for w in writes]
         if journal is not None:
