@@ -142,6 +142,7 @@ def test_the_c_twin_syncs_every_file_it_is_given_and_the_directory_after_every_w
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "BEA_NATIVE": "1"},  # the C twin itself, also under `make python-path`
     ).stdout
     rows, journal, dir_fd = map(int, out.split())
     names = {rows: "rows", journal: "journal", dir_fd: "directory"}
