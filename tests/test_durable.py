@@ -154,3 +154,48 @@ def test_the_c_twin_syncs_every_file_it_is_given_and_the_directory_after_every_w
     syncs = [("fdatasync", "rows"), ("fdatasync", "journal")] + ([("fsync", "directory")] if directory else [])
     assert sorted(calls[2:]) == sorted(syncs)
     assert (tmp_path / "rows").read_bytes() == b"a,b\n" and (tmp_path / "journal").read_bytes() == b"record\n"
+
+
+def test_the_c_twin_syncs_hundreds_of_files_on_at_most_32_threads(tmp_path):
+    """A round may name hundreds of files (--sync-many per-file, a request of many windows):
+    every one is synced once, on a bounded number of threads."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    strace = shutil.which("strace")
+    assert strace is not None, "this test needs strace (make test installs it: apt-get install strace)"
+    script = (
+        "import os, sys\n"
+        "from batched_event_api.commit.disk import LocalDisk\n"
+        "disk = LocalDisk(sys.argv[1]); disk.open()\n"
+        "fds = [os.open(os.path.join(sys.argv[1], f'f{i}'), os.O_RDWR | os.O_CREAT, 0o600) for i in range(200)]\n"
+        "print(*fds, flush=True)\n"
+        "disk.write_and_sync([(fd, 0, [b'x']) for fd in fds], fds, True)\n"
+    )
+    trace = tmp_path / "trace"
+    out = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=clone,clone3,fdatasync",
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BEA_NATIVE": "1"},
+    ).stdout
+    fds = sorted(map(int, out.split()))
+    text = trace.read_text()
+    synced = sorted(int(fd) for fd in re.findall(r"fdatasync\((\d+)", text))
+    threads = len(re.findall(r"\bclone3?\(", text))
+    assert synced == fds  # each of the 200 files once
+    assert 1 <= threads <= 31, threads  # side by side, the calling thread and at most 31 more

@@ -64,26 +64,40 @@ static int sync_one(int fd, int whole) {
 
 /* The syncs of a round side by side: the filesystem folds concurrent syncs into one journal
    commit, where one after another each small append's fdatasync waits for a commit of its own.
-   The first on the calling thread, each other on a thread of its own (a thread that cannot be
-   started: its sync runs here, after the others). */
+   At most MAX_SYNC_THREADS threads (a round may name hundreds of files): the calling thread and
+   each started one take every k-th file. A thread that cannot be started: its files are synced
+   here, after the others. */
+#define MAX_SYNC_THREADS 32
+
 typedef struct {
     int fd, whole, err;
-    pthread_t thread;
-    int started;
 } Sync;
 
-static void *sync_thread(void *arg) {
-    Sync *s = arg;
-    s->err = sync_one(s->fd, s->whole);
+typedef struct {
+    Sync *syncs;
+    Py_ssize_t n, first, step;
+    pthread_t thread;
+    int started;
+} Share;
+
+static void *sync_share(void *arg) {
+    Share *share = arg;
+    for (Py_ssize_t i = share->first; i < share->n; i += share->step)
+        share->syncs[i].err = sync_one(share->syncs[i].fd, share->syncs[i].whole);
     return NULL;
 }
 
 static int sync_all(Sync *syncs, Py_ssize_t n) {
-    for (Py_ssize_t i = 1; i < n; i++) syncs[i].started = pthread_create(&syncs[i].thread, NULL, sync_thread, &syncs[i]) == 0;
-    if (n > 0) syncs[0].err = sync_one(syncs[0].fd, syncs[0].whole);
-    for (Py_ssize_t i = 1; i < n; i++) {
-        if (syncs[i].started) pthread_join(syncs[i].thread, NULL);
-        else syncs[i].err = sync_one(syncs[i].fd, syncs[i].whole);
+    Py_ssize_t step = n < MAX_SYNC_THREADS ? n : MAX_SYNC_THREADS;
+    Share shares[MAX_SYNC_THREADS];
+    for (Py_ssize_t t = 0; t < step; t++) {
+        shares[t] = (Share){.syncs = syncs, .n = n, .first = t, .step = step, .started = 0};
+        if (t > 0) shares[t].started = pthread_create(&shares[t].thread, NULL, sync_share, &shares[t]) == 0;
+    }
+    if (step > 0) sync_share(&shares[0]);
+    for (Py_ssize_t t = 1; t < step; t++) {
+        if (shares[t].started) pthread_join(shares[t].thread, NULL);
+        else sync_share(&shares[t]);
     }
     for (Py_ssize_t i = 0; i < n; i++)
         if (syncs[i].err) return syncs[i].err;

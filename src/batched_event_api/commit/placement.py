@@ -189,12 +189,12 @@ class Placement:
         one write per file; with --max-file-bytes, a file that reaches it is committed and the
         rest go on in a new file for the same window."""
         # Compressed files are measured as written: one write may take them past the limit.
-        split = self.max_file_bytes is not None and self._encode is _identity
+        split = self.max_file_bytes is not None and self.plain
         if not split:  # the common case: every row to the one open file
             if start not in state.windows:
                 self._create(state, start, late)
             count = sum(stop - first for first, stop in runs)
-            if self.max_file_bytes is None and self._encode is _identity:
+            if self.max_file_bytes is None and self.plain:
                 # Gathered for the round's one write to this file (see flush).
                 chunks, placed = state.pending.get(start, ([], 0))
                 chunks += rows.gather(runs)
@@ -260,7 +260,7 @@ class Placement:
         if window.size == 0 and self.header:
             chunks = [memoryview(self.header), *chunks]
         fd = state.fds[start]
-        if self._encode is not _identity:  # one gzip member or zstd frame per write
+        if not self.plain:  # one gzip member or zstd frame per write
             chunks = [memoryview(self._encode(b"".join(chunks)))]
         elif len(chunks) > _JOIN_FROM and sum(map(len, chunks)) <= _JOIN_BYTES:
             chunks = [memoryview(b"".join(chunks))]  # rows scattered over windows: one CRC call, one iovec

@@ -39,7 +39,7 @@ from batched_event_api.events.transcode import Batch
 
 log = logging.getLogger("batched_event_api.writer")
 
-# Bytes of request bodies up to which a round may run on the event loop (light()): a pwrite of
+# Bytes of rows up to which a round may run on the event loop (light()): a pwrite of
 # that much to the page cache and the writer's bookkeeping for its requests take well under a
 # millisecond, the stall every other connection sees.
 LIGHT_BYTES = 32 * 1024
@@ -141,7 +141,6 @@ class Writer:
         self.recover(compact=True)
 
     def close(self) -> None:
-        self.sync.close()
         self._close_fds()
         self.disk.close()
         if self._lock_fd is not None:
